@@ -1,1 +1,33 @@
+//! # Layout
+//! Hand-written because no maintained crate cuts a transport stream at packet level while keeping every
+//! byte: the segmenter must copy the publisher's packets unchanged, only deciding where chunks begin.
+//! - [`ts`]: MPEG-TS packets, PSI (PAT/PMT) and PES headers;
+//! - [`h264`]: Annex B NAL scanning and the SPS fields ladder needs (size, RFC 6381 codecs);
+//! - [`aac`]: the ADTS header (RFC 6381 codecs);
+//! - [`chunker`]: the state machine that turns a byte stream into self-contained chunks, each starting with
+//!   PAT, PMT and an IDR, with durations from exact 90 kHz timestamps;
+//! - [`probe`]: reads what a finished TS file holds (used on transcoder output).
 #![forbid(unsafe_code)]
+
+pub mod aac;
+pub mod chunker;
+pub mod h264;
+pub mod probe;
+pub mod ts;
+
+pub use chunker::{Chunk, Chunker};
+
+/// Ticks per second of MPEG timestamps.
+pub const CLOCK: u64 = 90_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MediaError {
+    #[error("not an MPEG transport stream: no 0x47 sync pattern in {0} bytes")]
+    NotTransportStream(usize),
+    #[error("unsupported video codec {0} (ladder takes H.264)")]
+    UnsupportedVideo(String),
+    #[error("the program has no video stream (PMT lists {0})")]
+    NoVideo(String),
+    #[error("no PAT/PMT and no video keyframe in the first {0} bytes")]
+    NoProgram(usize),
+}

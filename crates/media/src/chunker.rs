@@ -1,0 +1,382 @@
+//! Cuts an MPEG-TS byte stream into self-contained chunks.
+//!
+//! A chunk starts at the first H.264 IDR at or after the target duration, so a GOP longer than the target
+//! gives a longer chunk, never a chunk without an IDR at its start. Every chunk begins with the latest PAT and
+//! PMT followed by the packets of that IDR; packets are otherwise copied unchanged, in order, except that the
+//! continuity counters of the PSI PIDs are renumbered within the chunk so the repeated tables stay valid.
+//! Durations are differences of unwrapped 90 kHz video PTS: exact, and continuous from one chunk to the next.
+
+use crate::{
+    aac,
+    h264::{self, Sps},
+    ts::{self, stream_type, Unwrapper, PACKET_SIZE, PAT_PID, SYNC},
+    MediaError, CLOCK,
+};
+
+/// A jump of the video PTS larger than this (or backwards by more than a second) is a discontinuity.
+const MAX_PTS_STEP: u64 = 10 * CLOCK;
+/// An IDR this close before the target still ends the chunk: frame rates like 29.97 do not land exactly.
+const TARGET_TOLERANCE: u64 = CLOCK / 100;
+/// A video access unit whose first slice is not found within this many bytes is treated as not an IDR.
+const MAX_FRAME_HEADER: usize = 512 * 1024;
+/// Bytes without any sync pattern, or without a program, before the stream is refused.
+const MAX_GARBAGE: usize = 1 << 20;
+const MAX_WITHOUT_PROGRAM: u64 = 8 << 20;
+
+/// One finished chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub data: Vec<u8>,
+    /// Unwrapped PTS of the IDR the chunk starts with.
+    pub first_pts: u64,
+    /// 90 kHz ticks until the next chunk's first PTS.
+    pub duration: u64,
+    /// A timestamp jump or a signalled discontinuity precedes this chunk.
+    pub discontinuity: bool,
+    /// Every input byte before this offset is in this chunk or an earlier one (or was dropped).
+    pub input_end: u64,
+    pub width: u32,
+    pub height: u32,
+    /// RFC 6381 codecs of the chunk, e.g. `avc1.64001f,mp4a.40.2`.
+    pub codecs: String,
+}
+
+struct Building {
+    data: Vec<u8>,
+    first_pts: u64,
+    max_pts: u64,
+    discontinuity: bool,
+    /// Next continuity counter of PID 0 and of the PMT PID.
+    psi_cc: [u8; 2],
+}
+
+struct Frame {
+    packets: Vec<u8>,
+    start_offset: u64,
+    pts: Option<u64>,
+    es: Vec<u8>,
+    is_idr: Option<bool>,
+}
+
+pub struct Chunker {
+    target: u64,
+    buffer: Vec<u8>,
+    /// Input offset of `buffer[0]`.
+    buffer_offset: u64,
+    garbage: usize,
+    pat: Option<Vec<u8>>,
+    pmt_pid: Option<u16>,
+    pmt: Option<Vec<u8>>,
+    video_pid: Option<u16>,
+    audio_pid: Option<u16>,
+    audio_codecs: Option<String>,
+    sps: Option<Sps>,
+    current: Option<Building>,
+    frame: Option<Frame>,
+    unwrapper: Unwrapper,
+    dts_unwrapper: Unwrapper,
+    last_pts: Option<u64>,
+    last_dts: Option<u64>,
+    frame_duration: u64,
+    discontinuity_next: bool,
+    failed: Option<MediaError>,
+    /// Video access units dropped because no chunk had started yet.
+    dropped_frames: u64,
+}
+
+impl Chunker {
+    /// `target` is the target chunk duration in 90 kHz ticks.
+    pub fn new(target: u64) -> Chunker {
+        Chunker {
+            target,
+            buffer: Vec::new(),
+            buffer_offset: 0,
+            garbage: 0,
+            pat: None,
+            pmt_pid: None,
+            pmt: None,
+            video_pid: None,
+            audio_pid: None,
+            audio_codecs: None,
+            sps: None,
+            current: None,
+            frame: None,
+            unwrapper: Unwrapper::default(),
+            dts_unwrapper: Unwrapper::default(),
+            last_pts: None,
+            last_dts: None,
+            frame_duration: CLOCK / 30,
+            // The first chunk of a publish session follows whatever came before under the stream name.
+            discontinuity_next: true,
+            failed: None,
+            dropped_frames: 0,
+        }
+    }
+
+    /// Video access units that came before the first IDR and were dropped.
+    pub fn dropped_before_first_idr(&self) -> u64 {
+        self.dropped_frames
+    }
+
+    /// Input bytes consumed so far.
+    pub fn input_offset(&self) -> u64 {
+        self.buffer_offset + self.buffer.len() as u64
+    }
+
+    /// Feeds bytes; returns the chunks they completed. After an error the chunker refuses further input.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Chunk>, MediaError> {
+        if let Some(error) = &self.failed {
+            return Err(error.clone());
+        }
+        self.buffer.extend_from_slice(bytes);
+        let mut chunks = Vec::new();
+        let mut pos = 0;
+        while pos + PACKET_SIZE <= self.buffer.len() {
+            if self.buffer[pos] != SYNC || !self.synced_at(pos) {
+                pos += 1;
+                self.garbage += 1;
+                continue;
+            }
+            let packet: [u8; PACKET_SIZE] = match self.buffer[pos..pos + PACKET_SIZE].try_into() {
+                Ok(packet) => packet,
+                Err(_) => break,
+            };
+            let offset = self.buffer_offset + pos as u64;
+            pos += PACKET_SIZE;
+            if let Err(error) = self.packet(&packet, offset, &mut chunks) {
+                self.failed = Some(error.clone());
+                return Err(error);
+            }
+        }
+        self.buffer.drain(..pos);
+        self.buffer_offset += pos as u64;
+        if self.garbage > MAX_GARBAGE && self.video_pid.is_none() {
+            let error = MediaError::NotTransportStream(self.garbage);
+            self.failed = Some(error.clone());
+            return Err(error);
+        }
+        if self.input_offset() > MAX_WITHOUT_PROGRAM && self.current.is_none() {
+            let error = MediaError::NoProgram(self.input_offset() as usize);
+            self.failed = Some(error.clone());
+            return Err(error);
+        }
+        Ok(chunks)
+    }
+
+    /// Ends the stream: returns the last chunk, its duration extended by one frame past its last PTS.
+    pub fn finish(&mut self) -> Option<Chunk> {
+        if self.failed.is_some() {
+            return None;
+        }
+        if let Some(mut frame) = self.frame.take() {
+            frame.is_idr = Some(false);
+            self.append_frame(frame);
+        }
+        let end = self.input_offset();
+        let current = self.current.take()?;
+        let duration = current.max_pts + self.frame_duration - current.first_pts;
+        Some(self.finish_chunk(current, duration, end))
+    }
+
+    /// A sync byte is trusted when the next packet (if buffered) starts with one too.
+    fn synced_at(&self, pos: usize) -> bool {
+        self.buffer.get(pos + PACKET_SIZE).is_none_or(|b| *b == SYNC)
+    }
+
+    fn packet(&mut self, packet: &[u8; PACKET_SIZE], offset: u64, chunks: &mut Vec<Chunk>) -> Result<(), MediaError> {
+        let pid = ts::pid(packet);
+        if pid == PAT_PID {
+            if let Some(pmt_pid) = ts::parse_pat(packet) {
+                self.pmt_pid = Some(pmt_pid);
+                self.pat = Some(packet.to_vec());
+            }
+        } else if Some(pid) == self.pmt_pid {
+            if let Some(streams) = ts::parse_pmt(packet) {
+                self.program(&streams)?;
+                self.pmt = Some(packet.to_vec());
+            }
+        }
+
+        if Some(pid) == self.video_pid && ts::unit_start(packet) {
+            if let Some(mut frame) = self.frame.take() {
+                // The previous access unit ended without a slice we could see.
+                frame.is_idr = Some(false);
+                self.decide(frame, chunks);
+            }
+            self.start_frame(packet, offset);
+        } else if let Some(frame) = self.frame.as_mut() {
+            frame.packets.extend_from_slice(packet);
+            if Some(pid) == self.video_pid {
+                if let Some(payload) = ts::payload(packet) {
+                    frame.es.extend_from_slice(payload);
+                }
+            }
+        } else if let Some(current) = self.current.as_mut() {
+            write_packet(current, packet, self.pmt_pid);
+        }
+
+        if Some(pid) == self.audio_pid && self.audio_codecs.is_none() && ts::unit_start(packet) {
+            if let Some(payload) = ts::payload(packet) {
+                if let Some(header) = ts::parse_pes_header(payload) {
+                    self.audio_codecs = aac::adts_codecs(&payload[header.data_offset..]);
+                }
+            }
+        }
+
+        if let Some(frame) = self.frame.as_ref().filter(|f| f.is_idr.is_none()) {
+            if let Some((is_idr, sps)) = scan_frame(&frame.es) {
+                if sps.is_some() {
+                    self.sps = sps;
+                }
+                if let Some(mut frame) = self.frame.take() {
+                    frame.is_idr = Some(is_idr);
+                    self.decide(frame, chunks);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn program(&mut self, streams: &[ts::EsInfo]) -> Result<(), MediaError> {
+        let video = streams.iter().find(|es| stream_type::is_video(es.stream_type));
+        let Some(video) = video else {
+            let listed: Vec<String> = streams.iter().map(|es| stream_type::name(es.stream_type)).collect();
+            return Err(MediaError::NoVideo(if listed.is_empty() { "nothing".into() } else { listed.join(", ") }));
+        };
+        if video.stream_type != stream_type::H264 {
+            return Err(MediaError::UnsupportedVideo(stream_type::name(video.stream_type)));
+        }
+        if self.video_pid != Some(video.pid) {
+            self.video_pid = Some(video.pid);
+        }
+        self.audio_pid = streams.iter().find(|es| es.pid != video.pid).map(|es| es.pid);
+        Ok(())
+    }
+
+    fn start_frame(&mut self, packet: &[u8; PACKET_SIZE], offset: u64) {
+        let payload = ts::payload(packet).unwrap_or_default();
+        let header = ts::parse_pes_header(payload);
+        let pts = header.and_then(|h| h.pts).map(|pts| self.unwrapper.unwrap(pts));
+        if ts::discontinuity_indicator(packet) {
+            self.discontinuity_next = true;
+        }
+        if let (Some(pts), Some(last)) = (pts, self.last_pts) {
+            if pts > last + MAX_PTS_STEP || pts + CLOCK < last {
+                self.discontinuity_next = true;
+            }
+        }
+        if let Some(dts) = header.and_then(|h| h.dts).map(|dts| self.dts_unwrapper.unwrap(dts)) {
+            if let Some(step) = self.last_dts.and_then(|last| dts.checked_sub(last)).filter(|s| *s > 0 && *s < CLOCK) {
+                self.frame_duration = step;
+            }
+            self.last_dts = Some(dts);
+        }
+        if pts.is_some() {
+            self.last_pts = pts;
+        }
+        let es = header.map(|h| payload[h.data_offset..].to_vec()).unwrap_or_default();
+        self.frame = Some(Frame { packets: packet.to_vec(), start_offset: offset, pts, es, is_idr: None });
+    }
+
+    fn decide(&mut self, frame: Frame, chunks: &mut Vec<Chunk>) {
+        let idr_pts = frame.pts.filter(|_| frame.is_idr == Some(true));
+        let Some(pts) = idr_pts else {
+            self.append_frame(frame);
+            return;
+        };
+        let cut = match &self.current {
+            None => true,
+            Some(current) => self.discontinuity_next || pts + TARGET_TOLERANCE >= current.first_pts + self.target,
+        };
+        if !cut {
+            self.append_frame(frame);
+            return;
+        }
+        if let Some(current) = self.current.take() {
+            let duration = if self.discontinuity_next {
+                current.max_pts + self.frame_duration - current.first_pts
+            } else {
+                pts - current.first_pts
+            };
+            chunks.push(self.finish_chunk(current, duration, frame.start_offset));
+        }
+        let mut building = Building {
+            data: Vec::with_capacity(4 << 20),
+            first_pts: pts,
+            max_pts: pts,
+            discontinuity: std::mem::take(&mut self.discontinuity_next),
+            psi_cc: [0, 0],
+        };
+        for table in [&self.pat, &self.pmt].into_iter().flatten() {
+            write_packet(&mut building, table, self.pmt_pid);
+        }
+        self.current = Some(building);
+        self.append_frame(frame);
+    }
+
+    fn append_frame(&mut self, frame: Frame) {
+        let Some(current) = self.current.as_mut() else {
+            self.dropped_frames += 1; // nothing is kept before the first IDR
+            return;
+        };
+        if let Some(pts) = frame.pts {
+            if !self.discontinuity_next {
+                current.max_pts = current.max_pts.max(pts);
+            }
+        }
+        for packet in frame.packets.chunks_exact(PACKET_SIZE) {
+            write_packet(current, packet, self.pmt_pid);
+        }
+    }
+
+    fn finish_chunk(&self, current: Building, duration: u64, input_end: u64) -> Chunk {
+        let (width, height) = self.sps.as_ref().map_or((0, 0), |sps| (sps.width, sps.height));
+        let mut codecs = self.sps.as_ref().map(Sps::codecs).unwrap_or_else(|| "avc1.640028".into());
+        if let Some(audio) = &self.audio_codecs {
+            codecs = format!("{codecs},{audio}");
+        }
+        Chunk {
+            data: current.data,
+            first_pts: current.first_pts,
+            duration,
+            discontinuity: current.discontinuity,
+            input_end,
+            width,
+            height,
+            codecs,
+        }
+    }
+}
+
+/// Copies a packet into the chunk, renumbering the continuity counter of PAT and PMT packets.
+fn write_packet(current: &mut Building, packet: &[u8], pmt_pid: Option<u16>) {
+    let start = current.data.len();
+    current.data.extend_from_slice(packet);
+    let pid = ts::pid(packet);
+    let slot = if pid == PAT_PID {
+        0
+    } else if Some(pid) == pmt_pid {
+        1
+    } else {
+        return;
+    };
+    let cc = current.psi_cc[slot];
+    ts::set_continuity_counter(&mut current.data[start..], cc);
+    current.psi_cc[slot] = (cc + 1) & 0x0f;
+}
+
+/// Looks for the first slice of an access unit: `Some((is_idr, sps))` once found.
+fn scan_frame(es: &[u8]) -> Option<(bool, Option<Sps>)> {
+    let units = h264::nal_units(es);
+    let mut sps = None;
+    for (i, unit) in units.iter().enumerate() {
+        match h264::nal_type(unit) {
+            // An SPS is only complete when another NAL unit follows it.
+            Some(h264::NAL_SPS) if i + 1 < units.len() => sps = h264::parse_sps(unit).or(sps),
+            Some(h264::NAL_IDR) => return Some((true, sps)),
+            Some(h264::NAL_SLICE) => return Some((false, sps)),
+            _ => {}
+        }
+    }
+    (es.len() > MAX_FRAME_HEADER).then_some((false, sps))
+}
