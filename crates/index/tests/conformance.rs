@@ -1,0 +1,100 @@
+//! The index conformance suite: every implementation of `Index` must pass it.
+
+use ladder_index::{Index, SqliteIndex};
+use ladder_proto::{ChunkFailed, Event, RenditionReady, StreamEnded, StreamStarted};
+
+fn rendition(session: &str, name: &str, sequence: u64, bitrate: u64, size: u64) -> Event {
+    Event::RenditionReady(RenditionReady {
+        stream: "cam".into(),
+        session_id: session.into(),
+        sequence,
+        rendition: name.into(),
+        object_key: format!("live/cam/{session}/{name}/{sequence:08}.ts"),
+        size_bytes: size,
+        first_pts: 1_000 + sequence * 180_000,
+        duration: 180_000,
+        wall_clock_ms: 1_700_000_000_000 + sequence as i64 * 2000,
+        discontinuity: sequence == 0,
+        width: 1280,
+        height: 720,
+        bitrate,
+        codecs: "avc1.64001f,mp4a.40.2".into(),
+        timing: None,
+    })
+}
+
+async fn conformance(index: &dyn Index) {
+    let started = |session: &str, at: i64| {
+        Event::StreamStarted(StreamStarted {
+            stream: "cam".into(),
+            session_id: session.into(),
+            started_at_ms: at,
+            remote_addr: "127.0.0.1:5000".into(),
+        })
+    };
+    index.apply(&started("s1", 1_000)).await.expect("apply");
+    index.apply(&started("s1", 1_000)).await.expect("applying twice is fine");
+    assert_eq!(index.latest_session("cam").await.expect("read").map(|s| s.session_id), Some("s1".into()));
+    assert_eq!(index.latest_session("nope").await.expect("read"), None);
+
+    // Out of order and duplicated, as redelivery makes them.
+    for event in [
+        rendition("s1", "720p", 1, 3_000_000, 900_000),
+        rendition("s1", "720p", 0, 3_000_000, 600_000),
+        rendition("s1", "720p", 1, 3_000_000, 900_000),
+        rendition("s1", "360p", 0, 800_000, 150_000),
+    ] {
+        index.apply(&event).await.expect("apply");
+    }
+    let segments = index.segments("cam", "s1", "720p").await.expect("segments");
+    assert_eq!(segments.iter().map(|s| s.sequence).collect::<Vec<_>>(), vec![0, 1]);
+    assert!(segments[0].discontinuity && !segments[1].discontinuity);
+    assert_eq!(segments[1].duration, 180_000);
+
+    let renditions = index.renditions("cam", "s1").await.expect("renditions");
+    assert_eq!(renditions.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), vec!["720p", "360p"]);
+    // 900 000 bytes in 2 s is 3.6 Mb/s at peak; 1.5 MB in 4 s is 3 Mb/s on average.
+    assert_eq!(renditions[0].peak_bps, 3_600_000);
+    assert_eq!(renditions[0].average_bps, 3_000_000);
+
+    index.apply(&started("s2", 2_000)).await.expect("apply");
+    assert_eq!(index.latest_session("cam").await.expect("read").map(|s| s.session_id), Some("s2".into()));
+    assert!(index.renditions("cam", "s2").await.expect("renditions").is_empty(), "sessions are separate");
+    let streams = index.streams().await.expect("streams");
+    assert_eq!(streams.len(), 1);
+    assert_eq!(streams[0].session_id, "s2");
+
+    index
+        .apply(&Event::StreamEnded(StreamEnded {
+            stream: "cam".into(),
+            session_id: "s2".into(),
+            ended_at_ms: 3_000,
+            bytes_received: 10,
+            reason: "disconnected".into(),
+        }))
+        .await
+        .expect("apply");
+    let latest = index.latest_session("cam").await.expect("read").expect("a session");
+    assert_eq!((latest.started_at_ms, latest.ended_at_ms), (2_000, Some(3_000)));
+
+    index
+        .apply(&Event::ChunkFailed(ChunkFailed {
+            stream: "cam".into(),
+            session_id: "s1".into(),
+            sequence: 2,
+            has_sequence: true,
+            stage: "transcoder".into(),
+            reason: "ffmpeg exited 1".into(),
+            permanent: true,
+        }))
+        .await
+        .expect("apply");
+    assert_eq!(index.failed_chunks("cam", "s1").await.expect("failures"), vec![2]);
+}
+
+#[tokio::test]
+async fn sqlite_conformance() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let index = SqliteIndex::open(&dir.path().join("index.db")).expect("open");
+    conformance(&index).await;
+}
