@@ -1,1 +1,72 @@
+//! # Layout
+//! The indexer folds every event of `LADDER_EVENTS` (durable consumer `indexer`) into the index with
+//! [`Index::apply`], and acknowledges each event once it is written. Applying is idempotent, so redelivery
+//! and replay (`ladder reindex`) are safe.
 #![forbid(unsafe_code)]
+
+use std::{sync::Arc, time::Duration};
+
+use async_nats::jetstream::message::AckKind;
+use futures::StreamExt;
+use ladder_bus::{topology, Bus, BusError};
+use ladder_index::Index;
+use ladder_proto::Event;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+pub struct Config {
+    pub nats_url: String,
+    pub index: Arc<dyn Index>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexerError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("consuming events: {0}")]
+    Consume(String),
+}
+
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), IndexerError> {
+    let bus = Bus::connect(&config.nats_url).await?;
+    let consumer = bus.consumer(topology::INDEXER).await?;
+    let mut messages = consumer.messages().await.map_err(|e| IndexerError::Consume(e.to_string()))?;
+    tracing::info!("indexer started");
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            message = messages.next() => message,
+        };
+        let message = match message {
+            Some(Ok(message)) => message,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "receiving events failed");
+                continue;
+            }
+            None => return Err(IndexerError::Consume("consumer stream ended".into())),
+        };
+        let event = match Event::decode(&message.subject, &message.payload) {
+            Ok(event) => event,
+            Err(e) => {
+                // Not ours to fix by retrying: keep it out of the index and say so.
+                tracing::error!(subject = %message.subject, error = %e, "skipping undecodable event");
+                let _ = message.ack_with(AckKind::Term).await;
+                continue;
+            }
+        };
+        match config.index.apply(&event).await {
+            Ok(()) => {
+                if let Err(e) = message.ack().await {
+                    tracing::warn!(error = %e, "ack failed");
+                }
+            }
+            Err(e) => {
+                tracing::error!(subject = %message.subject, error = %e, "index write failed, will retry");
+                let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            }
+        }
+    }
+    bus.drain().await;
+    tracing::info!("indexer stopped");
+    Ok(())
+}

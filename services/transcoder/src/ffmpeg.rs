@@ -1,0 +1,103 @@
+//! One ffmpeg run per chunk, producing every rendition.
+//!
+//! Why these options:
+//! - `-copyts` and `-mpegts_copyts 1` with zero mux delay keep the source timestamps, so chunk N+1 of every
+//!   rendition starts where chunk N ended, and renditions stay aligned with each other for ABR switching;
+//! - `-fps_mode passthrough` keeps every source frame with its timestamp (no duplicated or dropped frames);
+//! - one keyframe per chunk (a GOP longer than any chunk, no scene-cut keyframes): each rendition chunk starts
+//!   with an IDR and its GOP is closed;
+//! - capped rate control (`-maxrate`, `-bufsize`) keeps the bitrate near the target even though every chunk's
+//!   rate control starts fresh;
+//! - audio is copied unchanged, which keeps it free of encoder priming gaps at chunk boundaries.
+
+use std::process::Stdio;
+
+use crate::RenditionSpec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FfmpegError {
+    #[error("cannot run ffmpeg: {0}")]
+    Spawn(std::io::Error),
+    #[error("ffmpeg failed ({status}): {stderr}")]
+    Failed { status: String, stderr: String },
+    #[error("ffmpeg output for {rendition} is unreadable: {message}")]
+    Output { rendition: String, message: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// One encoded rendition chunk.
+pub struct Output {
+    pub data: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+    pub codecs: String,
+}
+
+/// The ffmpeg arguments that transcode `input` into one output file per rendition.
+pub fn command(input: &str, renditions: &[RenditionSpec], outputs: &[String], preset: &str) -> Vec<String> {
+    let mut args: Vec<String> = ["-hide_banner", "-nostdin", "-loglevel", "error", "-copyts", "-i", input]
+        .map(String::from)
+        .to_vec();
+    let labels: String = (0..renditions.len()).map(|i| format!("[s{i}]")).collect();
+    let mut graph = format!("[0:v:0]split={}{labels}", renditions.len());
+    for (i, r) in renditions.iter().enumerate() {
+        graph.push_str(&format!(";[s{i}]scale=-2:{}[v{i}]", r.height));
+    }
+    args.extend(["-filter_complex".into(), graph]);
+    for (i, (r, output)) in renditions.iter().zip(outputs).enumerate() {
+        let kbps = r.bitrate / 1000;
+        args.extend(
+            [
+                "-map", &format!("[v{i}]"), "-map", "0:a?",
+                "-c:v", "libx264", "-preset", preset, "-profile:v", "high", "-pix_fmt", "yuv420p",
+                "-b:v", &format!("{kbps}k"), "-maxrate", &format!("{}k", kbps * 11 / 10),
+                "-bufsize", &format!("{}k", kbps * 2),
+                "-g", "100000", "-keyint_min", "100000", "-sc_threshold", "0", "-fps_mode", "passthrough",
+                "-c:a", "copy",
+                "-f", "mpegts", "-mpegts_copyts", "1", "-muxdelay", "0", "-muxpreload", "0", output,
+            ]
+            .map(String::from),
+        );
+    }
+    args
+}
+
+/// Transcodes one source chunk into every rendition, in the order of `renditions`.
+pub async fn transcode(source: &[u8], renditions: &[RenditionSpec], preset: &str) -> Result<Vec<Output>, FfmpegError> {
+    let dir = tempfile::Builder::new().prefix("ladder-transcode-").tempdir()?;
+    let input = dir.path().join("source.ts");
+    tokio::fs::write(&input, source).await?;
+    let outputs: Vec<String> =
+        renditions.iter().map(|r| dir.path().join(format!("{}.ts", r.name)).display().to_string()).collect();
+    let args = command(&input.display().to_string(), renditions, &outputs, preset);
+    let result = tokio::process::Command::new("ffmpeg")
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(FfmpegError::Spawn)?;
+    if !result.status.success() {
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        return Err(FfmpegError::Failed {
+            status: result.status.to_string(),
+            stderr: stderr.lines().rev().take(5).collect::<Vec<_>>().join(" | "),
+        });
+    }
+    let mut encoded = Vec::with_capacity(renditions.len());
+    for (r, path) in renditions.iter().zip(&outputs) {
+        let data = tokio::fs::read(path).await?;
+        let output = |message: String| FfmpegError::Output { rendition: r.name.clone(), message };
+        let probe = ladder_media::probe::probe(&data)
+            .map_err(|e| output(e.to_string()))?
+            .ok_or_else(|| output("no video frame".into()))?;
+        if !probe.starts_with_idr {
+            return Err(output("does not start with an IDR frame".into()));
+        }
+        encoded.push(Output { data, width: probe.width, height: probe.height, codecs: probe.codecs });
+    }
+    Ok(encoded)
+}
