@@ -1,0 +1,287 @@
+//! Command-line interface of the `ladder` binary.
+
+mod dev;
+mod events;
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use ladder_index::{Index, SqliteIndex};
+use ladder_storage::Storage;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser, Debug)]
+#[command(name = "ladder", version, about = "Distributed live video: SRT in, chunked ABR transcoding, HLS out")]
+pub struct Cli {
+    /// Log filter, e.g. `info` or `ladder_segmenter=debug,info`.
+    #[arg(long, global = true, env = "LADDER_LOG", default_value = "info")]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Accept SRT publishers and publish their TS to JetStream.
+    Ingest {
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        srt: SrtArgs,
+    },
+    /// Cut raw TS into chunks at IDR frames and store them.
+    Segmenter {
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        storage: StorageArgs,
+        #[command(flatten)]
+        segment: SegmentArgs,
+    },
+    /// Transcode chunks into the ABR ladder.
+    Transcoder {
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        storage: StorageArgs,
+        #[command(flatten)]
+        transcode: TranscodeArgs,
+    },
+    /// Project the event log into the index.
+    Indexer {
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        index: IndexArgs,
+    },
+    /// Serve HLS playlists, media and the player page.
+    Manifest {
+        #[command(flatten)]
+        storage: StorageArgs,
+        #[command(flatten)]
+        index: IndexArgs,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+    /// Run the whole stack on this machine: a nats-server of its own and the five services.
+    Dev(dev::DevArgs),
+    /// Print the event flow as it happens.
+    Events(events::EventsArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct NatsArgs {
+    /// NATS server URL.
+    #[arg(long = "nats", env = "LADDER_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub url: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SrtArgs {
+    /// UDP address of the SRT listener.
+    #[arg(long, env = "LADDER_SRT_LISTEN", default_value = "0.0.0.0:9000")]
+    pub srt_listen: SocketAddr,
+    /// SRT AES passphrase publishers must use (10 to 79 characters). Unset: no encryption.
+    #[arg(long, env = "LADDER_SRT_PASSPHRASE")]
+    pub srt_passphrase: Option<String>,
+    /// SRT receive latency in milliseconds.
+    #[arg(long, env = "LADDER_SRT_LATENCY_MS", default_value_t = 120)]
+    pub srt_latency_ms: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StorageArgs {
+    /// Object storage URL: file:///path or a directory.
+    #[arg(long = "storage", env = "LADDER_STORAGE", default_value = "./var/media")]
+    pub url: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct IndexArgs {
+    /// SQLite index file.
+    #[arg(long = "index", env = "LADDER_INDEX", default_value = "./var/index.db")]
+    pub path: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SegmentArgs {
+    /// Target chunk duration in seconds; chunks are cut at the first IDR at or after it.
+    #[arg(long, env = "LADDER_TARGET_DURATION", default_value_t = 2.0)]
+    pub target_duration: f64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TranscodeArgs {
+    /// Chunks transcoded at once by this process.
+    #[arg(long, env = "LADDER_WORKERS", default_value_t = 2)]
+    pub workers: usize,
+    /// x264 preset.
+    #[arg(long, env = "LADDER_X264_PRESET", default_value = "veryfast")]
+    pub preset: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct HttpArgs {
+    /// Address of the HTTP server.
+    #[arg(long, env = "LADDER_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
+    pub http_listen: SocketAddr,
+    /// Segments in a live media playlist.
+    #[arg(long, env = "LADDER_PLAYLIST_WINDOW", default_value_t = 6)]
+    pub window: usize,
+}
+
+/// Why the command failed: bad configuration exits with 64, anything else with 1.
+pub enum Failure {
+    Config(anyhow::Error),
+    Runtime(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::Runtime(e.into())
+    }
+}
+
+fn config<T>(result: anyhow::Result<T>) -> Result<T, Failure> {
+    result.map_err(Failure::Config)
+}
+
+pub fn init_tracing(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).init();
+}
+
+pub async fn run(cli: Cli) -> Result<(), Failure> {
+    let shutdown = shutdown_on_signal();
+    match cli.command {
+        Command::Ingest { nats, srt } => {
+            ladder_ingest::run(config(srt.config(&nats))?, shutdown).await?;
+        }
+        Command::Segmenter { nats, storage, segment } => {
+            ladder_segmenter::run(config(segmenter_config(&nats, &storage, &segment))?, shutdown).await?;
+        }
+        Command::Transcoder { nats, storage, transcode } => {
+            ladder_transcoder::run(config(transcoder_config(&nats, &storage, &transcode))?, shutdown).await?;
+        }
+        Command::Indexer { nats, index } => {
+            let index = config(open_index(&index))?;
+            ladder_indexer::run(ladder_indexer::Config { nats_url: nats.url, index }, shutdown).await?;
+        }
+        Command::Manifest { storage, index, http } => {
+            let config = config(manifest_config(&storage, &index, &http))?;
+            ladder_manifest::run(config, shutdown).await?;
+        }
+        Command::Dev(args) => dev::run(args, shutdown).await?,
+        Command::Events(args) => events::run(args, shutdown).await?,
+    }
+    Ok(())
+}
+
+impl SrtArgs {
+    fn config(&self, nats: &NatsArgs) -> anyhow::Result<ladder_ingest::Config> {
+        if let Some(passphrase) = &self.srt_passphrase {
+            anyhow::ensure!(
+                (10..=79).contains(&passphrase.len()),
+                "--srt-passphrase (LADDER_SRT_PASSPHRASE) must be 10 to 79 characters, got {}",
+                passphrase.len()
+            );
+        }
+        Ok(ladder_ingest::Config {
+            nats_url: nats.url.clone(),
+            srt_listen: self.srt_listen,
+            passphrase: self.srt_passphrase.clone(),
+            latency: Duration::from_millis(self.srt_latency_ms),
+        })
+    }
+}
+
+fn open_storage(args: &StorageArgs) -> anyhow::Result<Storage> {
+    Storage::from_url(&args.url).with_context(|| format!("--storage (LADDER_STORAGE) {:?}", args.url))
+}
+
+fn open_index(args: &IndexArgs) -> anyhow::Result<Arc<dyn Index>> {
+    let index = SqliteIndex::open(&args.path)
+        .with_context(|| format!("--index (LADDER_INDEX) {}", args.path.display()))?;
+    Ok(Arc::new(index))
+}
+
+fn segmenter_config(
+    nats: &NatsArgs,
+    storage: &StorageArgs,
+    segment: &SegmentArgs,
+) -> anyhow::Result<ladder_segmenter::Config> {
+    anyhow::ensure!(
+        segment.target_duration >= 0.5 && segment.target_duration <= 30.0,
+        "--target-duration (LADDER_TARGET_DURATION) must be between 0.5 and 30 seconds, got {}",
+        segment.target_duration
+    );
+    Ok(ladder_segmenter::Config {
+        nats_url: nats.url.clone(),
+        storage: open_storage(storage)?,
+        target_duration: Duration::from_secs_f64(segment.target_duration),
+        idle_timeout: Duration::from_secs(30),
+    })
+}
+
+fn transcoder_config(
+    nats: &NatsArgs,
+    storage: &StorageArgs,
+    transcode: &TranscodeArgs,
+) -> anyhow::Result<ladder_transcoder::Config> {
+    anyhow::ensure!(transcode.workers >= 1, "--workers (LADDER_WORKERS) must be at least 1");
+    Ok(ladder_transcoder::Config {
+        nats_url: nats.url.clone(),
+        storage: open_storage(storage)?,
+        workers: transcode.workers,
+        ladder: ladder_transcoder::default_ladder(),
+        preset: transcode.preset.clone(),
+    })
+}
+
+fn manifest_config(storage: &StorageArgs, index: &IndexArgs, http: &HttpArgs) -> anyhow::Result<ladder_manifest::Config> {
+    anyhow::ensure!(http.window >= 3, "--window (LADDER_PLAYLIST_WINDOW) must be at least 3, got {}", http.window);
+    Ok(ladder_manifest::Config {
+        http_listen: http.http_listen,
+        index: open_index(index)?,
+        storage: open_storage(storage)?,
+        window: http.window,
+    })
+}
+
+/// A token cancelled on SIGINT or SIGTERM. A second signal exits at once.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down (signal again to force)");
+        cancel.cancel();
+        wait_for_signal().await;
+        std::process::exit(130);
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
