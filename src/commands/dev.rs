@@ -55,17 +55,17 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
             url
         }
     };
-    let nats = NatsArgs { url: nats_url };
-    let storage = StorageArgs { url: data_dir.join("media").display().to_string() };
-    let index = IndexArgs { path: data_dir.join("index.db") };
+    let nats = NatsArgs { nats_url };
+    let storage = StorageArgs { storage_url: data_dir.join("media").display().to_string() };
+    let index = IndexArgs { index_path: data_dir.join("index.db") };
 
     let ingest = args.srt.config(&nats)?;
     let segmenter = segmenter_config(&nats, &storage, &args.segment)?;
     let transcoder = transcoder_config(&nats, &storage, &args.transcode)?;
     let manifest = manifest_config(&storage, &index, &args.http)?;
-    let indexer = ladder_indexer::Config { nats_url: nats.url.clone(), index: manifest.index.clone() };
+    let indexer = ladder_indexer::Config { nats_url: nats.nats_url.clone(), index: manifest.index.clone() };
     // Create the JetStream topology once before the services race to it.
-    ladder_bus::Bus::connect(&nats.url).await?;
+    ladder_bus::Bus::connect(&nats.nats_url).await?;
 
     let services = shutdown.child_token();
     let mut tasks: JoinSet<(&str, anyhow::Result<()>)> = JoinSet::new();
@@ -97,7 +97,7 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
     println!("  publish:  ffmpeg -re -i INPUT -c:v libx264 -c:a aac -f mpegts 'srt://localhost:{srt_port}?streamid=NAME'");
     println!("  watch:    {watch}");
     println!("  playlist: http://localhost:{http_port}/live/{}/master.m3u8", if args.test_source { args.test_stream.as_str() } else { "NAME" });
-    println!("  events:   ladder events --nats {}", nats.url);
+    println!("  events:   ladder events --nats {}", nats.nats_url);
     println!("  stop:     Ctrl-C");
     println!();
 

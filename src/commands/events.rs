@@ -29,12 +29,11 @@ pub struct EventsArgs {
 }
 
 pub async fn run(args: EventsArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let bus = Bus::connect(&args.nats.url).await?;
+    let bus = Bus::connect(&args.nats.nats_url).await?;
     let stream = bus.jetstream().get_stream(topology::EVENTS_STREAM).await.context("events stream")?;
     let consumer = stream
         .create_consumer(OrderedConfig {
             deliver_policy: if args.all { DeliverPolicy::All } else { DeliverPolicy::New },
-            filter_subject: args.stream.as_ref().map(|s| format!("*.*.{s}")).unwrap_or_default(),
             ..Default::default()
         })
         .await
@@ -48,6 +47,10 @@ pub async fn run(args: EventsArgs, shutdown: CancellationToken) -> anyhow::Resul
         };
         let Some(message) = message else { break };
         let message = message.context("reading events")?;
+        // Filtered here: a `*.*.<stream>` filter spans the five subjects, which nats-server 2.9 refuses.
+        if args.stream.as_ref().is_some_and(|s| message.subject.rsplit('.').next() != Some(s.as_str())) {
+            continue;
+        }
         match Event::decode(&message.subject, &message.payload) {
             Ok(event) if args.json => println!("{}", to_json(&event)),
             Ok(event) => println!("{}", describe(&event)),

@@ -74,7 +74,7 @@ pub enum Command {
 pub struct NatsArgs {
     /// NATS server URL.
     #[arg(long = "nats", env = "LADDER_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub url: String,
+    pub nats_url: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -94,14 +94,14 @@ pub struct SrtArgs {
 pub struct StorageArgs {
     /// Object storage URL: file:///path or a directory.
     #[arg(long = "storage", env = "LADDER_STORAGE", default_value = "./var/media")]
-    pub url: String,
+    pub storage_url: String,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct IndexArgs {
     /// SQLite index file.
     #[arg(long = "index", env = "LADDER_INDEX", default_value = "./var/index.db")]
-    pub path: PathBuf,
+    pub index_path: PathBuf,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -167,7 +167,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Indexer { nats, index } => {
             let index = config(open_index(&index))?;
-            ladder_indexer::run(ladder_indexer::Config { nats_url: nats.url, index }, shutdown).await?;
+            ladder_indexer::run(ladder_indexer::Config { nats_url: nats.nats_url, index }, shutdown).await?;
         }
         Command::Manifest { storage, index, http } => {
             let config = config(manifest_config(&storage, &index, &http))?;
@@ -189,7 +189,7 @@ impl SrtArgs {
             );
         }
         Ok(ladder_ingest::Config {
-            nats_url: nats.url.clone(),
+            nats_url: nats.nats_url.clone(),
             srt_listen: self.srt_listen,
             passphrase: self.srt_passphrase.clone(),
             latency: Duration::from_millis(self.srt_latency_ms),
@@ -198,12 +198,13 @@ impl SrtArgs {
 }
 
 fn open_storage(args: &StorageArgs) -> anyhow::Result<Storage> {
-    Storage::from_url(&args.url).with_context(|| format!("--storage (LADDER_STORAGE) {:?}", args.url))
+    Storage::from_url(&args.storage_url)
+        .with_context(|| format!("--storage (LADDER_STORAGE) {:?}", args.storage_url))
 }
 
 fn open_index(args: &IndexArgs) -> anyhow::Result<Arc<dyn Index>> {
-    let index = SqliteIndex::open(&args.path)
-        .with_context(|| format!("--index (LADDER_INDEX) {}", args.path.display()))?;
+    let index = SqliteIndex::open(&args.index_path)
+        .with_context(|| format!("--index (LADDER_INDEX) {}", args.index_path.display()))?;
     Ok(Arc::new(index))
 }
 
@@ -218,7 +219,7 @@ fn segmenter_config(
         segment.target_duration
     );
     Ok(ladder_segmenter::Config {
-        nats_url: nats.url.clone(),
+        nats_url: nats.nats_url.clone(),
         storage: open_storage(storage)?,
         target_duration: Duration::from_secs_f64(segment.target_duration),
         idle_timeout: Duration::from_secs(30),
@@ -232,7 +233,7 @@ fn transcoder_config(
 ) -> anyhow::Result<ladder_transcoder::Config> {
     anyhow::ensure!(transcode.workers >= 1, "--workers (LADDER_WORKERS) must be at least 1");
     Ok(ladder_transcoder::Config {
-        nats_url: nats.url.clone(),
+        nats_url: nats.nats_url.clone(),
         storage: open_storage(storage)?,
         workers: transcode.workers,
         ladder: ladder_transcoder::default_ladder(),
@@ -283,5 +284,15 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

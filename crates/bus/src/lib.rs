@@ -28,6 +28,8 @@ pub mod header {
     pub const RECEIVED_MS: &str = "Ladder-Received-Ms";
     /// Present (value "1") on the empty message that closes a session.
     pub const END: &str = "Ladder-End";
+    /// On the closing message: why the session ended ("disconnected", "shutdown", "error: ...").
+    pub const END_REASON: &str = "Ladder-End-Reason";
 }
 
 #[derive(Debug, thiserror::Error)]

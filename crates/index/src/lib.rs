@@ -24,6 +24,8 @@ pub struct Session {
     pub session_id: String,
     pub started_at_ms: i64,
     pub ended_at_ms: Option<i64>,
+    /// Chunks cut from the session, known once it has ended.
+    pub chunk_count: Option<u64>,
 }
 
 /// A rendition as it exists in one session, with bitrates measured from its stored chunks.

@@ -19,6 +19,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     started_at_ms INTEGER NOT NULL,
     ended_at_ms INTEGER,
     remote_addr TEXT NOT NULL DEFAULT '',
+    chunk_count INTEGER,
     PRIMARY KEY (stream, session_id)
 );
 CREATE TABLE IF NOT EXISTS chunks (
@@ -108,6 +109,7 @@ fn session_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
         session_id: row.get(1)?,
         started_at_ms: row.get(2)?,
         ended_at_ms: row.get(3)?,
+        chunk_count: row.get::<_, Option<i64>>(4)?.map(|n| n as u64),
     })
 }
 
@@ -125,9 +127,11 @@ impl Index for SqliteIndex {
                 )?,
                 Event::StreamEnded(e) => conn.execute(
                     // An end can arrive for a session whose start was not retained: it still ends it.
-                    "INSERT INTO sessions (stream, session_id, started_at_ms, ended_at_ms) VALUES (?1, ?2, ?3, ?3)
-                     ON CONFLICT (stream, session_id) DO UPDATE SET ended_at_ms = excluded.ended_at_ms",
-                    params![e.stream, e.session_id, e.ended_at_ms],
+                    "INSERT INTO sessions (stream, session_id, started_at_ms, ended_at_ms, chunk_count)
+                     VALUES (?1, ?2, ?3, ?3, ?4)
+                     ON CONFLICT (stream, session_id) DO UPDATE SET ended_at_ms = excluded.ended_at_ms,
+                     chunk_count = excluded.chunk_count",
+                    params![e.stream, e.session_id, e.ended_at_ms, e.chunk_count as i64],
                 )?,
                 Event::ChunkUploaded(e) => conn.execute(
                     "INSERT OR REPLACE INTO chunks VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
@@ -185,7 +189,7 @@ impl Index for SqliteIndex {
     async fn streams(&self) -> Result<Vec<Session>, IndexError> {
         self.with(|conn| {
             let mut stmt = conn.prepare(
-                "SELECT stream, session_id, started_at_ms, ended_at_ms FROM sessions s
+                "SELECT stream, session_id, started_at_ms, ended_at_ms, chunk_count FROM sessions s
                  WHERE session_id = (SELECT session_id FROM sessions t WHERE t.stream = s.stream
                                      ORDER BY started_at_ms DESC, session_id DESC LIMIT 1)
                  ORDER BY started_at_ms DESC",
@@ -200,7 +204,7 @@ impl Index for SqliteIndex {
         let stream = stream.to_string();
         self.with(move |conn| {
             conn.query_row(
-                "SELECT stream, session_id, started_at_ms, ended_at_ms FROM sessions WHERE stream = ?1
+                "SELECT stream, session_id, started_at_ms, ended_at_ms, chunk_count FROM sessions WHERE stream = ?1
                  ORDER BY started_at_ms DESC, session_id DESC LIMIT 1",
                 params![stream],
                 session_row,

@@ -71,11 +71,12 @@ async fn conformance(index: &dyn Index) {
             ended_at_ms: 3_000,
             bytes_received: 10,
             reason: "disconnected".into(),
+            chunk_count: 12,
         }))
         .await
         .expect("apply");
     let latest = index.latest_session("cam").await.expect("read").expect("a session");
-    assert_eq!((latest.started_at_ms, latest.ended_at_ms), (2_000, Some(3_000)));
+    assert_eq!((latest.started_at_ms, latest.ended_at_ms, latest.chunk_count), (2_000, Some(3_000), Some(12)));
 
     index
         .apply(&Event::ChunkFailed(ChunkFailed {

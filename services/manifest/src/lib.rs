@@ -120,7 +120,7 @@ async fn playlist(State(config): State<Shared>, Path((stream, file)): Path<(Stri
         (Err(e), _) | (_, Err(e)) => return index_error(e),
     };
     let ended = session.ended_at_ms.is_some();
-    let body = playlist::media(&segments, &failed, config.window, ended);
+    let body = playlist::media(&segments, &failed, config.window, session.chunk_count.filter(|_| ended));
     with_headers(body, PLAYLIST_TYPE, if ended { "max-age=60" } else { "max-age=1" })
 }
 

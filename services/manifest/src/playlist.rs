@@ -58,9 +58,11 @@ pub fn playable(segments: &[Segment], failed: &[u64]) -> Vec<(Segment, bool)> {
 }
 
 /// A media playlist: the last `window` playable segments while live; every segment with ENDLIST once the
-/// session has ended.
-pub fn media(segments: &[Segment], failed: &[u64], window: usize, ended: bool) -> String {
+/// session has ended (`chunk_count` is known) and each of its chunks is listed or failed for good.
+pub fn media(segments: &[Segment], failed: &[u64], window: usize, chunk_count: Option<u64>) -> String {
     let playable = playable(segments, failed);
+    let next = playable.last().map_or(0, |(s, _)| s.sequence + 1);
+    let ended = chunk_count.is_some_and(|count| (next..count).all(|seq| failed.contains(&seq)));
     let listed = if ended { &playable[..] } else { &playable[playable.len().saturating_sub(window)..] };
     let target = listed.iter().map(|(s, _)| (s.duration as f64 / CLOCK).ceil() as u64).max().unwrap_or(2).max(1);
     let media_sequence = listed.first().map_or(0, |(s, _)| s.sequence);
@@ -101,7 +103,7 @@ mod tests {
     #[test]
     fn live_window_with_real_durations() {
         let segments: Vec<Segment> = (0..10).map(|i| segment(i, 180_180)).collect();
-        let text = media(&segments, &[], 6, false);
+        let text = media(&segments, &[], 6, None);
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:4\n"), "{text}");
         assert!(text.contains("#EXT-X-TARGETDURATION:3\n"), "{text}");
         assert_eq!(text.matches("#EXTINF:2.002000,").count(), 6);
@@ -113,15 +115,17 @@ mod tests {
         let segments = vec![segment(0, 180_000), segment(1, 180_000), segment(3, 180_000), segment(5, 180_000)];
         let listed: Vec<u64> = playable(&segments, &[2]).iter().map(|(s, _)| s.sequence).collect();
         assert_eq!(listed, vec![0, 1, 3], "4 is not ready, so 5 is not listed yet");
-        let text = media(&segments, &[2], 6, false);
+        let text = media(&segments, &[2], 6, None);
         assert!(text.contains("00000001.ts\n#EXT-X-DISCONTINUITY\n#EXTINF:2.000000,\n/media/live/s/x/720p/00000003.ts"));
     }
 
     #[test]
     fn ended_session_lists_everything_with_endlist() {
         let segments: Vec<Segment> = (0..10).map(|i| segment(i, 180_000)).collect();
-        let text = media(&segments, &[], 6, true);
+        let text = media(&segments, &[], 6, Some(10));
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:0\n") && text.ends_with("#EXT-X-ENDLIST\n"));
         assert_eq!(text.matches("#EXTINF").count(), 10);
+        let waiting = media(&segments[..9], &[], 6, Some(10));
+        assert!(!waiting.contains("ENDLIST"), "the last chunk is still being transcoded");
     }
 }

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use ladder_bus::{header, topology, Bus, BusError};
 use ladder_media::{Chunk, Chunker, CLOCK};
-use ladder_proto::{ChunkFailed, ChunkUploaded, Event, Timing};
+use ladder_proto::{ChunkFailed, ChunkUploaded, Event, StreamEnded, Timing};
 use ladder_storage::{keys, Storage};
 use tokio_util::sync::CancellationToken;
 
@@ -109,11 +109,12 @@ impl Segmenter {
         let received_ms = header_value(&message, header::RECEIVED_MS)
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(ladder_bus::now_ms);
-        let is_end = header_value(&message, header::END).is_some();
+        let end_reason = header_value(&message, header::END)
+            .map(|_| header_value(&message, header::END_REASON).unwrap_or("disconnected").to_string());
 
         if self.sessions.get(&stream).is_some_and(|s| s.id != session_id) {
             // A new publish session under the same name: the old one will send nothing more.
-            self.close(&stream).await;
+            self.close(&stream, "replaced by a new session").await;
         }
         let target = (self.config.target_duration.as_secs_f64() * CLOCK as f64) as u64;
         let session = self.sessions.entry(stream.clone()).or_insert_with(|| {
@@ -130,38 +131,53 @@ impl Segmenter {
         });
         session.last_activity = tokio::time::Instant::now();
         if session.failed {
+            // The session was refused: its data is dropped, but its end is still announced.
             ack(&message).await;
-            return;
-        }
-        let result = session.chunker.push(&message.payload);
-        let end_offset = session.chunker.input_offset();
-        session.held.push(Held { message, end_offset, received_ms });
-        match result {
-            Ok(chunks) => {
-                for chunk in chunks {
-                    self.publish_chunk(&stream, chunk).await;
+        } else {
+            let result = session.chunker.push(&message.payload);
+            let end_offset = session.chunker.input_offset();
+            session.held.push(Held { message, end_offset, received_ms });
+            match result {
+                Ok(chunks) => {
+                    for chunk in chunks {
+                        self.publish_chunk(&stream, chunk).await;
+                    }
                 }
+                Err(error) => self.fail_session(&stream, error.to_string()).await,
             }
-            Err(error) => self.fail_session(&stream, error.to_string()).await,
         }
-        if is_end {
-            self.close(&stream).await;
+        if let Some(reason) = end_reason {
+            self.close(&stream, &reason).await;
         }
     }
 
-    /// Flushes the last chunk of a session and forgets it.
-    async fn close(&mut self, stream: &str) {
+    /// Flushes the last chunk of a session, announces its end with the final chunk count, and forgets it.
+    async fn close(&mut self, stream: &str, reason: &str) {
         let Some(session) = self.sessions.get_mut(stream) else {
             return;
         };
         if let Some(chunk) = session.chunker.finish() {
             self.publish_chunk(stream, chunk).await;
         }
-        if let Some(session) = self.sessions.remove(stream) {
-            tracing::info!(%stream, session = %session.id, chunks = session.next_sequence, "session closed");
-            for held in session.held {
-                ack(&held.message).await;
-            }
+        let Some(session) = self.sessions.remove(stream) else {
+            return;
+        };
+        tracing::info!(%stream, session = %session.id, chunks = session.next_sequence, reason, "session closed");
+        let ended = Event::StreamEnded(StreamEnded {
+            stream: stream.to_string(),
+            session_id: session.id.clone(),
+            ended_at_ms: ladder_bus::now_ms(),
+            bytes_received: session.chunker.input_offset(),
+            reason: reason.to_string(),
+            chunk_count: session.next_sequence,
+        });
+        if let Err(e) = self.bus.publish_event(&ended).await {
+            // Left unacknowledged, the closing message comes back and the end is announced then.
+            tracing::error!(%stream, error = %e, "cannot announce the end of the session");
+            return;
+        }
+        for held in session.held {
+            ack(&held.message).await;
         }
     }
 
@@ -174,7 +190,7 @@ impl Segmenter {
             .collect();
         for stream in idle {
             tracing::warn!(%stream, "no data and no end of session, closing it");
-            self.close(&stream).await;
+            self.close(&stream, "idle timeout").await;
         }
     }
 

@@ -3,7 +3,8 @@
 //! Why these options:
 //! - `-copyts` and `-mpegts_copyts 1` with zero mux delay keep the source timestamps, so chunk N+1 of every
 //!   rendition starts where chunk N ended, and renditions stay aligned with each other for ABR switching;
-//! - `-fps_mode passthrough` keeps every source frame with its timestamp (no duplicated or dropped frames);
+//! - `-fps_mode passthrough` keeps every source frame with its timestamp (no duplicated or dropped frames), and
+//!   the 1/90000 encoder time base keeps those timestamps exact (the default, 1/frame rate, rounds them);
 //! - one keyframe per chunk (a GOP longer than any chunk, no scene-cut keyframes): each rendition chunk starts
 //!   with an IDR and its GOP is closed;
 //! - capped rate control (`-maxrate`, `-bufsize`) keeps the bitrate near the target even though every chunk's
@@ -53,7 +54,7 @@ pub fn command(input: &str, renditions: &[RenditionSpec], outputs: &[String], pr
                 "-c:v", "libx264", "-preset", preset, "-profile:v", "high", "-pix_fmt", "yuv420p",
                 "-b:v", &format!("{kbps}k"), "-maxrate", &format!("{}k", kbps * 11 / 10),
                 "-bufsize", &format!("{}k", kbps * 2),
-                "-g", "100000", "-keyint_min", "100000", "-sc_threshold", "0", "-fps_mode", "passthrough",
+                "-enc_time_base:v", "1:90000", "-g", "100000", "-keyint_min", "100000", "-sc_threshold", "0", "-fps_mode", "passthrough",
                 "-c:a", "copy",
                 "-f", "mpegts", "-mpegts_copyts", "1", "-muxdelay", "0", "-muxpreload", "0", output,
             ]
