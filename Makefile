@@ -1,0 +1,26 @@
+# The entry points of ladder. `make demo` and `make test` work on a fresh Debian machine with Rust.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: demo test lint deps build
+
+## demo: run the whole stack with a test pattern and print the URL to watch
+demo: deps
+	@echo "demo: building ladder (the first build takes a few minutes)"
+	$(CARGO) build --bin ladder
+	./target/debug/ladder dev --test-source
+
+## test: everything, with real nats-server, ffmpeg and SRT peers
+test: deps
+	$(CARGO) test --workspace --no-fail-fast
+
+## lint: formatting and clippy, warnings are errors
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+deps:
+	@./scripts/install-deps.sh
+
+build:
+	$(CARGO) build --workspace
