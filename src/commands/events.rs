@@ -30,10 +30,18 @@ pub struct EventsArgs {
 
 pub async fn run(args: EventsArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let bus = Bus::connect(&args.nats.nats_url).await?;
-    let stream = bus.jetstream().get_stream(topology::EVENTS_STREAM).await.context("events stream")?;
+    let stream = bus
+        .jetstream()
+        .get_stream(topology::EVENTS_STREAM)
+        .await
+        .context("events stream")?;
     let consumer = stream
         .create_consumer(OrderedConfig {
-            deliver_policy: if args.all { DeliverPolicy::All } else { DeliverPolicy::New },
+            deliver_policy: if args.all {
+                DeliverPolicy::All
+            } else {
+                DeliverPolicy::New
+            },
             ..Default::default()
         })
         .await
@@ -48,7 +56,11 @@ pub async fn run(args: EventsArgs, shutdown: CancellationToken) -> anyhow::Resul
         let Some(message) = message else { break };
         let message = message.context("reading events")?;
         // Filtered here: a `*.*.<stream>` filter spans the five subjects, which nats-server 2.9 refuses.
-        if args.stream.as_ref().is_some_and(|s| message.subject.rsplit('.').next() != Some(s.as_str())) {
+        if args
+            .stream
+            .as_ref()
+            .is_some_and(|s| message.subject.rsplit('.').next() != Some(s.as_str()))
+        {
             continue;
         }
         match Event::decode(&message.subject, &message.payload) {
@@ -71,9 +83,15 @@ fn seconds(ticks: u64) -> f64 {
 fn describe(event: &Event) -> String {
     let subject = event.subject();
     match event {
-        Event::StreamStarted(e) => format!("{subject:<32} session={} from={}", e.session_id, e.remote_addr),
+        Event::StreamStarted(e) => format!(
+            "{subject:<32} session={} from={}",
+            e.session_id, e.remote_addr
+        ),
         Event::StreamEnded(e) => {
-            format!("{subject:<32} session={} bytes={} reason={}", e.session_id, e.bytes_received, e.reason)
+            format!(
+                "{subject:<32} session={} bytes={} reason={}",
+                e.session_id, e.bytes_received, e.reason
+            )
         }
         Event::ChunkUploaded(e) => format!(
             "{subject:<32} session={} seq={} pts={:.3} dur={:.3}s size={} {}x{} {}{}",
@@ -85,7 +103,11 @@ fn describe(event: &Event) -> String {
             e.width,
             e.height,
             e.codecs,
-            if e.discontinuity { " discontinuity" } else { "" }
+            if e.discontinuity {
+                " discontinuity"
+            } else {
+                ""
+            }
         ),
         Event::RenditionReady(e) => format!(
             "{subject:<32} session={} seq={} rendition={} {}x{} dur={:.3}s size={} codecs={}",
@@ -101,7 +123,11 @@ fn describe(event: &Event) -> String {
         Event::ChunkFailed(e) => format!(
             "{subject:<32} session={} seq={} stage={} permanent={} reason={}",
             e.session_id,
-            if e.has_sequence { e.sequence.to_string() } else { "-".into() },
+            if e.has_sequence {
+                e.sequence.to_string()
+            } else {
+                "-".into()
+            },
             e.stage,
             e.permanent,
             e.reason

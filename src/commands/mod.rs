@@ -12,7 +12,11 @@ use ladder_storage::Storage;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
-#[command(name = "ladder", version, about = "Distributed live video: SRT in, chunked ABR transcoding, HLS out")]
+#[command(
+    name = "ladder",
+    version,
+    about = "Distributed live video: SRT in, chunked ABR transcoding, HLS out"
+)]
 pub struct Cli {
     /// Log filter, e.g. `info` or `ladder_segmenter=debug,info`.
     #[arg(long, global = true, env = "LADDER_LOG", default_value = "info")]
@@ -73,7 +77,11 @@ pub enum Command {
 #[derive(Args, Debug, Clone)]
 pub struct NatsArgs {
     /// NATS server URL.
-    #[arg(long = "nats", env = "LADDER_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long = "nats",
+        env = "LADDER_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
     pub nats_url: String,
 }
 
@@ -93,7 +101,11 @@ pub struct SrtArgs {
 #[derive(Args, Debug, Clone)]
 pub struct StorageArgs {
     /// Object storage URL: file:///path or a directory.
-    #[arg(long = "storage", env = "LADDER_STORAGE", default_value = "./var/media")]
+    #[arg(
+        long = "storage",
+        env = "LADDER_STORAGE",
+        default_value = "./var/media"
+    )]
     pub storage_url: String,
 }
 
@@ -150,7 +162,11 @@ fn config<T>(result: anyhow::Result<T>) -> Result<T, Failure> {
 pub fn init_tracing(cli: &Cli) {
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 pub async fn run(cli: Cli) -> Result<(), Failure> {
@@ -159,17 +175,44 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Ingest { nats, srt } => {
             ladder_ingest::run(config(srt.config(&nats))?, shutdown).await?;
         }
-        Command::Segmenter { nats, storage, segment } => {
-            ladder_segmenter::run(config(segmenter_config(&nats, &storage, &segment))?, shutdown).await?;
+        Command::Segmenter {
+            nats,
+            storage,
+            segment,
+        } => {
+            ladder_segmenter::run(
+                config(segmenter_config(&nats, &storage, &segment))?,
+                shutdown,
+            )
+            .await?;
         }
-        Command::Transcoder { nats, storage, transcode } => {
-            ladder_transcoder::run(config(transcoder_config(&nats, &storage, &transcode))?, shutdown).await?;
+        Command::Transcoder {
+            nats,
+            storage,
+            transcode,
+        } => {
+            ladder_transcoder::run(
+                config(transcoder_config(&nats, &storage, &transcode))?,
+                shutdown,
+            )
+            .await?;
         }
         Command::Indexer { nats, index } => {
             let index = config(open_index(&index))?;
-            ladder_indexer::run(ladder_indexer::Config { nats_url: nats.nats_url, index }, shutdown).await?;
+            ladder_indexer::run(
+                ladder_indexer::Config {
+                    nats_url: nats.nats_url,
+                    index,
+                },
+                shutdown,
+            )
+            .await?;
         }
-        Command::Manifest { storage, index, http } => {
+        Command::Manifest {
+            storage,
+            index,
+            http,
+        } => {
             let config = config(manifest_config(&storage, &index, &http))?;
             ladder_manifest::run(config, shutdown).await?;
         }
@@ -231,7 +274,10 @@ fn transcoder_config(
     storage: &StorageArgs,
     transcode: &TranscodeArgs,
 ) -> anyhow::Result<ladder_transcoder::Config> {
-    anyhow::ensure!(transcode.workers >= 1, "--workers (LADDER_WORKERS) must be at least 1");
+    anyhow::ensure!(
+        transcode.workers >= 1,
+        "--workers (LADDER_WORKERS) must be at least 1"
+    );
     Ok(ladder_transcoder::Config {
         nats_url: nats.nats_url.clone(),
         storage: open_storage(storage)?,
@@ -241,8 +287,16 @@ fn transcoder_config(
     })
 }
 
-fn manifest_config(storage: &StorageArgs, index: &IndexArgs, http: &HttpArgs) -> anyhow::Result<ladder_manifest::Config> {
-    anyhow::ensure!(http.window >= 3, "--window (LADDER_PLAYLIST_WINDOW) must be at least 3, got {}", http.window);
+fn manifest_config(
+    storage: &StorageArgs,
+    index: &IndexArgs,
+    http: &HttpArgs,
+) -> anyhow::Result<ladder_manifest::Config> {
+    anyhow::ensure!(
+        http.window >= 3,
+        "--window (LADDER_PLAYLIST_WINDOW) must be at least 3, got {}",
+        http.window
+    );
     Ok(ladder_manifest::Config {
         http_listen: http.http_listen,
         index: open_index(index)?,

@@ -61,7 +61,10 @@ impl Bus {
             .connection_timeout(Duration::from_secs(5))
             .connect(url)
             .await
-            .map_err(|source| BusError::Connect { url: url.to_string(), source })?;
+            .map_err(|source| BusError::Connect {
+                url: url.to_string(),
+                source,
+            })?;
         let js = jetstream::new(client.clone());
         topology::ensure(&js).await?;
         Ok(Bus { client, js })
@@ -86,11 +89,15 @@ impl Bus {
 
     /// Publishes raw TS bytes of one session; `id` must be unique and deterministic for the bytes.
     pub async fn publish_ts(&self, stream: &str, message: PublishMessage) -> Result<(), BusError> {
-        self.publish(topology::ingest_subject(stream), message).await
+        self.publish(topology::ingest_subject(stream), message)
+            .await
     }
 
     async fn publish(&self, subject: String, message: PublishMessage) -> Result<(), BusError> {
-        let error = |e: &dyn std::fmt::Display| BusError::Publish { subject: subject.clone(), message: e.to_string() };
+        let error = |e: &dyn std::fmt::Display| BusError::Publish {
+            subject: subject.clone(),
+            message: e.to_string(),
+        };
         // Retried: with a deterministic Nats-Msg-Id a retry after a lost acknowledgement is de-duplicated.
         let mut attempt = 0;
         loop {

@@ -87,7 +87,10 @@ fn stream_configs() -> [jetstream::stream::Config; 2] {
         },
         jetstream::stream::Config {
             name: EVENTS_STREAM.to_string(),
-            subjects: subject::ALL.iter().map(|prefix| format!("{prefix}.*")).collect(),
+            subjects: subject::ALL
+                .iter()
+                .map(|prefix| format!("{prefix}.*"))
+                .collect(),
             storage: StorageType::File,
             retention: RetentionPolicy::Limits,
             max_age: Duration::from_secs(30 * 24 * 3600),
@@ -103,7 +106,10 @@ pub async fn ensure(js: &jetstream::Context) -> Result<(), BusError> {
         let name = config.name.clone();
         js.get_or_create_stream(config)
             .await
-            .map_err(|e| BusError::Topology { what: format!("stream {name}"), message: e.to_string() })?;
+            .map_err(|e| BusError::Topology {
+                what: format!("stream {name}"),
+                message: e.to_string(),
+            })?;
     }
     for spec in &CONSUMERS {
         consumer(js, spec.durable).await?;
@@ -113,12 +119,18 @@ pub async fn ensure(js: &jetstream::Context) -> Result<(), BusError> {
 
 /// Gets (creating if needed) the durable consumer named `durable`.
 pub async fn consumer(js: &jetstream::Context, durable: &str) -> Result<PullConsumer, BusError> {
-    let topology = |message: String| BusError::Topology { what: format!("consumer {durable}"), message };
+    let topology = |message: String| BusError::Topology {
+        what: format!("consumer {durable}"),
+        message,
+    };
     let spec = CONSUMERS
         .iter()
         .find(|spec| spec.durable == durable)
         .ok_or_else(|| topology("not declared in topology::CONSUMERS".into()))?;
-    let stream = js.get_stream(spec.stream).await.map_err(|e| topology(e.to_string()))?;
+    let stream = js
+        .get_stream(spec.stream)
+        .await
+        .map_err(|e| topology(e.to_string()))?;
     stream
         .get_or_create_consumer(
             spec.durable,

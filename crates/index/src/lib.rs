@@ -69,7 +69,12 @@ pub trait Index: Send + Sync {
     async fn renditions(&self, stream: &str, session: &str) -> Result<Vec<Rendition>, IndexError>;
 
     /// The chunks of a rendition in the session, in sequence order.
-    async fn segments(&self, stream: &str, session: &str, rendition: &str) -> Result<Vec<Segment>, IndexError>;
+    async fn segments(
+        &self,
+        stream: &str,
+        session: &str,
+        rendition: &str,
+    ) -> Result<Vec<Segment>, IndexError>;
 
     /// Sequence numbers of the session's chunks that failed for good.
     async fn failed_chunks(&self, stream: &str, session: &str) -> Result<Vec<u64>, IndexError>;

@@ -80,11 +80,16 @@ impl SqliteIndex {
             std::fs::create_dir_all(parent).map_err(backend)?;
         }
         let conn = Connection::open(path).map_err(backend)?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(backend)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(backend)?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
-        Ok(SqliteIndex { conn: Arc::new(Mutex::new(conn)) })
+        Ok(SqliteIndex {
+            conn: Arc::new(Mutex::new(conn)),
+        })
     }
 
     /// Runs `f` on the connection in the blocking pool, so a busy database never stalls the async runtime.
@@ -95,7 +100,9 @@ impl SqliteIndex {
     {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = conn.lock().map_err(|_| IndexError::Backend("index connection poisoned".into()))?;
+            let conn = conn
+                .lock()
+                .map_err(|_| IndexError::Backend("index connection poisoned".into()))?;
             f(&conn).map_err(backend)
         })
         .await
@@ -240,8 +247,17 @@ impl Index for SqliteIndex {
         .await
     }
 
-    async fn segments(&self, stream: &str, session: &str, rendition: &str) -> Result<Vec<Segment>, IndexError> {
-        let (stream, session, rendition) = (stream.to_string(), session.to_string(), rendition.to_string());
+    async fn segments(
+        &self,
+        stream: &str,
+        session: &str,
+        rendition: &str,
+    ) -> Result<Vec<Segment>, IndexError> {
+        let (stream, session, rendition) = (
+            stream.to_string(),
+            session.to_string(),
+            rendition.to_string(),
+        );
         self.with(move |conn| {
             let mut stmt = conn.prepare(
                 "SELECT sequence, object_key, size_bytes, first_pts, duration, wall_clock_ms, discontinuity

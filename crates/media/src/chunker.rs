@@ -6,6 +6,8 @@
 //! continuity counters of the PSI PIDs are renumbered within the chunk so the repeated tables stay valid.
 //! Durations are differences of unwrapped 90 kHz video PTS: exact, and continuous from one chunk to the next.
 
+use std::collections::HashMap;
+
 use crate::{
     aac,
     h264::{self, Sps},
@@ -45,9 +47,29 @@ struct Building {
     data: Vec<u8>,
     first_pts: u64,
     max_pts: u64,
+    /// `max_pts` before the last video access unit was added.
+    max_pts_before_last: u64,
     discontinuity: bool,
     /// Next continuity counter of PID 0 and of the PMT PID.
     psi_cc: [u8; 2],
+    /// Per PID, the PES packet still being written: where its TS packets are in `data`, and whether its
+    /// length says it is complete. At the end of a stream an unfinished PES is cut off rather than kept
+    /// truncated, which decoders would report as corrupt.
+    open_pes: HashMap<u16, OpenPes>,
+}
+
+struct OpenPes {
+    packets: Vec<usize>,
+    /// 6 + PES_packet_length, when the header gives a length (audio does; video usually leaves it 0).
+    expected: Option<usize>,
+    received: usize,
+}
+
+impl OpenPes {
+    fn complete(&self) -> bool {
+        self.expected
+            .is_some_and(|expected| self.received >= expected)
+    }
 }
 
 struct Frame {
@@ -173,17 +195,49 @@ impl Chunker {
             self.append_frame(frame);
         }
         let end = self.input_offset();
-        let current = self.current.take()?;
+        let mut current = self.current.take()?;
+        // The stream stopped, perhaps mid-packet: SRT callers in live mode drop what is unsent when they
+        // close. A PES that is not known to be complete is cut off, including the last video access unit.
+        let unfinished: Vec<usize> = current
+            .open_pes
+            .values()
+            .filter(|pes| !pes.complete())
+            .flat_map(|pes| pes.packets.iter().copied())
+            .collect();
+        if self.video_pid.is_some_and(|pid| {
+            current
+                .open_pes
+                .get(&pid)
+                .is_some_and(|pes| !pes.complete())
+        }) {
+            current.max_pts = current.max_pts_before_last;
+        }
+        if !unfinished.is_empty() {
+            let mut data = Vec::with_capacity(current.data.len());
+            for (i, packet) in current.data.chunks_exact(PACKET_SIZE).enumerate() {
+                if !unfinished.contains(&(i * PACKET_SIZE)) {
+                    data.extend_from_slice(packet);
+                }
+            }
+            current.data = data;
+        }
         let duration = current.max_pts + self.frame_duration - current.first_pts;
         Some(self.finish_chunk(current, duration, end))
     }
 
     /// A sync byte is trusted when the next packet (if buffered) starts with one too.
     fn synced_at(&self, pos: usize) -> bool {
-        self.buffer.get(pos + PACKET_SIZE).is_none_or(|b| *b == SYNC)
+        self.buffer
+            .get(pos + PACKET_SIZE)
+            .is_none_or(|b| *b == SYNC)
     }
 
-    fn packet(&mut self, packet: &[u8; PACKET_SIZE], offset: u64, chunks: &mut Vec<Chunk>) -> Result<(), MediaError> {
+    fn packet(
+        &mut self,
+        packet: &[u8; PACKET_SIZE],
+        offset: u64,
+        chunks: &mut Vec<Chunk>,
+    ) -> Result<(), MediaError> {
         let pid = ts::pid(packet);
         if pid == PAT_PID {
             if let Some(pmt_pid) = ts::parse_pat(packet) {
@@ -238,25 +292,41 @@ impl Chunker {
     }
 
     fn program(&mut self, streams: &[ts::EsInfo]) -> Result<(), MediaError> {
-        let video = streams.iter().find(|es| stream_type::is_video(es.stream_type));
+        let video = streams
+            .iter()
+            .find(|es| stream_type::is_video(es.stream_type));
         let Some(video) = video else {
-            let listed: Vec<String> = streams.iter().map(|es| stream_type::name(es.stream_type)).collect();
-            return Err(MediaError::NoVideo(if listed.is_empty() { "nothing".into() } else { listed.join(", ") }));
+            let listed: Vec<String> = streams
+                .iter()
+                .map(|es| stream_type::name(es.stream_type))
+                .collect();
+            return Err(MediaError::NoVideo(if listed.is_empty() {
+                "nothing".into()
+            } else {
+                listed.join(", ")
+            }));
         };
         if video.stream_type != stream_type::H264 {
-            return Err(MediaError::UnsupportedVideo(stream_type::name(video.stream_type)));
+            return Err(MediaError::UnsupportedVideo(stream_type::name(
+                video.stream_type,
+            )));
         }
         if self.video_pid != Some(video.pid) {
             self.video_pid = Some(video.pid);
         }
-        self.audio_pid = streams.iter().find(|es| es.pid != video.pid).map(|es| es.pid);
+        self.audio_pid = streams
+            .iter()
+            .find(|es| es.pid != video.pid)
+            .map(|es| es.pid);
         Ok(())
     }
 
     fn start_frame(&mut self, packet: &[u8; PACKET_SIZE], offset: u64) {
         let payload = ts::payload(packet).unwrap_or_default();
         let header = ts::parse_pes_header(payload);
-        let pts = header.and_then(|h| h.pts).map(|pts| self.unwrapper.unwrap(pts));
+        let pts = header
+            .and_then(|h| h.pts)
+            .map(|pts| self.unwrapper.unwrap(pts));
         if ts::discontinuity_indicator(packet) {
             self.discontinuity_next = true;
         }
@@ -265,8 +335,15 @@ impl Chunker {
                 self.discontinuity_next = true;
             }
         }
-        if let Some(dts) = header.and_then(|h| h.dts).map(|dts| self.dts_unwrapper.unwrap(dts)) {
-            if let Some(step) = self.last_dts.and_then(|last| dts.checked_sub(last)).filter(|s| *s > 0 && *s < CLOCK) {
+        if let Some(dts) = header
+            .and_then(|h| h.dts)
+            .map(|dts| self.dts_unwrapper.unwrap(dts))
+        {
+            if let Some(step) = self
+                .last_dts
+                .and_then(|last| dts.checked_sub(last))
+                .filter(|s| *s > 0 && *s < CLOCK)
+            {
                 self.frame_duration = step;
             }
             self.last_dts = Some(dts);
@@ -274,8 +351,16 @@ impl Chunker {
         if pts.is_some() {
             self.last_pts = pts;
         }
-        let es = header.map(|h| payload[h.data_offset..].to_vec()).unwrap_or_default();
-        self.frame = Some(Frame { packets: packet.to_vec(), start_offset: offset, pts, es, is_idr: None });
+        let es = header
+            .map(|h| payload[h.data_offset..].to_vec())
+            .unwrap_or_default();
+        self.frame = Some(Frame {
+            packets: packet.to_vec(),
+            start_offset: offset,
+            pts,
+            es,
+            is_idr: None,
+        });
     }
 
     fn decide(&mut self, frame: Frame, chunks: &mut Vec<Chunk>) {
@@ -286,7 +371,9 @@ impl Chunker {
         };
         let cut = match &self.current {
             None => true,
-            Some(current) => self.discontinuity_next || pts + TARGET_TOLERANCE >= current.first_pts + self.target,
+            Some(current) => {
+                self.discontinuity_next || pts + TARGET_TOLERANCE >= current.first_pts + self.target
+            }
         };
         if !cut {
             self.append_frame(frame);
@@ -304,8 +391,10 @@ impl Chunker {
             data: Vec::with_capacity(4 << 20),
             first_pts: pts,
             max_pts: pts,
+            max_pts_before_last: pts,
             discontinuity: std::mem::take(&mut self.discontinuity_next),
             psi_cc: [0, 0],
+            open_pes: HashMap::new(),
         };
         for table in [&self.pat, &self.pmt].into_iter().flatten() {
             write_packet(&mut building, table, self.pmt_pid);
@@ -319,6 +408,7 @@ impl Chunker {
             self.dropped_frames += 1; // nothing is kept before the first IDR
             return;
         };
+        current.max_pts_before_last = current.max_pts;
         if let Some(pts) = frame.pts {
             if !self.discontinuity_next {
                 current.max_pts = current.max_pts.max(pts);
@@ -330,8 +420,15 @@ impl Chunker {
     }
 
     fn finish_chunk(&self, current: Building, duration: u64, input_end: u64) -> Chunk {
-        let (width, height) = self.sps.as_ref().map_or((0, 0), |sps| (sps.width, sps.height));
-        let mut codecs = self.sps.as_ref().map(Sps::codecs).unwrap_or_else(|| "avc1.640028".into());
+        let (width, height) = self
+            .sps
+            .as_ref()
+            .map_or((0, 0), |sps| (sps.width, sps.height));
+        let mut codecs = self
+            .sps
+            .as_ref()
+            .map(Sps::codecs)
+            .unwrap_or_else(|| "avc1.640028".into());
         if let Some(audio) = &self.audio_codecs {
             codecs = format!("{codecs},{audio}");
         }
@@ -348,7 +445,8 @@ impl Chunker {
     }
 }
 
-/// Copies a packet into the chunk, renumbering the continuity counter of PAT and PMT packets.
+/// Copies a packet into the chunk, renumbering the continuity counter of PAT and PMT packets and keeping
+/// track of the PES packet each elementary-stream packet belongs to.
 fn write_packet(current: &mut Building, packet: &[u8], pmt_pid: Option<u16>) {
     let start = current.data.len();
     current.data.extend_from_slice(packet);
@@ -358,11 +456,32 @@ fn write_packet(current: &mut Building, packet: &[u8], pmt_pid: Option<u16>) {
     } else if Some(pid) == pmt_pid {
         1
     } else {
+        track_pes(current, pid, packet, start);
         return;
     };
     let cc = current.psi_cc[slot];
     ts::set_continuity_counter(&mut current.data[start..], cc);
     current.psi_cc[slot] = (cc + 1) & 0x0f;
+}
+
+fn track_pes(current: &mut Building, pid: u16, packet: &[u8], offset: usize) {
+    let Some(payload) = ts::payload(packet) else {
+        return;
+    };
+    if ts::unit_start(packet) {
+        let length = payload
+            .get(4..6)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])));
+        let pes = OpenPes {
+            packets: vec![offset],
+            expected: length.filter(|l| *l > 0).map(|l| l + 6),
+            received: payload.len(),
+        };
+        current.open_pes.insert(pid, pes);
+    } else if let Some(pes) = current.open_pes.get_mut(&pid) {
+        pes.packets.push(offset);
+        pes.received += payload.len();
+    }
 }
 
 /// Looks for the first slice of an access unit: `Some((is_idr, sps))` once found.

@@ -18,7 +18,13 @@ pub mod subject {
     pub const RENDITION_READY: &str = "rendition.ready";
     pub const CHUNK_FAILED: &str = "chunk.failed";
     /// Every event prefix, in the order of the pipeline.
-    pub const ALL: [&str; 5] = [STREAM_STARTED, STREAM_ENDED, CHUNK_UPLOADED, RENDITION_READY, CHUNK_FAILED];
+    pub const ALL: [&str; 5] = [
+        STREAM_STARTED,
+        STREAM_ENDED,
+        CHUNK_UPLOADED,
+        RENDITION_READY,
+        CHUNK_FAILED,
+    ];
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,12 +79,20 @@ impl Event {
         match self {
             Event::StreamStarted(e) => format!("started.{}.{}", e.stream, e.session_id),
             Event::StreamEnded(e) => format!("ended.{}.{}", e.stream, e.session_id),
-            Event::ChunkUploaded(e) => format!("chunk.{}.{}.{}", e.stream, e.session_id, e.sequence),
+            Event::ChunkUploaded(e) => {
+                format!("chunk.{}.{}.{}", e.stream, e.session_id, e.sequence)
+            }
             Event::RenditionReady(e) => {
-                format!("rendition.{}.{}.{}.{}", e.stream, e.session_id, e.sequence, e.rendition)
+                format!(
+                    "rendition.{}.{}.{}.{}",
+                    e.stream, e.session_id, e.sequence, e.rendition
+                )
             }
             Event::ChunkFailed(e) => {
-                format!("failed.{}.{}.{}.{}.{}", e.stream, e.session_id, e.has_sequence, e.sequence, e.stage)
+                format!(
+                    "failed.{}.{}.{}.{}.{}",
+                    e.stream, e.session_id, e.has_sequence, e.sequence, e.stage
+                )
             }
         }
     }
@@ -95,19 +109,30 @@ impl Event {
 
     /// Decodes a payload by the subject it was published on.
     pub fn decode(subject: &str, payload: &[u8]) -> Result<Event, DecodeError> {
-        let malformed = |source| DecodeError::Malformed { subject: subject.to_string(), source };
+        let malformed = |source| DecodeError::Malformed {
+            subject: subject.to_string(),
+            source,
+        };
         let prefix = subject
             .rsplit_once('.')
             .map(|(prefix, _)| prefix)
             .ok_or_else(|| DecodeError::UnknownSubject(subject.to_string()))?;
         Ok(match prefix {
-            subject::STREAM_STARTED => Event::StreamStarted(StreamStarted::decode(payload).map_err(malformed)?),
-            subject::STREAM_ENDED => Event::StreamEnded(StreamEnded::decode(payload).map_err(malformed)?),
-            subject::CHUNK_UPLOADED => Event::ChunkUploaded(ChunkUploaded::decode(payload).map_err(malformed)?),
+            subject::STREAM_STARTED => {
+                Event::StreamStarted(StreamStarted::decode(payload).map_err(malformed)?)
+            }
+            subject::STREAM_ENDED => {
+                Event::StreamEnded(StreamEnded::decode(payload).map_err(malformed)?)
+            }
+            subject::CHUNK_UPLOADED => {
+                Event::ChunkUploaded(ChunkUploaded::decode(payload).map_err(malformed)?)
+            }
             subject::RENDITION_READY => {
                 Event::RenditionReady(RenditionReady::decode(payload).map_err(malformed)?)
             }
-            subject::CHUNK_FAILED => Event::ChunkFailed(ChunkFailed::decode(payload).map_err(malformed)?),
+            subject::CHUNK_FAILED => {
+                Event::ChunkFailed(ChunkFailed::decode(payload).map_err(malformed)?)
+            }
             _ => return Err(DecodeError::UnknownSubject(subject.to_string())),
         })
     }
@@ -145,7 +170,10 @@ mod tests {
 
     #[test]
     fn message_ids_are_deterministic() {
-        assert_eq!(Event::ChunkUploaded(chunk()).message_id(), "chunk.cam-1.s1.7");
+        assert_eq!(
+            Event::ChunkUploaded(chunk()).message_id(),
+            "chunk.cam-1.s1.7"
+        );
     }
 
     /// Golden encoding: a change here means the wire format changed, which ladder.v1 never allows.
@@ -161,6 +189,9 @@ mod tests {
 
     #[test]
     fn unknown_subjects_are_refused() {
-        assert!(matches!(Event::decode("foo.bar", &[]), Err(DecodeError::UnknownSubject(_))));
+        assert!(matches!(
+            Event::decode("foo.bar", &[]),
+            Err(DecodeError::UnknownSubject(_))
+        ));
     }
 }

@@ -59,12 +59,26 @@ pub fn playable(segments: &[Segment], failed: &[u64]) -> Vec<(Segment, bool)> {
 
 /// A media playlist: the last `window` playable segments while live; every segment with ENDLIST once the
 /// session has ended (`chunk_count` is known) and each of its chunks is listed or failed for good.
-pub fn media(segments: &[Segment], failed: &[u64], window: usize, chunk_count: Option<u64>) -> String {
+pub fn media(
+    segments: &[Segment],
+    failed: &[u64],
+    window: usize,
+    chunk_count: Option<u64>,
+) -> String {
     let playable = playable(segments, failed);
     let next = playable.last().map_or(0, |(s, _)| s.sequence + 1);
     let ended = chunk_count.is_some_and(|count| (next..count).all(|seq| failed.contains(&seq)));
-    let listed = if ended { &playable[..] } else { &playable[playable.len().saturating_sub(window)..] };
-    let target = listed.iter().map(|(s, _)| (s.duration as f64 / CLOCK).ceil() as u64).max().unwrap_or(2).max(1);
+    let listed = if ended {
+        &playable[..]
+    } else {
+        &playable[playable.len().saturating_sub(window)..]
+    };
+    let target = listed
+        .iter()
+        .map(|(s, _)| (s.duration as f64 / CLOCK).ceil() as u64)
+        .max()
+        .unwrap_or(2)
+        .max(1);
     let media_sequence = listed.first().map_or(0, |(s, _)| s.sequence);
     let mut out = String::new();
     let _ = write!(
@@ -76,7 +90,12 @@ pub fn media(segments: &[Segment], failed: &[u64], window: usize, chunk_count: O
         if *discontinuity && i > 0 {
             out.push_str("#EXT-X-DISCONTINUITY\n");
         }
-        let _ = write!(out, "#EXTINF:{:.6},\n/media/{}\n", segment.duration as f64 / CLOCK, segment.object_key);
+        let _ = write!(
+            out,
+            "#EXTINF:{:.6},\n/media/{}\n",
+            segment.duration as f64 / CLOCK,
+            segment.object_key
+        );
     }
     if ended {
         out.push_str("#EXT-X-ENDLIST\n");
@@ -112,9 +131,21 @@ mod tests {
 
     #[test]
     fn stops_at_a_missing_chunk_and_skips_a_failed_one() {
-        let segments = vec![segment(0, 180_000), segment(1, 180_000), segment(3, 180_000), segment(5, 180_000)];
-        let listed: Vec<u64> = playable(&segments, &[2]).iter().map(|(s, _)| s.sequence).collect();
-        assert_eq!(listed, vec![0, 1, 3], "4 is not ready, so 5 is not listed yet");
+        let segments = vec![
+            segment(0, 180_000),
+            segment(1, 180_000),
+            segment(3, 180_000),
+            segment(5, 180_000),
+        ];
+        let listed: Vec<u64> = playable(&segments, &[2])
+            .iter()
+            .map(|(s, _)| s.sequence)
+            .collect();
+        assert_eq!(
+            listed,
+            vec![0, 1, 3],
+            "4 is not ready, so 5 is not listed yet"
+        );
         let text = media(&segments, &[2], 6, None);
         assert!(text.contains("00000001.ts\n#EXT-X-DISCONTINUITY\n#EXTINF:2.000000,\n/media/live/s/x/720p/00000003.ts"));
     }
@@ -126,6 +157,9 @@ mod tests {
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:0\n") && text.ends_with("#EXT-X-ENDLIST\n"));
         assert_eq!(text.matches("#EXTINF").count(), 10);
         let waiting = media(&segments[..9], &[], 6, Some(10));
-        assert!(!waiting.contains("ENDLIST"), "the last chunk is still being transcoded");
+        assert!(
+            !waiting.contains("ENDLIST"),
+            "the last chunk is still being transcoded"
+        );
     }
 }

@@ -36,10 +36,23 @@ pub struct Output {
 }
 
 /// The ffmpeg arguments that transcode `input` into one output file per rendition.
-pub fn command(input: &str, renditions: &[RenditionSpec], outputs: &[String], preset: &str) -> Vec<String> {
-    let mut args: Vec<String> = ["-hide_banner", "-nostdin", "-loglevel", "error", "-copyts", "-i", input]
-        .map(String::from)
-        .to_vec();
+pub fn command(
+    input: &str,
+    renditions: &[RenditionSpec],
+    outputs: &[String],
+    preset: &str,
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-copyts",
+        "-i",
+        input,
+    ]
+    .map(String::from)
+    .to_vec();
     let labels: String = (0..renditions.len()).map(|i| format!("[s{i}]")).collect();
     let mut graph = format!("[0:v:0]split={}{labels}", renditions.len());
     for (i, r) in renditions.iter().enumerate() {
@@ -50,13 +63,45 @@ pub fn command(input: &str, renditions: &[RenditionSpec], outputs: &[String], pr
         let kbps = r.bitrate / 1000;
         args.extend(
             [
-                "-map", &format!("[v{i}]"), "-map", "0:a?",
-                "-c:v", "libx264", "-preset", preset, "-profile:v", "high", "-pix_fmt", "yuv420p",
-                "-b:v", &format!("{kbps}k"), "-maxrate", &format!("{}k", kbps * 11 / 10),
-                "-bufsize", &format!("{}k", kbps * 2),
-                "-enc_time_base:v", "1:90000", "-g", "100000", "-keyint_min", "100000", "-sc_threshold", "0", "-fps_mode", "passthrough",
-                "-c:a", "copy",
-                "-f", "mpegts", "-mpegts_copyts", "1", "-muxdelay", "0", "-muxpreload", "0", output,
+                "-map",
+                &format!("[v{i}]"),
+                "-map",
+                "0:a?",
+                "-c:v",
+                "libx264",
+                "-preset",
+                preset,
+                "-profile:v",
+                "high",
+                "-pix_fmt",
+                "yuv420p",
+                "-b:v",
+                &format!("{kbps}k"),
+                "-maxrate",
+                &format!("{}k", kbps * 11 / 10),
+                "-bufsize",
+                &format!("{}k", kbps * 2),
+                "-enc_time_base:v",
+                "1:90000",
+                "-g",
+                "100000",
+                "-keyint_min",
+                "100000",
+                "-sc_threshold",
+                "0",
+                "-fps_mode",
+                "passthrough",
+                "-c:a",
+                "copy",
+                "-f",
+                "mpegts",
+                "-mpegts_copyts",
+                "1",
+                "-muxdelay",
+                "0",
+                "-muxpreload",
+                "0",
+                output,
             ]
             .map(String::from),
         );
@@ -65,12 +110,25 @@ pub fn command(input: &str, renditions: &[RenditionSpec], outputs: &[String], pr
 }
 
 /// Transcodes one source chunk into every rendition, in the order of `renditions`.
-pub async fn transcode(source: &[u8], renditions: &[RenditionSpec], preset: &str) -> Result<Vec<Output>, FfmpegError> {
-    let dir = tempfile::Builder::new().prefix("ladder-transcode-").tempdir()?;
+pub async fn transcode(
+    source: &[u8],
+    renditions: &[RenditionSpec],
+    preset: &str,
+) -> Result<Vec<Output>, FfmpegError> {
+    let dir = tempfile::Builder::new()
+        .prefix("ladder-transcode-")
+        .tempdir()?;
     let input = dir.path().join("source.ts");
     tokio::fs::write(&input, source).await?;
-    let outputs: Vec<String> =
-        renditions.iter().map(|r| dir.path().join(format!("{}.ts", r.name)).display().to_string()).collect();
+    let outputs: Vec<String> = renditions
+        .iter()
+        .map(|r| {
+            dir.path()
+                .join(format!("{}.ts", r.name))
+                .display()
+                .to_string()
+        })
+        .collect();
     let args = command(&input.display().to_string(), renditions, &outputs, preset);
     let result = tokio::process::Command::new("ffmpeg")
         .args(&args)
@@ -91,14 +149,22 @@ pub async fn transcode(source: &[u8], renditions: &[RenditionSpec], preset: &str
     let mut encoded = Vec::with_capacity(renditions.len());
     for (r, path) in renditions.iter().zip(&outputs) {
         let data = tokio::fs::read(path).await?;
-        let output = |message: String| FfmpegError::Output { rendition: r.name.clone(), message };
+        let output = |message: String| FfmpegError::Output {
+            rendition: r.name.clone(),
+            message,
+        };
         let probe = ladder_media::probe::probe(&data)
             .map_err(|e| output(e.to_string()))?
             .ok_or_else(|| output("no video frame".into()))?;
         if !probe.starts_with_idr {
             return Err(output("does not start with an IDR frame".into()));
         }
-        encoded.push(Output { data, width: probe.width, height: probe.height, codecs: probe.codecs });
+        encoded.push(Output {
+            data,
+            width: probe.width,
+            height: probe.height,
+            codecs: probe.codecs,
+        });
     }
     Ok(encoded)
 }

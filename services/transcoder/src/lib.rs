@@ -57,7 +57,11 @@ enum JobError {
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), TranscoderError> {
     let bus = Bus::connect(&config.nats_url).await?;
     let workers = config.workers.max(1);
-    tracing::info!(workers, renditions = config.ladder.len(), "transcoder started");
+    tracing::info!(
+        workers,
+        renditions = config.ladder.len(),
+        "transcoder started"
+    );
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..workers {
         let (bus, config, shutdown) = (bus.clone(), config.clone(), shutdown.clone());
@@ -75,11 +79,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Tran
     result
 }
 
-async fn work(worker: usize, bus: Bus, config: Config, shutdown: CancellationToken) -> Result<(), TranscoderError> {
+async fn work(
+    worker: usize,
+    bus: Bus,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), TranscoderError> {
     let consumer = bus.consumer(topology::TRANSCODER).await?;
     while !shutdown.is_cancelled() {
         // One message at a time, so a busy worker never sits on chunks another worker could take.
-        let batch = consumer.batch().max_messages(1).expires(Duration::from_secs(2)).messages();
+        let batch = consumer
+            .batch()
+            .max_messages(1)
+            .expires(Duration::from_secs(2))
+            .messages();
         let mut batch = tokio::select! {
             _ = shutdown.cancelled() => break,
             batch = batch => match batch {
@@ -130,7 +143,9 @@ async fn handle(bus: &Bus, config: &Config, message: Message) {
         }
         Err(error) if attempt < MAX_ATTEMPTS && !matches!(error, JobError::Malformed(_)) => {
             tracing::warn!(stream = %chunk.stream, sequence = chunk.sequence, attempt, %error, "transcode failed, will retry");
-            let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await;
+            let _ = message
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
+                .await;
         }
         Err(error) => {
             tracing::error!(stream = %chunk.stream, sequence = chunk.sequence, attempt, %error, "transcode failed for good");
@@ -149,7 +164,9 @@ async fn handle(bus: &Bus, config: &Config, message: Message) {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot publish chunk failure, leaving it for redelivery");
-                    let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
+                    let _ = message
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                        .await;
                 }
             }
         }
@@ -166,7 +183,8 @@ async fn transcode(bus: &Bus, config: &Config, chunk: &ChunkUploaded) -> Result<
     let outputs = ffmpeg::transcode(&source, &renditions, &config.preset).await?;
     let finished_ms = ladder_bus::now_ms();
     for (spec, output) in renditions.iter().zip(outputs) {
-        let key = keys::rendition_chunk(&chunk.stream, &chunk.session_id, &spec.name, chunk.sequence);
+        let key =
+            keys::rendition_chunk(&chunk.stream, &chunk.session_id, &spec.name, chunk.sequence);
         let size = output.data.len() as u64;
         config.storage.put(&key, Bytes::from(output.data)).await?;
         let event = Event::RenditionReady(RenditionReady {
