@@ -10,8 +10,8 @@ demo: deps
 	$(CARGO) build --bin ladder
 	./target/debug/ladder dev --test-source
 
-## test: everything, with real nats-server, ffmpeg and SRT peers
-test: deps
+## test: lint, then every test, with real nats-server, ffmpeg and SRT peers
+test: deps lint
 	$(CARGO) test --workspace --no-fail-fast
 
 ## lint: formatting and clippy, warnings are errors

@@ -19,7 +19,12 @@ use tokio_util::sync::CancellationToken;
 )]
 pub struct Cli {
     /// Log filter, e.g. `info` or `ladder_segmenter=debug,info`.
-    #[arg(long, global = true, env = "LADDER_LOG", default_value = "info")]
+    #[arg(
+        long,
+        global = true,
+        env = "LADDER_LOG",
+        default_value = "info,srt_tokio=error,srt_protocol=error,async_nats=warn"
+    )]
     pub log: String,
     #[command(subcommand)]
     pub command: Command,

@@ -67,6 +67,7 @@ pub fn router(config: Config) -> Router {
         .route("/", get(streams_page))
         .route("/watch/{stream}", get(watch_page))
         .route("/assets/hls.min.js", get(hls_js))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/api/streams", get(streams_json))
         .route("/live/{stream}/{file}", get(playlist))
         .route("/media/{*key}", get(media))
