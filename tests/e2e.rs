@@ -18,29 +18,11 @@ fn variants(master: &str) -> Vec<(String, String)> {
 }
 
 fn segment_uris(playlist: &str) -> Vec<String> {
-    playlist
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(String::from)
-        .collect()
+    playlist.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).map(String::from).collect()
 }
 
 fn decode_errors(url: &str) -> Option<String> {
-    let (ok, _, stderr) = run(
-        "ffmpeg",
-        &[
-            "-hide_banner",
-            "-v",
-            "error",
-            "-i",
-            url,
-            "-map",
-            "0",
-            "-f",
-            "null",
-            "-",
-        ],
-    );
+    let (ok, _, stderr) = run("ffmpeg", &["-hide_banner", "-v", "error", "-i", url, "-map", "0", "-f", "null", "-"]);
     (!ok || !stderr.trim().is_empty()).then_some(stderr)
 }
 
@@ -54,29 +36,12 @@ fn decode_cleanly(stack: &Stack, url: &str) {
                 bad.push(format!("{line}: {e}"));
             }
         }
-        panic!(
-            "ffmpeg decoding {url}: {stderr}\nsegments failing alone:\n{}\n{}",
-            bad.join("\n"),
-            stack.logs()
-        );
+        panic!("ffmpeg decoding {url}: {stderr}\nsegments failing alone:\n{}\n{}", bad.join("\n"), stack.logs());
     }
-    let (ok, streams, stderr) = run(
-        "ffprobe",
-        &[
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_type",
-            "-of",
-            "csv=p=0",
-            url,
-        ],
-    );
+    let (ok, streams, stderr) =
+        run("ffprobe", &["-v", "error", "-show_entries", "stream=codec_type", "-of", "csv=p=0", url]);
     assert!(ok, "ffprobe {url}: {stderr}");
-    assert!(
-        streams.contains("video") && streams.contains("audio"),
-        "{url} has video and audio: {streams}"
-    );
+    assert!(streams.contains("video") && streams.contains("audio"), "{url} has video and audio: {streams}");
 }
 
 #[test]
@@ -85,74 +50,37 @@ fn two_publishers_over_srt_become_live_abr_hls() {
     let events = stack.watch_events(&["--stream", "cam1", "--all"]);
 
     // Both streamid syntaxes, at the same time, at different sizes and frame rates.
-    let cam1 = publish(
-        &stack.srt_url("#!::r=cam1,m=publish"),
-        "1280x720",
-        25,
-        22,
-        440,
-    );
+    let cam1 = publish(&stack.srt_url("#!::r=cam1,m=publish"), "1280x720", 25, 22, 440);
     let cam2 = publish(&stack.srt_url("cam2"), "640x360", 30, 22, 880);
 
     // While live: every rendition listed, every media playlist a sliding window of at least 4 segments.
-    let master = eventually(
-        Duration::from_secs(60),
-        "cam1 live with 3 renditions of 4+ segments",
-        &stack,
-        || {
-            let (status, master) = stack.get("/live/cam1/master.m3u8");
-            if status != 200 || variants(&master).len() < 3 {
-                return None;
-            }
-            let full = variants(&master).iter().all(|(_, uri)| {
-                let (_, playlist) = stack.get(&format!("/live/cam1/{uri}"));
-                segment_uris(&playlist).len() >= 4 && !playlist.contains("#EXT-X-ENDLIST")
-            });
-            full.then_some(master)
-        },
-    );
+    let master = eventually(Duration::from_secs(60), "cam1 live with 3 renditions of 4+ segments", &stack, || {
+        let (status, master) = stack.get("/live/cam1/master.m3u8");
+        if status != 200 || variants(&master).len() < 3 {
+            return None;
+        }
+        let full = variants(&master).iter().all(|(_, uri)| {
+            let (_, playlist) = stack.get(&format!("/live/cam1/{uri}"));
+            segment_uris(&playlist).len() >= 4 && !playlist.contains("#EXT-X-ENDLIST")
+        });
+        full.then_some(master)
+    });
     assert!(master.starts_with("#EXTM3U\n"), "{master}");
     let cam1_variants = variants(&master);
     let uris: Vec<&str> = cam1_variants.iter().map(|(_, uri)| uri.as_str()).collect();
-    assert_eq!(
-        uris,
-        vec!["360p.m3u8", "480p.m3u8", "720p.m3u8"],
-        "{master}"
-    );
+    assert_eq!(uris, vec!["360p.m3u8", "480p.m3u8", "720p.m3u8"], "{master}");
     for (attributes, uri) in &cam1_variants {
-        assert!(
-            attributes.contains("BANDWIDTH=") && attributes.contains("AVERAGE-BANDWIDTH="),
-            "{attributes}"
-        );
+        assert!(attributes.contains("BANDWIDTH=") && attributes.contains("AVERAGE-BANDWIDTH="), "{attributes}");
         // The codecs are read from the encoded stream: avc1.PPCCLL (profile, constraints, level), AAC-LC.
-        let codecs = attributes
-            .split("CODECS=\"")
-            .nth(1)
-            .and_then(|c| c.split('"').next())
-            .unwrap_or_default();
+        let codecs = attributes.split("CODECS=\"").nth(1).and_then(|c| c.split('"').next()).unwrap_or_default();
         let (video, audio) = codecs.split_once(',').unwrap_or_default();
-        assert!(
-            video.len() == 11 && video.starts_with("avc1.") && audio == "mp4a.40.2",
-            "{attributes}"
-        );
+        assert!(video.len() == 11 && video.starts_with("avc1.") && audio == "mp4a.40.2", "{attributes}");
         let height = uri.trim_end_matches("p.m3u8");
-        assert!(
-            attributes.contains(&format!("x{height},")),
-            "{uri} has its height: {attributes}"
-        );
+        assert!(attributes.contains(&format!("x{height},")), "{uri} has its height: {attributes}");
         let (_, playlist) = stack.get(&format!("/live/cam1/{uri}"));
         assert!(playlist.contains("#EXT-X-TARGETDURATION:2\n"), "{playlist}");
-        assert!(
-            playlist
-                .lines()
-                .filter(|l| l.starts_with("#EXTINF:"))
-                .all(|l| l == "#EXTINF:2.000000,"),
-            "{playlist}"
-        );
-        assert!(
-            playlist.len() <= 6 * 80 + 100,
-            "a live window, not the whole stream: {playlist}"
-        );
+        assert!(playlist.lines().filter(|l| l.starts_with("#EXTINF:")).all(|l| l == "#EXTINF:2.000000,"), "{playlist}");
+        assert!(playlist.len() <= 6 * 80 + 100, "a live window, not the whole stream: {playlist}");
     }
 
     let cam1_ended = cam1.finish();
@@ -162,37 +90,22 @@ fn two_publishers_over_srt_become_live_abr_hls() {
     let seen = events.snapshot();
     for kind in ["chunk.uploaded.cam1", "rendition.ready.cam1"] {
         assert!(
-            seen.iter()
-                .any(|(at, line)| line.starts_with(kind) && *at < cam1_ended),
+            seen.iter().any(|(at, line)| line.starts_with(kind) && *at < cam1_ended),
             "ladder events printed {kind} live; saw:\n{}",
-            seen.iter()
-                .map(|(_, l)| l.as_str())
-                .collect::<Vec<_>>()
-                .join("\n")
+            seen.iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>().join("\n")
         );
     }
-    assert!(
-        seen.iter().all(|(_, line)| line.contains(".cam1 ")),
-        "--stream filters to cam1"
-    );
+    assert!(seen.iter().all(|(_, line)| line.contains(".cam1 ")), "--stream filters to cam1");
 
     // Once both sessions are over, every playlist ends, and ffmpeg decodes it all without one error.
     for stream in ["cam1", "cam2"] {
-        eventually(
-            Duration::from_secs(90),
-            &format!("{stream} playlists to end"),
-            &stack,
-            || {
-                let (_, master) = stack.get(&format!("/live/{stream}/master.m3u8"));
-                let ended = variants(&master).iter().all(|(_, uri)| {
-                    stack
-                        .get(&format!("/live/{stream}/{uri}"))
-                        .1
-                        .contains("#EXT-X-ENDLIST")
-                });
-                (ended && !variants(&master).is_empty()).then_some(())
-            },
-        );
+        eventually(Duration::from_secs(90), &format!("{stream} playlists to end"), &stack, || {
+            let (_, master) = stack.get(&format!("/live/{stream}/master.m3u8"));
+            let ended = variants(&master)
+                .iter()
+                .all(|(_, uri)| stack.get(&format!("/live/{stream}/{uri}")).1.contains("#EXT-X-ENDLIST"));
+            (ended && !variants(&master).is_empty()).then_some(())
+        });
         let (_, master) = stack.get(&format!("/live/{stream}/master.m3u8"));
         for (_, uri) in variants(&master) {
             decode_cleanly(&stack, &stack.url(&format!("/live/{stream}/{uri}")));
@@ -206,16 +119,8 @@ fn two_publishers_over_srt_become_live_abr_hls() {
     assert_eq!(variants(&cam2_master).len(), 1, "{cam2_master}");
     assert!(cam2_master.contains("RESOLUTION=640x360"), "{cam2_master}");
     let (_, cam2_media) = stack.get("/live/cam2/360p.m3u8");
-    assert!(
-        segment_uris(&cam2_media)
-            .iter()
-            .all(|uri| uri.starts_with("/media/live/cam2/")),
-        "{cam2_media}"
-    );
-    assert!(
-        segment_uris(&cam2_media).len() >= 10,
-        "22 s of cam2 in 2 s chunks: {cam2_media}"
-    );
+    assert!(segment_uris(&cam2_media).iter().all(|uri| uri.starts_with("/media/live/cam2/")), "{cam2_media}");
+    assert!(segment_uris(&cam2_media).len() >= 10, "22 s of cam2 in 2 s chunks: {cam2_media}");
 
     // Timestamps run on across chunk boundaries: each 720p segment starts one frame (3600 ticks at 25 fps)
     // after the previous one's last frame.
@@ -226,23 +131,12 @@ fn two_publishers_over_srt_become_live_abr_hls() {
     for (i, uri) in segments.iter().enumerate() {
         let path = stack.data().join(format!("segment-{i}.ts"));
         let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
-        let bytes = agent
-            .get(&stack.url(uri))
-            .call()
-            .expect("segment")
-            .body_mut()
-            .read_to_vec()
-            .expect("body");
+        let bytes = agent.get(&stack.url(uri)).call().expect("segment").body_mut().read_to_vec().expect("body");
         std::fs::write(&path, bytes).expect("write segment");
         let pts = video_pts(&path);
         assert!(!pts.is_empty(), "{uri} has video");
         if let Some(last) = previous_last {
-            assert_eq!(
-                pts[0] - last,
-                3600,
-                "segment {i} continues segment {}",
-                i - 1
-            );
+            assert_eq!(pts[0] - last, 3600, "segment {i} continues segment {}", i - 1);
         }
         previous_last = pts.last().copied();
     }

@@ -9,8 +9,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    manifest_config, segmenter_config, transcoder_config, HttpArgs, IndexArgs, NatsArgs,
-    SegmentArgs, SrtArgs, StorageArgs, TranscodeArgs,
+    manifest_config, segmenter_config, transcoder_config, HttpArgs, IndexArgs, NatsArgs, SegmentArgs, SrtArgs,
+    StorageArgs, TranscodeArgs,
 };
 
 /// How long the services get to finish in-flight work after Ctrl-C.
@@ -56,77 +56,34 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
         }
     };
     let nats = NatsArgs { nats_url };
-    let storage = StorageArgs {
-        storage_url: data_dir.join("media").display().to_string(),
-    };
-    let index = IndexArgs {
-        index_path: data_dir.join("index.db"),
-    };
+    let storage = StorageArgs { storage_url: data_dir.join("media").display().to_string() };
+    let index = IndexArgs { index_path: data_dir.join("index.db") };
 
     let ingest = args.srt.config(&nats)?;
     let segmenter = segmenter_config(&nats, &storage, &args.segment)?;
     let transcoder = transcoder_config(&nats, &storage, &args.transcode)?;
     let manifest = manifest_config(&storage, &index, &args.http)?;
-    let indexer = ladder_indexer::Config {
-        nats_url: nats.nats_url.clone(),
-        index: manifest.index.clone(),
-    };
+    let indexer = ladder_indexer::Config { nats_url: nats.nats_url.clone(), index: manifest.index.clone() };
     // Create the JetStream topology once before the services race to it.
     ladder_bus::Bus::connect(&nats.nats_url).await?;
 
     let services = shutdown.child_token();
     let mut tasks: JoinSet<(&str, anyhow::Result<()>)> = JoinSet::new();
     let token = services.clone();
-    tasks.spawn(async move {
-        (
-            "ingest",
-            ladder_ingest::run(ingest, token).await.map_err(Into::into),
-        )
-    });
+    tasks.spawn(async move { ("ingest", ladder_ingest::run(ingest, token).await.map_err(Into::into)) });
     let token = services.clone();
-    tasks.spawn(async move {
-        (
-            "segmenter",
-            ladder_segmenter::run(segmenter, token)
-                .await
-                .map_err(Into::into),
-        )
-    });
+    tasks.spawn(async move { ("segmenter", ladder_segmenter::run(segmenter, token).await.map_err(Into::into)) });
     let token = services.clone();
-    tasks.spawn(async move {
-        (
-            "transcoder",
-            ladder_transcoder::run(transcoder, token)
-                .await
-                .map_err(Into::into),
-        )
-    });
+    tasks.spawn(async move { ("transcoder", ladder_transcoder::run(transcoder, token).await.map_err(Into::into)) });
     let token = services.clone();
-    tasks.spawn(async move {
-        (
-            "indexer",
-            ladder_indexer::run(indexer, token)
-                .await
-                .map_err(Into::into),
-        )
-    });
+    tasks.spawn(async move { ("indexer", ladder_indexer::run(indexer, token).await.map_err(Into::into)) });
     let token = services.clone();
-    tasks.spawn(async move {
-        (
-            "manifest",
-            ladder_manifest::run(manifest, token)
-                .await
-                .map_err(Into::into),
-        )
-    });
+    tasks.spawn(async move { ("manifest", ladder_manifest::run(manifest, token).await.map_err(Into::into)) });
 
     let srt_port = args.srt.srt_listen.port();
     let http_port = args.http.http_listen.port();
     if args.test_source {
-        let url = format!(
-            "srt://127.0.0.1:{srt_port}?streamid={}&pkt_size=1316",
-            args.test_stream
-        );
+        let url = format!("srt://127.0.0.1:{srt_port}?streamid={}&pkt_size=1316", args.test_stream);
         let token = services.clone();
         tasks.spawn(async move { ("test source", test_source(url, token).await) });
     }
@@ -137,15 +94,13 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
     };
     println!();
     println!("  ladder is running (data in {})", data_dir.display());
-    println!("  publish:  ffmpeg -re -i INPUT -c:v libx264 -c:a aac -f mpegts 'srt://localhost:{srt_port}?streamid=NAME'");
+    println!(
+        "  publish:  ffmpeg -re -i INPUT -c:v libx264 -c:a aac -f mpegts 'srt://localhost:{srt_port}?streamid=NAME'"
+    );
     println!("  watch:    {watch}");
     println!(
         "  playlist: http://localhost:{http_port}/live/{}/master.m3u8",
-        if args.test_source {
-            args.test_stream.as_str()
-        } else {
-            "NAME"
-        }
+        if args.test_source { args.test_stream.as_str() } else { "NAME" }
     );
     println!("  events:   ladder events --nats {}", nats.nats_url);
     println!("  stop:     Ctrl-C");
@@ -172,10 +127,7 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(
-            grace_s = GRACE.as_secs(),
-            "services did not stop in time, abandoning them"
-        );
+        tracing::warn!(grace_s = GRACE.as_secs(), "services did not stop in time, abandoning them");
     }
     if let Some(server) = nats_server {
         server.stop().await;
@@ -192,41 +144,14 @@ async fn test_source(url: String, shutdown: CancellationToken) -> anyhow::Result
         let mut child = tokio::process::Command::new("ffmpeg")
             .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
             .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30"])
-            .args([
-                "-f",
-                "lavfi",
-                "-i",
-                "sine=frequency=440:beep_factor=4:sample_rate=48000",
-            ])
-            .args([
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-tune",
-                "zerolatency",
-                "-pix_fmt",
-                "yuv420p",
-            ])
-            .args([
-                "-g",
-                "60",
-                "-keyint_min",
-                "60",
-                "-b:v",
-                "4M",
-                "-maxrate",
-                "4M",
-                "-bufsize",
-                "4M",
-            ])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:beep_factor=4:sample_rate=48000"])
+            .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p"])
+            .args(["-g", "60", "-keyint_min", "60", "-b:v", "4M", "-maxrate", "4M", "-bufsize", "4M"])
             .args(["-c:a", "aac", "-b:a", "128k", "-f", "mpegts", &url])
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .context(
-                "cannot run ffmpeg for the test source (is it installed? `make demo` installs it)",
-            )?;
+            .context("cannot run ffmpeg for the test source (is it installed? `make demo` installs it)")?;
         tokio::select! {
             _ = shutdown.cancelled() => {
                 let _ = child.kill().await;

@@ -30,18 +30,10 @@ pub struct EventsArgs {
 
 pub async fn run(args: EventsArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let bus = Bus::connect(&args.nats.nats_url).await?;
-    let stream = bus
-        .jetstream()
-        .get_stream(topology::EVENTS_STREAM)
-        .await
-        .context("events stream")?;
+    let stream = bus.jetstream().get_stream(topology::EVENTS_STREAM).await.context("events stream")?;
     let consumer = stream
         .create_consumer(OrderedConfig {
-            deliver_policy: if args.all {
-                DeliverPolicy::All
-            } else {
-                DeliverPolicy::New
-            },
+            deliver_policy: if args.all { DeliverPolicy::All } else { DeliverPolicy::New },
             ..Default::default()
         })
         .await
@@ -56,11 +48,7 @@ pub async fn run(args: EventsArgs, shutdown: CancellationToken) -> anyhow::Resul
         let Some(message) = message else { break };
         let message = message.context("reading events")?;
         // Filtered here: a `*.*.<stream>` filter spans the five subjects, which nats-server 2.9 refuses.
-        if args
-            .stream
-            .as_ref()
-            .is_some_and(|s| message.subject.rsplit('.').next() != Some(s.as_str()))
-        {
+        if args.stream.as_ref().is_some_and(|s| message.subject.rsplit('.').next() != Some(s.as_str())) {
             continue;
         }
         match Event::decode(&message.subject, &message.payload) {
@@ -83,15 +71,9 @@ fn seconds(ticks: u64) -> f64 {
 fn describe(event: &Event) -> String {
     let subject = event.subject();
     match event {
-        Event::StreamStarted(e) => format!(
-            "{subject:<32} session={} from={}",
-            e.session_id, e.remote_addr
-        ),
+        Event::StreamStarted(e) => format!("{subject:<32} session={} from={}", e.session_id, e.remote_addr),
         Event::StreamEnded(e) => {
-            format!(
-                "{subject:<32} session={} bytes={} reason={}",
-                e.session_id, e.bytes_received, e.reason
-            )
+            format!("{subject:<32} session={} bytes={} reason={}", e.session_id, e.bytes_received, e.reason)
         }
         Event::ChunkUploaded(e) => format!(
             "{subject:<32} session={} seq={} pts={:.3} dur={:.3}s size={} {}x{} {}{}",
@@ -103,11 +85,7 @@ fn describe(event: &Event) -> String {
             e.width,
             e.height,
             e.codecs,
-            if e.discontinuity {
-                " discontinuity"
-            } else {
-                ""
-            }
+            if e.discontinuity { " discontinuity" } else { "" }
         ),
         Event::RenditionReady(e) => format!(
             "{subject:<32} session={} seq={} rendition={} {}x{} dur={:.3}s size={} codecs={}",
@@ -123,38 +101,31 @@ fn describe(event: &Event) -> String {
         Event::ChunkFailed(e) => format!(
             "{subject:<32} session={} seq={} stage={} permanent={} reason={}",
             e.session_id,
-            if e.has_sequence {
-                e.sequence.to_string()
-            } else {
-                "-".into()
-            },
+            if e.has_sequence { e.sequence.to_string() } else { "-".into() },
             e.stage,
             e.permanent,
             e.reason
         ),
+        Event::StreamFailed(e) => {
+            format!("{subject:<32} session={} stage={} reason={}", e.session_id, e.stage, e.reason)
+        }
+        Event::LadderSet(e) => {
+            let renditions: Vec<String> =
+                e.renditions.iter().map(|r| format!("{}:{}p@{}k", r.name, r.height, r.video_bitrate / 1000)).collect();
+            format!("{subject:<32} renditions={}", renditions.join(","))
+        }
     }
 }
 
 fn to_json(event: &Event) -> serde_json::Value {
     let body = match event {
-        Event::StreamStarted(e) => serde_json::json!({
-            "session_id": e.session_id, "started_at_ms": e.started_at_ms, "remote_addr": e.remote_addr }),
-        Event::StreamEnded(e) => serde_json::json!({
-            "session_id": e.session_id, "ended_at_ms": e.ended_at_ms, "bytes_received": e.bytes_received,
-            "reason": e.reason }),
-        Event::ChunkUploaded(e) => serde_json::json!({
-            "session_id": e.session_id, "sequence": e.sequence, "object_key": e.object_key,
-            "size_bytes": e.size_bytes, "first_pts": e.first_pts, "duration": e.duration,
-            "wall_clock_ms": e.wall_clock_ms, "discontinuity": e.discontinuity, "width": e.width,
-            "height": e.height, "codecs": e.codecs }),
-        Event::RenditionReady(e) => serde_json::json!({
-            "session_id": e.session_id, "sequence": e.sequence, "rendition": e.rendition,
-            "object_key": e.object_key, "size_bytes": e.size_bytes, "first_pts": e.first_pts,
-            "duration": e.duration, "wall_clock_ms": e.wall_clock_ms, "discontinuity": e.discontinuity,
-            "width": e.width, "height": e.height, "bitrate": e.bitrate, "codecs": e.codecs }),
-        Event::ChunkFailed(e) => serde_json::json!({
-            "session_id": e.session_id, "sequence": e.has_sequence.then_some(e.sequence), "stage": e.stage,
-            "reason": e.reason, "permanent": e.permanent }),
+        Event::StreamStarted(e) => serde_json::to_value(e),
+        Event::StreamEnded(e) => serde_json::to_value(e),
+        Event::ChunkUploaded(e) => serde_json::to_value(e),
+        Event::RenditionReady(e) => serde_json::to_value(e),
+        Event::ChunkFailed(e) => serde_json::to_value(e),
+        Event::StreamFailed(e) => serde_json::to_value(e),
+        Event::LadderSet(e) => serde_json::to_value(e),
     };
-    serde_json::json!({ "subject": event.subject(), "stream": event.stream(), "event": body })
+    serde_json::json!({ "subject": event.subject(), "event": body.unwrap_or_default() })
 }

@@ -2,6 +2,7 @@
 
 mod dev;
 mod events;
+mod stream;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -12,11 +13,7 @@ use ladder_storage::Storage;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "ladder",
-    version,
-    about = "Distributed live video: SRT in, chunked ABR transcoding, HLS out"
-)]
+#[command(name = "ladder", version, about = "Distributed live video: SRT in, chunked ABR transcoding, HLS out")]
 pub struct Cli {
     /// Log filter, e.g. `info` or `ladder_segmenter=debug,info`.
     #[arg(
@@ -77,16 +74,15 @@ pub enum Command {
     Dev(dev::DevArgs),
     /// Print the event flow as it happens.
     Events(events::EventsArgs),
+    /// Per-stream settings: the ABR ladder.
+    #[command(subcommand)]
+    Stream(stream::StreamCommand),
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct NatsArgs {
     /// NATS server URL.
-    #[arg(
-        long = "nats",
-        env = "LADDER_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
+    #[arg(long = "nats", env = "LADDER_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
 }
 
@@ -106,11 +102,7 @@ pub struct SrtArgs {
 #[derive(Args, Debug, Clone)]
 pub struct StorageArgs {
     /// Object storage URL: file:///path or a directory.
-    #[arg(
-        long = "storage",
-        env = "LADDER_STORAGE",
-        default_value = "./var/media"
-    )]
+    #[arg(long = "storage", env = "LADDER_STORAGE", default_value = "./var/media")]
     pub storage_url: String,
 }
 
@@ -136,6 +128,9 @@ pub struct TranscodeArgs {
     /// x264 preset.
     #[arg(long, env = "LADDER_X264_PRESET", default_value = "veryfast")]
     pub preset: String,
+    /// Default ladder (TOML) for streams without one of their own; built in: 720p, 480p and 360p.
+    #[arg(long, env = "LADDER_LADDER")]
+    pub ladder: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -165,13 +160,9 @@ fn config<T>(result: anyhow::Result<T>) -> Result<T, Failure> {
 }
 
 pub fn init_tracing(cli: &Cli) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).init();
 }
 
 pub async fn run(cli: Cli) -> Result<(), Failure> {
@@ -180,49 +171,23 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Ingest { nats, srt } => {
             ladder_ingest::run(config(srt.config(&nats))?, shutdown).await?;
         }
-        Command::Segmenter {
-            nats,
-            storage,
-            segment,
-        } => {
-            ladder_segmenter::run(
-                config(segmenter_config(&nats, &storage, &segment))?,
-                shutdown,
-            )
-            .await?;
+        Command::Segmenter { nats, storage, segment } => {
+            ladder_segmenter::run(config(segmenter_config(&nats, &storage, &segment))?, shutdown).await?;
         }
-        Command::Transcoder {
-            nats,
-            storage,
-            transcode,
-        } => {
-            ladder_transcoder::run(
-                config(transcoder_config(&nats, &storage, &transcode))?,
-                shutdown,
-            )
-            .await?;
+        Command::Transcoder { nats, storage, transcode } => {
+            ladder_transcoder::run(config(transcoder_config(&nats, &storage, &transcode))?, shutdown).await?;
         }
         Command::Indexer { nats, index } => {
             let index = config(open_index(&index))?;
-            ladder_indexer::run(
-                ladder_indexer::Config {
-                    nats_url: nats.nats_url,
-                    index,
-                },
-                shutdown,
-            )
-            .await?;
+            ladder_indexer::run(ladder_indexer::Config { nats_url: nats.nats_url, index }, shutdown).await?;
         }
-        Command::Manifest {
-            storage,
-            index,
-            http,
-        } => {
+        Command::Manifest { storage, index, http } => {
             let config = config(manifest_config(&storage, &index, &http))?;
             ladder_manifest::run(config, shutdown).await?;
         }
         Command::Dev(args) => dev::run(args, shutdown).await?,
         Command::Events(args) => events::run(args, shutdown).await?,
+        Command::Stream(command) => stream::run(command).await?,
     }
     Ok(())
 }
@@ -246,8 +211,7 @@ impl SrtArgs {
 }
 
 fn open_storage(args: &StorageArgs) -> anyhow::Result<Storage> {
-    Storage::from_url(&args.storage_url)
-        .with_context(|| format!("--storage (LADDER_STORAGE) {:?}", args.storage_url))
+    Storage::from_url(&args.storage_url).with_context(|| format!("--storage (LADDER_STORAGE) {:?}", args.storage_url))
 }
 
 fn open_index(args: &IndexArgs) -> anyhow::Result<Arc<dyn Index>> {
@@ -279,15 +243,12 @@ fn transcoder_config(
     storage: &StorageArgs,
     transcode: &TranscodeArgs,
 ) -> anyhow::Result<ladder_transcoder::Config> {
-    anyhow::ensure!(
-        transcode.workers >= 1,
-        "--workers (LADDER_WORKERS) must be at least 1"
-    );
+    anyhow::ensure!(transcode.workers >= 1, "--workers (LADDER_WORKERS) must be at least 1");
     Ok(ladder_transcoder::Config {
         nats_url: nats.nats_url.clone(),
         storage: open_storage(storage)?,
         workers: transcode.workers,
-        ladder: ladder_transcoder::default_ladder(),
+        ladder: stream::read_ladder(transcode.ladder.as_deref())?,
         preset: transcode.preset.clone(),
     })
 }
@@ -297,11 +258,7 @@ fn manifest_config(
     index: &IndexArgs,
     http: &HttpArgs,
 ) -> anyhow::Result<ladder_manifest::Config> {
-    anyhow::ensure!(
-        http.window >= 3,
-        "--window (LADDER_PLAYLIST_WINDOW) must be at least 3, got {}",
-        http.window
-    );
+    anyhow::ensure!(http.window >= 3, "--window (LADDER_PLAYLIST_WINDOW) must be at least 3, got {}", http.window);
     Ok(ladder_manifest::Config {
         http_listen: http.http_listen,
         index: open_index(index)?,

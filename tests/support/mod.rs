@@ -30,10 +30,7 @@ impl Stack {
     /// Starts nats-server and the five services.
     pub fn start() -> Stack {
         let dir = tempfile::tempdir().expect("tempdir");
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let nats = runtime
             .block_on(NatsServer::start(&dir.path().join("nats"), None))
             .expect("nats-server starts (make test installs it)");
@@ -60,40 +57,18 @@ impl Stack {
     pub fn start_service(&mut self, service: &str) {
         let data = self.data();
         let mut command = Command::new(LADDER);
-        command
-            .arg(service)
-            .env("LADDER_LOG", "info")
-            .env("NO_COLOR", "1");
+        command.arg(service).env("LADDER_LOG", "info").env("NO_COLOR", "1");
         match service {
-            "ingest" => command.args([
-                "--nats",
-                &self.nats_url,
-                "--srt-listen",
-                &format!("127.0.0.1:{}", self.srt_port),
-            ]),
-            "segmenter" => command
-                .args(["--nats", &self.nats_url, "--storage"])
-                .arg(data.join("media")),
+            "ingest" => {
+                command.args(["--nats", &self.nats_url, "--srt-listen", &format!("127.0.0.1:{}", self.srt_port)])
+            }
+            "segmenter" => command.args(["--nats", &self.nats_url, "--storage"]).arg(data.join("media")),
             "transcoder" => command
-                .args([
-                    "--nats",
-                    &self.nats_url,
-                    "--workers",
-                    "2",
-                    "--preset",
-                    "ultrafast",
-                    "--storage",
-                ])
+                .args(["--nats", &self.nats_url, "--workers", "2", "--preset", "ultrafast", "--storage"])
                 .arg(data.join("media")),
-            "indexer" => command
-                .args(["--nats", &self.nats_url, "--index"])
-                .arg(data.join("index.db")),
+            "indexer" => command.args(["--nats", &self.nats_url, "--index"]).arg(data.join("index.db")),
             "manifest" => command
-                .args([
-                    "--http-listen",
-                    &format!("127.0.0.1:{}", self.http_port),
-                    "--index",
-                ])
+                .args(["--http-listen", &format!("127.0.0.1:{}", self.http_port), "--index"])
                 .arg(data.join("index.db"))
                 .arg("--storage")
                 .arg(data.join("media")),
@@ -117,11 +92,7 @@ impl Stack {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!(
-            "manifest did not listen on {} within 20 s:\n{}",
-            self.http_port,
-            self.logs()
-        );
+        panic!("manifest did not listen on {} within 20 s:\n{}", self.http_port, self.logs());
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -130,32 +101,22 @@ impl Stack {
 
     /// The streamid goes in verbatim: ffmpeg 5.1 does not percent-decode it.
     pub fn srt_url(&self, stream_id: &str) -> String {
-        format!(
-            "srt://127.0.0.1:{}?streamid={stream_id}&pkt_size=1316",
-            self.srt_port
-        )
+        format!("srt://127.0.0.1:{}?streamid={stream_id}&pkt_size=1316", self.srt_port)
     }
 
     /// GET: (status, body).
     pub fn get(&self, path: &str) -> (u16, String) {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
         let mut response = agent.get(&self.url(path)).call().expect("http request");
         let status = response.status().as_u16();
-        (
-            status,
-            response.body_mut().read_to_string().unwrap_or_default(),
-        )
+        (status, response.body_mut().read_to_string().unwrap_or_default())
     }
 
     /// Every service's log, for failure messages.
     pub fn logs(&self) -> String {
         let mut out = String::new();
         for (service, _) in &self.services {
-            let log = std::fs::read_to_string(self.data().join(format!("{service}.log")))
-                .unwrap_or_default();
+            let log = std::fs::read_to_string(self.data().join(format!("{service}.log"))).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(30).collect();
             out.push_str(&format!("--- {service} (last lines)\n"));
             for line in tail.into_iter().rev() {
@@ -219,11 +180,7 @@ impl Drop for Events {
 }
 
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .expect("udp bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    UdpSocket::bind("127.0.0.1:0").expect("udp bind").local_addr().expect("addr").port()
 }
 
 /// An ffmpeg publishing a moving test pattern with a tone over SRT, in real time.
@@ -235,49 +192,18 @@ pub struct Publisher {
 pub fn publish(url: &str, size: &str, rate: u32, seconds: u32, tone_hz: u32) -> Publisher {
     let child = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("testsrc2=size={size}:rate={rate}"),
-        ])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("sine=frequency={tone_hz}:sample_rate=48000"),
-        ])
+        .args(["-f", "lavfi", "-i", &format!("testsrc2=size={size}:rate={rate}")])
+        .args(["-f", "lavfi", "-i", &format!("sine=frequency={tone_hz}:sample_rate=48000")])
         .args(["-t", &seconds.to_string()])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-            "-bf",
-            "2",
-        ])
-        .args([
-            "-g",
-            &(rate * 2).to_string(),
-            "-keyint_min",
-            &(rate * 2).to_string(),
-            "-sc_threshold",
-            "0",
-        ])
-        .args([
-            "-b:v", "2500k", "-c:a", "aac", "-b:a", "128k", "-f", "mpegts", url,
-        ])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-bf", "2"])
+        .args(["-g", &(rate * 2).to_string(), "-keyint_min", &(rate * 2).to_string(), "-sc_threshold", "0"])
+        .args(["-b:v", "2500k", "-c:a", "aac", "-b:a", "128k", "-f", "mpegts", url])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("ffmpeg runs (make test installs it)");
-    Publisher {
-        child,
-        started: Instant::now(),
-    }
+    Publisher { child, started: Instant::now() }
 }
 
 impl Publisher {
@@ -294,22 +220,14 @@ impl Publisher {
 }
 
 /// Polls `check` every 500 ms until it returns Some, or panics after `timeout` with `what`.
-pub fn eventually<T>(
-    timeout: Duration,
-    what: &str,
-    stack: &Stack,
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
+pub fn eventually<T>(timeout: Duration, what: &str, stack: &Stack, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = check() {
             return value;
         }
         if Instant::now() > deadline {
-            panic!(
-                "timed out after {timeout:?} waiting for {what}\n{}",
-                stack.logs()
-            );
+            panic!("timed out after {timeout:?} waiting for {what}\n{}", stack.logs());
         }
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -317,16 +235,8 @@ pub fn eventually<T>(
 
 /// Runs ffmpeg/ffprobe with `args`: (success, stdout, stderr).
 pub fn run(program: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("program runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    let out = Command::new(program).args(args).stdin(Stdio::null()).output().expect("program runs");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
 /// Video packet PTS values of a TS file, in presentation order.
@@ -334,23 +244,10 @@ pub fn video_pts(path: &Path) -> Vec<i64> {
     let path = path.to_str().expect("utf-8 path");
     let (ok, out, err) = run(
         "ffprobe",
-        &[
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "packet=pts",
-            "-of",
-            "csv=p=0",
-            path,
-        ],
+        &["-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts", "-of", "csv=p=0", path],
     );
     assert!(ok, "ffprobe {path}: {err}");
-    let mut pts: Vec<i64> = out
-        .lines()
-        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
-        .collect();
+    let mut pts: Vec<i64> = out.lines().filter_map(|l| l.trim().trim_end_matches(',').parse().ok()).collect();
     pts.sort_unstable();
     pts
 }

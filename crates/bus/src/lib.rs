@@ -35,10 +35,7 @@ pub mod header {
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     #[error("cannot connect to NATS at {url}: {source}")]
-    Connect {
-        url: String,
-        source: async_nats::ConnectError,
-    },
+    Connect { url: String, source: async_nats::ConnectError },
     #[error("cannot set up JetStream {what}: {message}")]
     Topology { what: String, message: String },
     #[error("publish to {subject} failed: {message}")]
@@ -61,10 +58,7 @@ impl Bus {
             .connection_timeout(Duration::from_secs(5))
             .connect(url)
             .await
-            .map_err(|source| BusError::Connect {
-                url: url.to_string(),
-                source,
-            })?;
+            .map_err(|source| BusError::Connect { url: url.to_string(), source })?;
         let js = jetstream::new(client.clone());
         topology::ensure(&js).await?;
         Ok(Bus { client, js })
@@ -81,23 +75,17 @@ impl Bus {
     /// Publishes an event and waits until JetStream has stored it.
     pub async fn publish_event(&self, event: &Event) -> Result<(), BusError> {
         let subject = event.subject();
-        let message = PublishMessage::build()
-            .payload(Bytes::from(event.encode()))
-            .message_id(event.message_id());
+        let message = PublishMessage::build().payload(Bytes::from(event.encode())).message_id(event.message_id());
         self.publish(subject, message).await
     }
 
     /// Publishes raw TS bytes of one session; `id` must be unique and deterministic for the bytes.
     pub async fn publish_ts(&self, stream: &str, message: PublishMessage) -> Result<(), BusError> {
-        self.publish(topology::ingest_subject(stream), message)
-            .await
+        self.publish(topology::ingest_subject(stream), message).await
     }
 
     async fn publish(&self, subject: String, message: PublishMessage) -> Result<(), BusError> {
-        let error = |e: &dyn std::fmt::Display| BusError::Publish {
-            subject: subject.clone(),
-            message: e.to_string(),
-        };
+        let error = |e: &dyn std::fmt::Display| BusError::Publish { subject: subject.clone(), message: e.to_string() };
         // Retried: with a deterministic Nats-Msg-Id a retry after a lost acknowledgement is de-duplicated.
         let mut attempt = 0;
         loop {
@@ -117,6 +105,19 @@ impl Bus {
         }
     }
 
+    /// The payload of the last message on `subject` in `stream`, if there is one.
+    pub async fn last_message(&self, stream: &str, subject: &str) -> Result<Option<Bytes>, BusError> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        let error =
+            |e: &dyn std::fmt::Display| BusError::Topology { what: format!("stream {stream}"), message: e.to_string() };
+        let stream = self.js.get_stream(stream).await.map_err(|e| error(&e))?;
+        match stream.get_last_raw_message_by_subject(subject).await {
+            Ok(message) => Ok(Some(message.payload)),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(error(&e)),
+        }
+    }
+
     /// The durable pull consumer of a service, as declared in [`topology::CONSUMERS`].
     pub async fn consumer(&self, durable: &str) -> Result<PullConsumer, BusError> {
         topology::consumer(&self.js, durable).await
@@ -132,8 +133,5 @@ impl Bus {
 
 /// Current wall-clock time in Unix milliseconds.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }

@@ -13,9 +13,7 @@ use tokio::process::{Child, Command};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error(
-        "cannot start nats-server (is it installed? `make demo` and `make test` install it): {0}"
-    )]
+    #[error("cannot start nats-server (is it installed? `make demo` and `make test` install it): {0}")]
     Spawn(std::io::Error),
     #[error("nats-server did not accept connections on {0} within 10 s")]
     NotReady(SocketAddr),
@@ -70,7 +68,5 @@ impl NatsServer {
 
 /// A TCP port that was free a moment ago.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port())
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
 }

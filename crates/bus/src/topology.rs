@@ -3,7 +3,7 @@
 //! | stream          | subjects                                             | consumers                 |
 //! |-----------------|------------------------------------------------------|---------------------------|
 //! | `LADDER_INGEST` | `ingest.ts.<stream>`                                 | `segmenter`               |
-//! | `LADDER_EVENTS` | `stream.started/ended.<stream>`, `chunk.uploaded.<stream>`, `rendition.ready.<stream>`, `chunk.failed.<stream>` | `transcoder` (chunk.uploaded), `indexer` (all) |
+//! | `LADDER_EVENTS` | `stream.started/ended/failed.<stream>`, `chunk.uploaded.<stream>`, `rendition.ready.<stream>`, `chunk.failed.<stream>`, `ladder.set.<stream>` | `transcoder` (chunk.uploaded), `indexer` (all) |
 //!
 //! The event stream is the source of truth: it keeps events for a long time so the index can be rebuilt by
 //! replaying it. Raw TS is only kept long enough for the segmenter to catch up after a restart.
@@ -87,10 +87,7 @@ fn stream_configs() -> [jetstream::stream::Config; 2] {
         },
         jetstream::stream::Config {
             name: EVENTS_STREAM.to_string(),
-            subjects: subject::ALL
-                .iter()
-                .map(|prefix| format!("{prefix}.*"))
-                .collect(),
+            subjects: subject::ALL.iter().map(|prefix| format!("{prefix}.*")).collect(),
             storage: StorageType::File,
             retention: RetentionPolicy::Limits,
             max_age: Duration::from_secs(30 * 24 * 3600),
@@ -100,16 +97,14 @@ fn stream_configs() -> [jetstream::stream::Config; 2] {
     ]
 }
 
-/// Creates the streams and consumers that do not exist yet. Safe to call from every service at start.
+/// Creates the streams and consumers that do not exist yet, and brings existing streams to the declared
+/// configuration (a newer ladder adds event subjects). Safe to call from every service at start.
 pub async fn ensure(js: &jetstream::Context) -> Result<(), BusError> {
     for config in stream_configs() {
         let name = config.name.clone();
-        js.get_or_create_stream(config)
+        js.create_or_update_stream(config)
             .await
-            .map_err(|e| BusError::Topology {
-                what: format!("stream {name}"),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| BusError::Topology { what: format!("stream {name}"), message: e.to_string() })?;
     }
     for spec in &CONSUMERS {
         consumer(js, spec.durable).await?;
@@ -119,18 +114,12 @@ pub async fn ensure(js: &jetstream::Context) -> Result<(), BusError> {
 
 /// Gets (creating if needed) the durable consumer named `durable`.
 pub async fn consumer(js: &jetstream::Context, durable: &str) -> Result<PullConsumer, BusError> {
-    let topology = |message: String| BusError::Topology {
-        what: format!("consumer {durable}"),
-        message,
-    };
+    let topology = |message: String| BusError::Topology { what: format!("consumer {durable}"), message };
     let spec = CONSUMERS
         .iter()
         .find(|spec| spec.durable == durable)
         .ok_or_else(|| topology("not declared in topology::CONSUMERS".into()))?;
-    let stream = js
-        .get_stream(spec.stream)
-        .await
-        .map_err(|e| topology(e.to_string()))?;
+    let stream = js.get_stream(spec.stream).await.map_err(|e| topology(e.to_string()))?;
     stream
         .get_or_create_consumer(
             spec.durable,

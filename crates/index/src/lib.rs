@@ -7,7 +7,7 @@
 pub mod sqlite;
 
 use async_trait::async_trait;
-use ladder_proto::Event;
+use ladder_proto::{Event, LadderSet};
 
 pub use sqlite::SqliteIndex;
 
@@ -41,6 +41,8 @@ pub struct Rendition {
     pub peak_bps: u64,
     /// Total bits over total duration.
     pub average_bps: u64,
+    /// Sequence number of its newest chunk.
+    pub last_sequence: u64,
 }
 
 /// One playable chunk of one rendition.
@@ -69,12 +71,10 @@ pub trait Index: Send + Sync {
     async fn renditions(&self, stream: &str, session: &str) -> Result<Vec<Rendition>, IndexError>;
 
     /// The chunks of a rendition in the session, in sequence order.
-    async fn segments(
-        &self,
-        stream: &str,
-        session: &str,
-        rendition: &str,
-    ) -> Result<Vec<Segment>, IndexError>;
+    async fn segments(&self, stream: &str, session: &str, rendition: &str) -> Result<Vec<Segment>, IndexError>;
+
+    /// The ladder last set for the stream, if one was.
+    async fn ladder(&self, stream: &str) -> Result<Option<LadderSet>, IndexError>;
 
     /// Sequence numbers of the session's chunks that failed for good.
     async fn failed_chunks(&self, stream: &str, session: &str) -> Result<Vec<u64>, IndexError>;

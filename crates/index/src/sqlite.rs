@@ -7,7 +7,8 @@ use std::{
 };
 
 use async_trait::async_trait;
-use ladder_proto::Event;
+use ladder_proto::{Event, LadderSet};
+use prost::Message;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::{Index, IndexError, Rendition, Segment, Session};
@@ -63,6 +64,12 @@ CREATE TABLE IF NOT EXISTS failures (
     permanent INTEGER NOT NULL,
     PRIMARY KEY (stream, session_id, sequence, stage)
 );
+CREATE TABLE IF NOT EXISTS ladders (
+    stream TEXT PRIMARY KEY,
+    set_at_ms INTEGER NOT NULL,
+    -- the LadderSet event, protobuf-encoded
+    event BLOB NOT NULL
+);
 ";
 
 #[derive(Clone)]
@@ -80,16 +87,11 @@ impl SqliteIndex {
             std::fs::create_dir_all(parent).map_err(backend)?;
         }
         let conn = Connection::open(path).map_err(backend)?;
-        conn.busy_timeout(Duration::from_secs(10))
-            .map_err(backend)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(backend)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(backend)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
-        Ok(SqliteIndex {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        Ok(SqliteIndex { conn: Arc::new(Mutex::new(conn)) })
     }
 
     /// Runs `f` on the connection in the blocking pool, so a busy database never stalls the async runtime.
@@ -100,9 +102,7 @@ impl SqliteIndex {
     {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = conn
-                .lock()
-                .map_err(|_| IndexError::Backend("index connection poisoned".into()))?;
+            let conn = conn.lock().map_err(|_| IndexError::Backend("index connection poisoned".into()))?;
             f(&conn).map_err(backend)
         })
         .await
@@ -187,6 +187,17 @@ impl Index for SqliteIndex {
                         e.permanent
                     ],
                 )?,
+                Event::StreamFailed(e) => conn.execute(
+                    "INSERT OR REPLACE INTO failures VALUES (?1, ?2, -1, ?3, ?4, 1)",
+                    params![e.stream, e.session_id, e.stage, e.reason],
+                )?,
+                // The newest ladder wins, whatever order events are applied in.
+                Event::LadderSet(e) => conn.execute(
+                    "INSERT INTO ladders VALUES (?1, ?2, ?3)
+                     ON CONFLICT (stream) DO UPDATE SET set_at_ms = excluded.set_at_ms, event = excluded.event
+                     WHERE excluded.set_at_ms >= ladders.set_at_ms",
+                    params![e.stream, e.set_at_ms, e.encode_to_vec()],
+                )?,
             };
             Ok(())
         })
@@ -227,7 +238,7 @@ impl Index for SqliteIndex {
             let mut stmt = conn.prepare(
                 "SELECT rendition, MAX(width), MAX(height), MAX(bitrate), MAX(codecs),
                         MAX(size_bytes * 8 * 90000 / MAX(duration, 1)),
-                        SUM(size_bytes) * 8 * 90000 / MAX(SUM(duration), 1)
+                        SUM(size_bytes) * 8 * 90000 / MAX(SUM(duration), 1), MAX(sequence)
                  FROM renditions WHERE stream = ?1 AND session_id = ?2
                  GROUP BY rendition ORDER BY MAX(bitrate) DESC, rendition",
             )?;
@@ -240,6 +251,7 @@ impl Index for SqliteIndex {
                     codecs: row.get(4)?,
                     peak_bps: row.get::<_, i64>(5)? as u64,
                     average_bps: row.get::<_, i64>(6)? as u64,
+                    last_sequence: row.get::<_, i64>(7)? as u64,
                 })
             })?;
             rows.collect()
@@ -247,17 +259,8 @@ impl Index for SqliteIndex {
         .await
     }
 
-    async fn segments(
-        &self,
-        stream: &str,
-        session: &str,
-        rendition: &str,
-    ) -> Result<Vec<Segment>, IndexError> {
-        let (stream, session, rendition) = (
-            stream.to_string(),
-            session.to_string(),
-            rendition.to_string(),
-        );
+    async fn segments(&self, stream: &str, session: &str, rendition: &str) -> Result<Vec<Segment>, IndexError> {
+        let (stream, session, rendition) = (stream.to_string(), session.to_string(), rendition.to_string());
         self.with(move |conn| {
             let mut stmt = conn.prepare(
                 "SELECT sequence, object_key, size_bytes, first_pts, duration, wall_clock_ms, discontinuity
@@ -277,6 +280,17 @@ impl Index for SqliteIndex {
             rows.collect()
         })
         .await
+    }
+
+    async fn ladder(&self, stream: &str) -> Result<Option<LadderSet>, IndexError> {
+        let stream = stream.to_string();
+        let blob: Option<Vec<u8>> = self
+            .with(move |conn| {
+                conn.query_row("SELECT event FROM ladders WHERE stream = ?1", params![stream], |row| row.get(0))
+                    .optional()
+            })
+            .await?;
+        blob.map(|b| LadderSet::decode(b.as_slice()).map_err(backend)).transpose()
     }
 
     async fn failed_chunks(&self, stream: &str, session: &str) -> Result<Vec<u64>, IndexError> {

@@ -1,7 +1,7 @@
 //! The index conformance suite: every implementation of `Index` must pass it.
 
 use ladder_index::{Index, SqliteIndex};
-use ladder_proto::{ChunkFailed, Event, RenditionReady, StreamEnded, StreamStarted};
+use ladder_proto::{ChunkFailed, Event, LadderSet, RenditionConfig, RenditionReady, StreamEnded, StreamStarted};
 
 fn rendition(session: &str, name: &str, sequence: u64, bitrate: u64, size: u64) -> Event {
     Event::RenditionReady(RenditionReady {
@@ -33,18 +33,8 @@ async fn conformance(index: &dyn Index) {
         })
     };
     index.apply(&started("s1", 1_000)).await.expect("apply");
-    index
-        .apply(&started("s1", 1_000))
-        .await
-        .expect("applying twice is fine");
-    assert_eq!(
-        index
-            .latest_session("cam")
-            .await
-            .expect("read")
-            .map(|s| s.session_id),
-        Some("s1".into())
-    );
+    index.apply(&started("s1", 1_000)).await.expect("applying twice is fine");
+    assert_eq!(index.latest_session("cam").await.expect("read").map(|s| s.session_id), Some("s1".into()));
     assert_eq!(index.latest_session("nope").await.expect("read"), None);
 
     // Out of order and duplicated, as redelivery makes them.
@@ -57,42 +47,19 @@ async fn conformance(index: &dyn Index) {
         index.apply(&event).await.expect("apply");
     }
     let segments = index.segments("cam", "s1", "720p").await.expect("segments");
-    assert_eq!(
-        segments.iter().map(|s| s.sequence).collect::<Vec<_>>(),
-        vec![0, 1]
-    );
+    assert_eq!(segments.iter().map(|s| s.sequence).collect::<Vec<_>>(), vec![0, 1]);
     assert!(segments[0].discontinuity && !segments[1].discontinuity);
     assert_eq!(segments[1].duration, 180_000);
 
     let renditions = index.renditions("cam", "s1").await.expect("renditions");
-    assert_eq!(
-        renditions
-            .iter()
-            .map(|r| r.name.as_str())
-            .collect::<Vec<_>>(),
-        vec!["720p", "360p"]
-    );
+    assert_eq!(renditions.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), vec!["720p", "360p"]);
     // 900 000 bytes in 2 s is 3.6 Mb/s at peak; 1.5 MB in 4 s is 3 Mb/s on average.
     assert_eq!(renditions[0].peak_bps, 3_600_000);
     assert_eq!(renditions[0].average_bps, 3_000_000);
 
     index.apply(&started("s2", 2_000)).await.expect("apply");
-    assert_eq!(
-        index
-            .latest_session("cam")
-            .await
-            .expect("read")
-            .map(|s| s.session_id),
-        Some("s2".into())
-    );
-    assert!(
-        index
-            .renditions("cam", "s2")
-            .await
-            .expect("renditions")
-            .is_empty(),
-        "sessions are separate"
-    );
+    assert_eq!(index.latest_session("cam").await.expect("read").map(|s| s.session_id), Some("s2".into()));
+    assert!(index.renditions("cam", "s2").await.expect("renditions").is_empty(), "sessions are separate");
     let streams = index.streams().await.expect("streams");
     assert_eq!(streams.len(), 1);
     assert_eq!(streams[0].session_id, "s2");
@@ -108,15 +75,8 @@ async fn conformance(index: &dyn Index) {
         }))
         .await
         .expect("apply");
-    let latest = index
-        .latest_session("cam")
-        .await
-        .expect("read")
-        .expect("a session");
-    assert_eq!(
-        (latest.started_at_ms, latest.ended_at_ms, latest.chunk_count),
-        (2_000, Some(3_000), Some(12))
-    );
+    let latest = index.latest_session("cam").await.expect("read").expect("a session");
+    assert_eq!((latest.started_at_ms, latest.ended_at_ms, latest.chunk_count), (2_000, Some(3_000), Some(12)));
 
     index
         .apply(&Event::ChunkFailed(ChunkFailed {
@@ -130,10 +90,29 @@ async fn conformance(index: &dyn Index) {
         }))
         .await
         .expect("apply");
-    assert_eq!(
-        index.failed_chunks("cam", "s1").await.expect("failures"),
-        vec![2]
-    );
+    assert_eq!(index.failed_chunks("cam", "s1").await.expect("failures"), vec![2]);
+
+    // Ladders: the newest wins even when an older one is applied after it, as a replay may do.
+    let ladder = |at: i64, height: u32| {
+        Event::LadderSet(LadderSet {
+            stream: "cam".into(),
+            renditions: vec![RenditionConfig {
+                name: format!("{height}p"),
+                height,
+                video_bitrate: 1_000_000,
+                video_codec: "h264".into(),
+                audio: "copy".into(),
+                ..Default::default()
+            }],
+            set_at_ms: at,
+        })
+    };
+    assert_eq!(index.ladder("cam").await.expect("ladder"), None);
+    index.apply(&ladder(2_000, 480)).await.expect("apply");
+    index.apply(&ladder(1_000, 720)).await.expect("apply");
+    let current = index.ladder("cam").await.expect("ladder").expect("a ladder");
+    assert_eq!((current.set_at_ms, current.renditions[0].height), (2_000, 480));
+    assert_eq!(index.ladder("other").await.expect("ladder"), None);
 }
 
 #[tokio::test]

@@ -14,14 +14,11 @@ pub struct AdtsHeader {
     pub channels: u8,
 }
 
-const SAMPLE_RATES: [u32; 13] = [
-    96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
-];
+const SAMPLE_RATES: [u32; 13] =
+    [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350];
 
 pub fn adts_header(data: &[u8]) -> Option<AdtsHeader> {
-    let start = data
-        .windows(2)
-        .position(|w| w[0] == 0xff && w[1] & 0xf6 == 0xf0)?;
+    let start = data.windows(2).position(|w| w[0] == 0xff && w[1] & 0xf6 == 0xf0)?;
     let h = data.get(start..start + 7)?;
     Some(AdtsHeader {
         object_type: (h[2] >> 6) + 1,
@@ -38,17 +35,7 @@ mod tests {
     fn reads_an_aac_lc_stereo_header() {
         // profile 1 (LC), 48 kHz (index 3), 2 channels.
         let header = adts_header(&[0xff, 0xf1, 0x4c, 0x80, 0x2e, 0x7f, 0xfc]).expect("adts");
-        assert_eq!(
-            header,
-            AdtsHeader {
-                object_type: 2,
-                sample_rate: 48000,
-                channels: 2
-            }
-        );
-        assert_eq!(
-            adts_codecs(&[0xff, 0xf1, 0x4c, 0x80, 0x2e, 0x7f, 0xfc]).as_deref(),
-            Some("mp4a.40.2")
-        );
+        assert_eq!(header, AdtsHeader { object_type: 2, sample_rate: 48000, channels: 2 });
+        assert_eq!(adts_codecs(&[0xff, 0xf1, 0x4c, 0x80, 0x2e, 0x7f, 0xfc]).as_deref(), Some("mp4a.40.2"));
     }
 }

@@ -41,6 +41,8 @@ pub struct Chunk {
     pub height: u32,
     /// RFC 6381 codecs of the chunk, e.g. `avc1.64001f,mp4a.40.2`.
     pub codecs: String,
+    /// One video frame, in 90 kHz ticks, from the latest DTS step.
+    pub frame_duration: u64,
 }
 
 struct Building {
@@ -67,8 +69,7 @@ struct OpenPes {
 
 impl OpenPes {
     fn complete(&self) -> bool {
-        self.expected
-            .is_some_and(|expected| self.received >= expected)
+        self.expected.is_some_and(|expected| self.received >= expected)
     }
 }
 
@@ -104,6 +105,8 @@ pub struct Chunker {
     failed: Option<MediaError>,
     /// Video access units dropped because no chunk had started yet.
     dropped_frames: u64,
+    /// Last continuity counter seen per elementary-stream PID.
+    continuity: HashMap<u16, u8>,
 }
 
 impl Chunker {
@@ -132,6 +135,7 @@ impl Chunker {
             discontinuity_next: true,
             failed: None,
             dropped_frames: 0,
+            continuity: HashMap::new(),
         }
     }
 
@@ -204,12 +208,7 @@ impl Chunker {
             .filter(|pes| !pes.complete())
             .flat_map(|pes| pes.packets.iter().copied())
             .collect();
-        if self.video_pid.is_some_and(|pid| {
-            current
-                .open_pes
-                .get(&pid)
-                .is_some_and(|pes| !pes.complete())
-        }) {
+        if self.video_pid.is_some_and(|pid| current.open_pes.get(&pid).is_some_and(|pes| !pes.complete())) {
             current.max_pts = current.max_pts_before_last;
         }
         if !unfinished.is_empty() {
@@ -227,17 +226,10 @@ impl Chunker {
 
     /// A sync byte is trusted when the next packet (if buffered) starts with one too.
     fn synced_at(&self, pos: usize) -> bool {
-        self.buffer
-            .get(pos + PACKET_SIZE)
-            .is_none_or(|b| *b == SYNC)
+        self.buffer.get(pos + PACKET_SIZE).is_none_or(|b| *b == SYNC)
     }
 
-    fn packet(
-        &mut self,
-        packet: &[u8; PACKET_SIZE],
-        offset: u64,
-        chunks: &mut Vec<Chunk>,
-    ) -> Result<(), MediaError> {
+    fn packet(&mut self, packet: &[u8; PACKET_SIZE], offset: u64, chunks: &mut Vec<Chunk>) -> Result<(), MediaError> {
         let pid = ts::pid(packet);
         if pid == PAT_PID {
             if let Some(pmt_pid) = ts::parse_pat(packet) {
@@ -249,6 +241,10 @@ impl Chunker {
                 self.program(&streams)?;
                 self.pmt = Some(packet.to_vec());
             }
+        }
+
+        if Some(pid) == self.video_pid || Some(pid) == self.audio_pid {
+            self.check_continuity(pid, packet);
         }
 
         if Some(pid) == self.video_pid && ts::unit_start(packet) {
@@ -291,42 +287,40 @@ impl Chunker {
         Ok(())
     }
 
+    /// A continuity counter that skips means packets were lost: the next chunk is flagged. A repeated
+    /// counter is a legal duplicate packet; packets without payload do not advance it.
+    fn check_continuity(&mut self, pid: u16, packet: &[u8]) {
+        let cc = ts::continuity_counter(packet);
+        if ts::payload(packet).is_none() {
+            return;
+        }
+        if let Some(last) = self.continuity.insert(pid, cc) {
+            if cc != last && cc != (last + 1) & 0x0f && !ts::discontinuity_indicator(packet) {
+                self.discontinuity_next = true;
+            }
+        }
+    }
+
     fn program(&mut self, streams: &[ts::EsInfo]) -> Result<(), MediaError> {
-        let video = streams
-            .iter()
-            .find(|es| stream_type::is_video(es.stream_type));
+        let video = streams.iter().find(|es| stream_type::is_video(es.stream_type));
         let Some(video) = video else {
-            let listed: Vec<String> = streams
-                .iter()
-                .map(|es| stream_type::name(es.stream_type))
-                .collect();
-            return Err(MediaError::NoVideo(if listed.is_empty() {
-                "nothing".into()
-            } else {
-                listed.join(", ")
-            }));
+            let listed: Vec<String> = streams.iter().map(|es| stream_type::name(es.stream_type)).collect();
+            return Err(MediaError::NoVideo(if listed.is_empty() { "nothing".into() } else { listed.join(", ") }));
         };
         if video.stream_type != stream_type::H264 {
-            return Err(MediaError::UnsupportedVideo(stream_type::name(
-                video.stream_type,
-            )));
+            return Err(MediaError::UnsupportedVideo(stream_type::name(video.stream_type)));
         }
         if self.video_pid != Some(video.pid) {
             self.video_pid = Some(video.pid);
         }
-        self.audio_pid = streams
-            .iter()
-            .find(|es| es.pid != video.pid)
-            .map(|es| es.pid);
+        self.audio_pid = streams.iter().find(|es| es.pid != video.pid).map(|es| es.pid);
         Ok(())
     }
 
     fn start_frame(&mut self, packet: &[u8; PACKET_SIZE], offset: u64) {
         let payload = ts::payload(packet).unwrap_or_default();
         let header = ts::parse_pes_header(payload);
-        let pts = header
-            .and_then(|h| h.pts)
-            .map(|pts| self.unwrapper.unwrap(pts));
+        let pts = header.and_then(|h| h.pts).map(|pts| self.unwrapper.unwrap(pts));
         if ts::discontinuity_indicator(packet) {
             self.discontinuity_next = true;
         }
@@ -335,15 +329,8 @@ impl Chunker {
                 self.discontinuity_next = true;
             }
         }
-        if let Some(dts) = header
-            .and_then(|h| h.dts)
-            .map(|dts| self.dts_unwrapper.unwrap(dts))
-        {
-            if let Some(step) = self
-                .last_dts
-                .and_then(|last| dts.checked_sub(last))
-                .filter(|s| *s > 0 && *s < CLOCK)
-            {
+        if let Some(dts) = header.and_then(|h| h.dts).map(|dts| self.dts_unwrapper.unwrap(dts)) {
+            if let Some(step) = self.last_dts.and_then(|last| dts.checked_sub(last)).filter(|s| *s > 0 && *s < CLOCK) {
                 self.frame_duration = step;
             }
             self.last_dts = Some(dts);
@@ -351,16 +338,8 @@ impl Chunker {
         if pts.is_some() {
             self.last_pts = pts;
         }
-        let es = header
-            .map(|h| payload[h.data_offset..].to_vec())
-            .unwrap_or_default();
-        self.frame = Some(Frame {
-            packets: packet.to_vec(),
-            start_offset: offset,
-            pts,
-            es,
-            is_idr: None,
-        });
+        let es = header.map(|h| payload[h.data_offset..].to_vec()).unwrap_or_default();
+        self.frame = Some(Frame { packets: packet.to_vec(), start_offset: offset, pts, es, is_idr: None });
     }
 
     fn decide(&mut self, frame: Frame, chunks: &mut Vec<Chunk>) {
@@ -371,9 +350,7 @@ impl Chunker {
         };
         let cut = match &self.current {
             None => true,
-            Some(current) => {
-                self.discontinuity_next || pts + TARGET_TOLERANCE >= current.first_pts + self.target
-            }
+            Some(current) => self.discontinuity_next || pts + TARGET_TOLERANCE >= current.first_pts + self.target,
         };
         if !cut {
             self.append_frame(frame);
@@ -420,15 +397,8 @@ impl Chunker {
     }
 
     fn finish_chunk(&self, current: Building, duration: u64, input_end: u64) -> Chunk {
-        let (width, height) = self
-            .sps
-            .as_ref()
-            .map_or((0, 0), |sps| (sps.width, sps.height));
-        let mut codecs = self
-            .sps
-            .as_ref()
-            .map(Sps::codecs)
-            .unwrap_or_else(|| "avc1.640028".into());
+        let (width, height) = self.sps.as_ref().map_or((0, 0), |sps| (sps.width, sps.height));
+        let mut codecs = self.sps.as_ref().map(Sps::codecs).unwrap_or_else(|| "avc1.640028".into());
         if let Some(audio) = &self.audio_codecs {
             codecs = format!("{codecs},{audio}");
         }
@@ -441,6 +411,7 @@ impl Chunker {
             width,
             height,
             codecs,
+            frame_duration: self.frame_duration,
         }
     }
 }
@@ -469,9 +440,7 @@ fn track_pes(current: &mut Building, pid: u16, packet: &[u8], offset: usize) {
         return;
     };
     if ts::unit_start(packet) {
-        let length = payload
-            .get(4..6)
-            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])));
+        let length = payload.get(4..6).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])));
         let pes = OpenPes {
             packets: vec![offset],
             expected: length.filter(|l| *l > 0).map(|l| l + 6),

@@ -50,10 +50,7 @@ pub struct Sps {
 impl Sps {
     /// RFC 6381 codecs string, e.g. `avc1.64001f`.
     pub fn codecs(&self) -> String {
-        format!(
-            "avc1.{:02x}{:02x}{:02x}",
-            self.profile_idc, self.constraint_flags, self.level_idc
-        )
+        format!("avc1.{:02x}{:02x}{:02x}", self.profile_idc, self.constraint_flags, self.level_idc)
     }
 }
 
@@ -63,19 +60,13 @@ pub fn parse_sps(nal: &[u8]) -> Option<Sps> {
         return None;
     }
     let rbsp = unescape(&nal[1..]);
-    let mut r = BitReader {
-        data: &rbsp,
-        pos: 0,
-    };
+    let mut r = BitReader { data: &rbsp, pos: 0 };
     let profile_idc = r.bits(8)? as u8;
     let constraint_flags = r.bits(8)? as u8;
     let level_idc = r.bits(8)? as u8;
     r.ue()?; // seq_parameter_set_id
     let mut chroma_format_idc = 1;
-    if matches!(
-        profile_idc,
-        100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
-    ) {
+    if matches!(profile_idc, 100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135) {
         chroma_format_idc = r.ue()?;
         if chroma_format_idc == 3 {
             r.bits(1)?; // separate_colour_plane_flag
@@ -125,23 +116,13 @@ pub fn parse_sps(nal: &[u8]) -> Option<Sps> {
             _ => (1, 1),
         };
         let unit_x = if chroma_format_idc == 0 { 1 } else { sub_width };
-        let unit_y = (if chroma_format_idc == 0 {
-            1
-        } else {
-            sub_height
-        }) * (2 - frame_mbs_only);
+        let unit_y = (if chroma_format_idc == 0 { 1 } else { sub_height }) * (2 - frame_mbs_only);
         crop_x = (left + right) * unit_x;
         crop_y = (top + bottom) * unit_y;
     }
     let width = (width_mbs * 16).checked_sub(crop_x)?;
     let height = ((2 - frame_mbs_only) * height_map_units * 16).checked_sub(crop_y)?;
-    Some(Sps {
-        profile_idc,
-        constraint_flags,
-        level_idc,
-        width,
-        height,
-    })
+    Some(Sps { profile_idc, constraint_flags, level_idc, width, height })
 }
 
 fn skip_scaling_list(r: &mut BitReader<'_>, size: usize) -> Option<()> {
@@ -213,8 +194,8 @@ mod tests {
     fn parses_an_x264_high_profile_sps() {
         // SPS of x264, High profile level 3.1, 1280x720 (cropped from 1280x720 mbs: 80x45).
         let sps = [
-            0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x40, 0x50, 0x05, 0xbb, 0x01, 0x10, 0x00, 0x00,
-            0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x83, 0x19, 0x60,
+            0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x40, 0x50, 0x05, 0xbb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00,
+            0x00, 0x03, 0x03, 0xc0, 0xf1, 0x83, 0x19, 0x60,
         ];
         let parsed = parse_sps(&sps).expect("sps parses");
         assert_eq!(parsed.codecs(), "avc1.64001f");
@@ -225,8 +206,8 @@ mod tests {
     fn parses_a_cropped_main_profile_sps() {
         // x264 Main profile 854x480: 54 macroblocks wide, cropped by 10 pixels.
         let sps = [
-            0x67, 0x4d, 0x40, 0x1f, 0xec, 0xa0, 0x6c, 0x1e, 0xf3, 0x78, 0x08, 0x80, 0x00, 0x00,
-            0x03, 0x00, 0x80, 0x00, 0x00, 0x1e, 0x07, 0x8c, 0x18, 0xcb,
+            0x67, 0x4d, 0x40, 0x1f, 0xec, 0xa0, 0x6c, 0x1e, 0xf3, 0x78, 0x08, 0x80, 0x00, 0x00, 0x03, 0x00, 0x80, 0x00,
+            0x00, 0x1e, 0x07, 0x8c, 0x18, 0xcb,
         ];
         let parsed = parse_sps(&sps).expect("sps parses");
         assert_eq!(parsed.codecs(), "avc1.4d401f");
@@ -236,10 +217,7 @@ mod tests {
     #[test]
     fn finds_nal_units_after_3_and_4_byte_start_codes() {
         let data = [0, 0, 0, 1, 9, 0xf0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x65, 9];
-        let types: Vec<_> = nal_units(&data)
-            .iter()
-            .filter_map(|n| nal_type(n))
-            .collect();
+        let types: Vec<_> = nal_units(&data).iter().filter_map(|n| nal_type(n)).collect();
         assert_eq!(types, vec![9, 7, 5]);
     }
 }

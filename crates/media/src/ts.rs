@@ -40,11 +40,7 @@ pub fn payload(packet: &[u8]) -> Option<&[u8]> {
     if !has_payload(packet) {
         return None;
     }
-    let start = if has_adaptation(packet) {
-        5 + usize::from(packet[4])
-    } else {
-        4
-    };
+    let start = if has_adaptation(packet) { 5 + usize::from(packet[4]) } else { 4 };
     packet.get(start..PACKET_SIZE).filter(|p| !p.is_empty())
 }
 
@@ -92,10 +88,7 @@ pub mod stream_type {
     pub const VVC: u8 = 0x33;
 
     pub fn is_video(t: u8) -> bool {
-        matches!(
-            t,
-            MPEG1_VIDEO | MPEG2_VIDEO | MPEG4_VIDEO | H264 | HEVC | VVC | 0x42 | 0xd1 | 0xea
-        )
+        matches!(t, MPEG1_VIDEO | MPEG2_VIDEO | MPEG4_VIDEO | H264 | HEVC | VVC | 0x42 | 0xd1 | 0xea)
     }
 
     pub fn name(t: u8) -> String {
@@ -124,16 +117,12 @@ pub fn parse_pmt(packet: &[u8]) -> Option<Vec<EsInfo>> {
     if section.first() != Some(&0x02) {
         return None;
     }
-    let program_info =
-        usize::from(u16::from(*section.get(10)? & 0x0f) << 8 | u16::from(*section.get(11)?));
+    let program_info = usize::from(u16::from(*section.get(10)? & 0x0f) << 8 | u16::from(*section.get(11)?));
     let mut rest = section.get(12 + program_info..)?;
     let mut streams = Vec::new();
     while rest.len() >= 5 {
         let es_info = usize::from(u16::from(rest[3] & 0x0f) << 8 | u16::from(rest[4]));
-        streams.push(EsInfo {
-            stream_type: rest[0],
-            pid: (u16::from(rest[1] & 0x1f) << 8) | u16::from(rest[2]),
-        });
+        streams.push(EsInfo { stream_type: rest[0], pid: (u16::from(rest[1] & 0x1f) << 8) | u16::from(rest[2]) });
         rest = rest.get(5 + es_info..).unwrap_or_default();
     }
     Some(streams)
@@ -154,21 +143,9 @@ pub fn parse_pes_header(payload: &[u8]) -> Option<PesHeader> {
     }
     let flags = payload[7] >> 6;
     let data_offset = 9 + usize::from(payload[8]);
-    let pts = if flags & 0b10 != 0 {
-        payload.get(9..14).map(read_timestamp)
-    } else {
-        None
-    };
-    let dts = if flags == 0b11 {
-        payload.get(14..19).map(read_timestamp)
-    } else {
-        pts
-    };
-    Some(PesHeader {
-        pts,
-        dts,
-        data_offset: data_offset.min(payload.len()),
-    })
+    let pts = if flags & 0b10 != 0 { payload.get(9..14).map(read_timestamp) } else { None };
+    let dts = if flags == 0b11 { payload.get(14..19).map(read_timestamp) } else { pts };
+    Some(PesHeader { pts, dts, data_offset: data_offset.min(payload.len()) })
 }
 
 fn read_timestamp(b: &[u8]) -> u64 {
@@ -192,15 +169,11 @@ impl Unwrapper {
             None => raw,
             Some(last) => {
                 let base = last - last % PTS_MODULO;
-                [
-                    base + raw,
-                    base + raw + PTS_MODULO,
-                    (base + raw).wrapping_sub(PTS_MODULO),
-                ]
-                .into_iter()
-                .filter(|candidate| *candidate < u64::MAX / 2)
-                .min_by_key(|candidate| candidate.abs_diff(last))
-                .unwrap_or(base + raw)
+                [base + raw, base + raw + PTS_MODULO, (base + raw).wrapping_sub(PTS_MODULO)]
+                    .into_iter()
+                    .filter(|candidate| *candidate < u64::MAX / 2)
+                    .min_by_key(|candidate| candidate.abs_diff(last))
+                    .unwrap_or(base + raw)
             }
         };
         self.last = Some(value);

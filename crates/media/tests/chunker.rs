@@ -16,30 +16,12 @@ fn ffmpeg(args: &[&str]) {
 /// `ffprobe` of the first video frame: (key_frame, pict_type).
 fn first_video_frame(path: &Path) -> String {
     let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-read_intervals",
-            "%+#1",
-        ])
-        .args([
-            "-show_entries",
-            "frame=key_frame,pict_type",
-            "-of",
-            "csv=p=0",
-        ])
+        .args(["-v", "error", "-select_streams", "v:0", "-read_intervals", "%+#1"])
+        .args(["-show_entries", "frame=key_frame,pict_type", "-of", "csv=p=0"])
         .arg(path)
         .output()
         .expect("ffprobe is installed");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .trim_end_matches(",")
-        .to_string()
+    String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().trim().trim_end_matches(",").to_string()
 }
 
 fn decode_errors(path: &Path) -> String {
@@ -100,12 +82,7 @@ fn cuts_at_idr_frames_with_exact_continuous_durations() {
     let bytes = std::fs::read(&source).expect("source");
     let chunks = cut_stream(&bytes, 2 * CLOCK);
 
-    assert_eq!(
-        chunks.len(),
-        5,
-        "10 s at 2 s targets with 1 s GOPs: {:?}",
-        durations(&chunks)
-    );
+    assert_eq!(chunks.len(), 5, "10 s at 2 s targets with 1 s GOPs: {:?}", durations(&chunks));
     for (i, chunk) in chunks.iter().enumerate() {
         if i + 1 < chunks.len() {
             assert_eq!(chunk.duration, 2 * CLOCK, "chunk {i} lasts exactly 2 s");
@@ -113,57 +90,25 @@ fn cuts_at_idr_frames_with_exact_continuous_durations() {
             // The stream's last video frame (in decode order) is dropped: nothing says whether it arrived
             // whole (see `Chunker::finish`). With B-frames that is a B-frame and the end stays where it was.
             let frame = CLOCK / 25;
-            assert!(
-                (2 * CLOCK - frame..=2 * CLOCK).contains(&chunk.duration),
-                "last: {}",
-                chunk.duration
-            );
+            assert!((2 * CLOCK - frame..=2 * CLOCK).contains(&chunk.duration), "last: {}", chunk.duration);
         }
         assert_eq!((chunk.width, chunk.height), (640, 360));
-        assert!(
-            chunk.codecs.starts_with("avc1.") && chunk.codecs.ends_with(",mp4a.40.2"),
-            "{}",
-            chunk.codecs
-        );
-        assert_eq!(
-            chunk.discontinuity,
-            i == 0,
-            "only the first chunk of a session is a discontinuity"
-        );
-        assert_eq!(
-            ts::pid(&chunk.data[..188]),
-            0,
-            "chunk {i} starts with the PAT"
-        );
-        assert!(
-            ts::parse_pmt(&chunk.data[188..376]).is_some(),
-            "then the PMT"
-        );
+        assert!(chunk.codecs.starts_with("avc1.") && chunk.codecs.ends_with(",mp4a.40.2"), "{}", chunk.codecs);
+        assert_eq!(chunk.discontinuity, i == 0, "only the first chunk of a session is a discontinuity");
+        assert_eq!(ts::pid(&chunk.data[..188]), 0, "chunk {i} starts with the PAT");
+        assert!(ts::parse_pmt(&chunk.data[188..376]).is_some(), "then the PMT");
         if let Some(next) = chunks.get(i + 1) {
-            assert_eq!(
-                chunk.first_pts + chunk.duration,
-                next.first_pts,
-                "chunk {i} ends where {} starts",
-                i + 1
-            );
+            assert_eq!(chunk.first_pts + chunk.duration, next.first_pts, "chunk {i} ends where {} starts", i + 1);
         }
         let path = dir.path().join(format!("{i}.ts"));
         std::fs::write(&path, &chunk.data).expect("write chunk");
-        assert_eq!(
-            first_video_frame(&path),
-            "1,I",
-            "chunk {i} starts with a keyframe"
-        );
+        assert_eq!(first_video_frame(&path), "1,I", "chunk {i} starts with a keyframe");
         assert_eq!(decode_errors(&path), "", "chunk {i} decodes on its own");
     }
     // Every other video and audio byte is kept: the chunks hold all packets of the source but the last frame
     // (a few kB at this size) and the leading tables.
     let total: usize = chunks.iter().map(|c| c.data.len()).sum();
-    assert!(
-        total >= bytes.len() - 188 * 64,
-        "{total} of {} bytes kept",
-        bytes.len()
-    );
+    assert!(total >= bytes.len() - 188 * 64, "{total} of {} bytes kept", bytes.len());
 }
 
 #[test]
@@ -192,10 +137,7 @@ fn a_gop_longer_than_the_target_gives_a_longer_chunk() {
         source.to_str().expect("utf-8 path"),
     ]);
     let chunks = cut_stream(&std::fs::read(&source).expect("source"), 2 * CLOCK);
-    assert_eq!(
-        durations(&chunks),
-        vec![4 * CLOCK, 4 * CLOCK, 4 * CLOCK - CLOCK / 30]
-    );
+    assert_eq!(durations(&chunks), vec![4 * CLOCK, 4 * CLOCK, 4 * CLOCK - CLOCK / 30]);
 }
 
 #[test]
@@ -220,25 +162,13 @@ fn refuses_hevc_and_garbage() {
         source.to_str().expect("utf-8 path"),
     ]);
     let mut chunker = Chunker::new(2 * CLOCK);
-    let error = chunker
-        .push(&std::fs::read(&source).expect("source"))
-        .expect_err("HEVC is refused");
-    assert_eq!(
-        error.to_string(),
-        "unsupported video codec HEVC (ladder takes H.264)"
-    );
+    let error = chunker.push(&std::fs::read(&source).expect("source")).expect_err("HEVC is refused");
+    assert_eq!(error.to_string(), "unsupported video codec HEVC (ladder takes H.264)");
 
-    let garbage: Vec<u8> = (0..3_000_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 & 0x46)
-        .collect();
+    let garbage: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 & 0x46).collect();
     let mut chunker = Chunker::new(2 * CLOCK);
     let error = chunker.push(&garbage).expect_err("garbage is refused");
-    assert!(
-        error
-            .to_string()
-            .starts_with("not an MPEG transport stream"),
-        "{error}"
-    );
+    assert!(error.to_string().starts_with("not an MPEG transport stream"), "{error}");
 }
 
 fn durations(chunks: &[ladder_media::Chunk]) -> Vec<u64> {
@@ -274,24 +204,12 @@ fn a_stream_cut_off_mid_packet_ends_with_a_clean_chunk() {
     ]);
     let bytes = std::fs::read(&source).expect("source");
     // Cut at many points, as a publisher that closes without flushing does; every last chunk must decode.
-    for cut in [
-        bytes.len() - 188 * 3,
-        bytes.len() - 188 * 17 - 50,
-        bytes.len() - 188 * 40,
-    ] {
+    for cut in [bytes.len() - 188 * 3, bytes.len() - 188 * 17 - 50, bytes.len() - 188 * 40] {
         let chunks = cut_stream(&bytes[..cut], 2 * CLOCK);
         let last = chunks.last().expect("chunks");
         let path = dir.path().join("last.ts");
         std::fs::write(&path, &last.data).expect("write");
-        assert_eq!(
-            decode_errors(&path),
-            "",
-            "last chunk of a stream cut at {cut} decodes cleanly"
-        );
-        assert!(
-            last.duration > 0 && last.duration <= 2 * CLOCK,
-            "{}",
-            last.duration
-        );
+        assert_eq!(decode_errors(&path), "", "last chunk of a stream cut at {cut} decodes cleanly");
+        assert!(last.duration > 0 && last.duration <= 2 * CLOCK, "{}", last.duration);
     }
 }

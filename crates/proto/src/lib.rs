@@ -8,7 +8,10 @@ pub mod v1 {
 }
 
 use prost::Message;
-pub use v1::{ChunkFailed, ChunkUploaded, RenditionReady, StreamEnded, StreamStarted, Timing};
+pub use v1::{
+    ChunkFailed, ChunkUploaded, LadderSet, RenditionConfig, RenditionReady, StreamEnded, StreamFailed, StreamStarted,
+    Timing,
+};
 
 /// Subject prefixes of the events; the full subject is `<prefix>.<stream>`.
 pub mod subject {
@@ -17,14 +20,11 @@ pub mod subject {
     pub const CHUNK_UPLOADED: &str = "chunk.uploaded";
     pub const RENDITION_READY: &str = "rendition.ready";
     pub const CHUNK_FAILED: &str = "chunk.failed";
-    /// Every event prefix, in the order of the pipeline.
-    pub const ALL: [&str; 5] = [
-        STREAM_STARTED,
-        STREAM_ENDED,
-        CHUNK_UPLOADED,
-        RENDITION_READY,
-        CHUNK_FAILED,
-    ];
+    pub const STREAM_FAILED: &str = "stream.failed";
+    pub const LADDER_SET: &str = "ladder.set";
+    /// Every event prefix.
+    pub const ALL: [&str; 7] =
+        [STREAM_STARTED, STREAM_ENDED, CHUNK_UPLOADED, RENDITION_READY, CHUNK_FAILED, STREAM_FAILED, LADDER_SET];
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -32,10 +32,7 @@ pub enum DecodeError {
     #[error("subject {0:?} is not a ladder event subject")]
     UnknownSubject(String),
     #[error("malformed {subject} payload: {source}")]
-    Malformed {
-        subject: String,
-        source: prost::DecodeError,
-    },
+    Malformed { subject: String, source: prost::DecodeError },
 }
 
 /// One event of the event log.
@@ -46,6 +43,8 @@ pub enum Event {
     ChunkUploaded(ChunkUploaded),
     RenditionReady(RenditionReady),
     ChunkFailed(ChunkFailed),
+    StreamFailed(StreamFailed),
+    LadderSet(LadderSet),
 }
 
 impl Event {
@@ -56,6 +55,8 @@ impl Event {
             Event::ChunkUploaded(e) => &e.stream,
             Event::RenditionReady(e) => &e.stream,
             Event::ChunkFailed(e) => &e.stream,
+            Event::StreamFailed(e) => &e.stream,
+            Event::LadderSet(e) => &e.stream,
         }
     }
 
@@ -66,6 +67,8 @@ impl Event {
             Event::ChunkUploaded(_) => subject::CHUNK_UPLOADED,
             Event::RenditionReady(_) => subject::RENDITION_READY,
             Event::ChunkFailed(_) => subject::CHUNK_FAILED,
+            Event::StreamFailed(_) => subject::STREAM_FAILED,
+            Event::LadderSet(_) => subject::LADDER_SET,
         }
     }
 
@@ -83,17 +86,13 @@ impl Event {
                 format!("chunk.{}.{}.{}", e.stream, e.session_id, e.sequence)
             }
             Event::RenditionReady(e) => {
-                format!(
-                    "rendition.{}.{}.{}.{}",
-                    e.stream, e.session_id, e.sequence, e.rendition
-                )
+                format!("rendition.{}.{}.{}.{}", e.stream, e.session_id, e.sequence, e.rendition)
             }
             Event::ChunkFailed(e) => {
-                format!(
-                    "failed.{}.{}.{}.{}.{}",
-                    e.stream, e.session_id, e.has_sequence, e.sequence, e.stage
-                )
+                format!("failed.{}.{}.{}.{}.{}", e.stream, e.session_id, e.has_sequence, e.sequence, e.stage)
             }
+            Event::StreamFailed(e) => format!("stream-failed.{}.{}.{}", e.stream, e.session_id, e.stage),
+            Event::LadderSet(e) => format!("ladder.{}.{}", e.stream, e.set_at_ms),
         }
     }
 
@@ -104,35 +103,26 @@ impl Event {
             Event::ChunkUploaded(e) => e.encode_to_vec(),
             Event::RenditionReady(e) => e.encode_to_vec(),
             Event::ChunkFailed(e) => e.encode_to_vec(),
+            Event::StreamFailed(e) => e.encode_to_vec(),
+            Event::LadderSet(e) => e.encode_to_vec(),
         }
     }
 
     /// Decodes a payload by the subject it was published on.
     pub fn decode(subject: &str, payload: &[u8]) -> Result<Event, DecodeError> {
-        let malformed = |source| DecodeError::Malformed {
-            subject: subject.to_string(),
-            source,
-        };
+        let malformed = |source| DecodeError::Malformed { subject: subject.to_string(), source };
         let prefix = subject
             .rsplit_once('.')
             .map(|(prefix, _)| prefix)
             .ok_or_else(|| DecodeError::UnknownSubject(subject.to_string()))?;
         Ok(match prefix {
-            subject::STREAM_STARTED => {
-                Event::StreamStarted(StreamStarted::decode(payload).map_err(malformed)?)
-            }
-            subject::STREAM_ENDED => {
-                Event::StreamEnded(StreamEnded::decode(payload).map_err(malformed)?)
-            }
-            subject::CHUNK_UPLOADED => {
-                Event::ChunkUploaded(ChunkUploaded::decode(payload).map_err(malformed)?)
-            }
-            subject::RENDITION_READY => {
-                Event::RenditionReady(RenditionReady::decode(payload).map_err(malformed)?)
-            }
-            subject::CHUNK_FAILED => {
-                Event::ChunkFailed(ChunkFailed::decode(payload).map_err(malformed)?)
-            }
+            subject::STREAM_STARTED => Event::StreamStarted(StreamStarted::decode(payload).map_err(malformed)?),
+            subject::STREAM_ENDED => Event::StreamEnded(StreamEnded::decode(payload).map_err(malformed)?),
+            subject::CHUNK_UPLOADED => Event::ChunkUploaded(ChunkUploaded::decode(payload).map_err(malformed)?),
+            subject::RENDITION_READY => Event::RenditionReady(RenditionReady::decode(payload).map_err(malformed)?),
+            subject::CHUNK_FAILED => Event::ChunkFailed(ChunkFailed::decode(payload).map_err(malformed)?),
+            subject::STREAM_FAILED => Event::StreamFailed(StreamFailed::decode(payload).map_err(malformed)?),
+            subject::LADDER_SET => Event::LadderSet(LadderSet::decode(payload).map_err(malformed)?),
             _ => return Err(DecodeError::UnknownSubject(subject.to_string())),
         })
     }
@@ -157,6 +147,7 @@ mod tests {
             height: 720,
             codecs: "avc1.64001f,mp4a.40.2".into(),
             timing: None,
+            frame_duration: 0,
         }
     }
 
@@ -170,10 +161,7 @@ mod tests {
 
     #[test]
     fn message_ids_are_deterministic() {
-        assert_eq!(
-            Event::ChunkUploaded(chunk()).message_id(),
-            "chunk.cam-1.s1.7"
-        );
+        assert_eq!(Event::ChunkUploaded(chunk()).message_id(), "chunk.cam-1.s1.7");
     }
 
     /// Golden encoding: a change here means the wire format changed, which ladder.v1 never allows.
@@ -189,9 +177,6 @@ mod tests {
 
     #[test]
     fn unknown_subjects_are_refused() {
-        assert!(matches!(
-            Event::decode("foo.bar", &[]),
-            Err(DecodeError::UnknownSubject(_))
-        ));
+        assert!(matches!(Event::decode("foo.bar", &[]), Err(DecodeError::UnknownSubject(_))));
     }
 }

@@ -83,28 +83,18 @@ impl Storage {
         };
         std::fs::create_dir_all(dir).map_err(|e| directory(&e))?;
         let store = LocalFileSystem::new_with_prefix(dir).map_err(|e| directory(&e))?;
-        Ok(Storage {
-            store: Arc::new(store),
-            description: format!("file://{}", dir.display()),
-        })
+        Ok(Storage { store: Arc::new(store), description: format!("file://{}", dir.display()) })
     }
 
     /// Stores an object, retrying transient failures with exponential backoff.
     pub async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
         let path = self.path(key, "put")?;
-        self.retry("put", key, || {
-            self.store.put(&path, PutPayload::from(data.clone()))
-        })
-        .await
-        .map(|_| ())
+        self.retry("put", key, || self.store.put(&path, PutPayload::from(data.clone()))).await.map(|_| ())
     }
 
     pub async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
         let path = self.path(key, "get")?;
-        self.retry("get", key, || async {
-            self.store.get(&path).await?.bytes().await
-        })
-        .await
+        self.retry("get", key, || async { self.store.get(&path).await?.bytes().await }).await
     }
 
     fn path(&self, key: &str, operation: &'static str) -> Result<Path, StorageError> {
@@ -116,12 +106,7 @@ impl Storage {
         })
     }
 
-    async fn retry<T, F, Fut>(
-        &self,
-        operation: &'static str,
-        key: &str,
-        mut attempt: F,
-    ) -> Result<T, StorageError>
+    async fn retry<T, F, Fut>(&self, operation: &'static str, key: &str, mut attempt: F) -> Result<T, StorageError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = object_store::Result<T>>,
@@ -135,12 +120,7 @@ impl Storage {
             };
             let kind = classify(&error);
             if kind != ErrorKind::Transient || tries >= ATTEMPTS {
-                return Err(StorageError {
-                    kind,
-                    operation,
-                    key: key.to_string(),
-                    message: error.to_string(),
-                });
+                return Err(StorageError { kind, operation, key: key.to_string(), message: error.to_string() });
             }
             tracing::warn!(operation, key, tries, error = %error, "storage operation failed, retrying");
             tokio::time::sleep(Duration::from_millis(100 << tries)).await;
@@ -169,19 +149,9 @@ mod tests {
     #[tokio::test]
     async fn local_put_get_and_missing_key() {
         let dir = std::env::temp_dir().join(format!("ladder-storage-{}", std::process::id()));
-        let storage =
-            Storage::from_url(&format!("file://{}", dir.display())).expect("local storage");
-        storage
-            .put("live/a/b/source/00000001.ts", Bytes::from_static(b"x"))
-            .await
-            .expect("put");
-        assert_eq!(
-            storage
-                .get("live/a/b/source/00000001.ts")
-                .await
-                .expect("get"),
-            Bytes::from_static(b"x")
-        );
+        let storage = Storage::from_url(&format!("file://{}", dir.display())).expect("local storage");
+        storage.put("live/a/b/source/00000001.ts", Bytes::from_static(b"x")).await.expect("put");
+        assert_eq!(storage.get("live/a/b/source/00000001.ts").await.expect("get"), Bytes::from_static(b"x"));
         let missing = storage.get("live/a/none.ts").await.expect_err("missing");
         assert_eq!(missing.kind, ErrorKind::NotFound);
         let _ = std::fs::remove_dir_all(dir);
@@ -189,9 +159,6 @@ mod tests {
 
     #[test]
     fn refuses_unknown_schemes() {
-        assert!(matches!(
-            Storage::from_url("ftp://x"),
-            Err(ConfigError::UnsupportedUrl(_))
-        ));
+        assert!(matches!(Storage::from_url("ftp://x"), Err(ConfigError::UnsupportedUrl(_))));
     }
 }

@@ -30,10 +30,7 @@ pub enum IndexerError {
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), IndexerError> {
     let bus = Bus::connect(&config.nats_url).await?;
     let consumer = bus.consumer(topology::INDEXER).await?;
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|e| IndexerError::Consume(e.to_string()))?;
+    let mut messages = consumer.messages().await.map_err(|e| IndexerError::Consume(e.to_string()))?;
     tracing::info!("indexer started");
     loop {
         let message = tokio::select! {
@@ -65,9 +62,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inde
             }
             Err(e) => {
                 tracing::error!(subject = %message.subject, error = %e, "index write failed, will retry");
-                let _ = message
-                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                    .await;
+                let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
             }
         }
     }

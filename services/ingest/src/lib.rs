@@ -74,10 +74,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("nats_url", &self.nats_url)
             .field("srt_listen", &self.srt_listen)
-            .field(
-                "passphrase",
-                &self.passphrase.as_ref().map(|_| "<redacted>"),
-            )
+            .field("passphrase", &self.passphrase.as_ref().map(|_| "<redacted>"))
             .field("latency", &self.latency)
             .finish()
     }
@@ -90,10 +87,7 @@ pub enum IngestError {
     #[error(transparent)]
     Bus(#[from] BusError),
     #[error("cannot bind the srt listener on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
 }
 
 /// Runs ingest until `shutdown` is cancelled: accepts SRT publishers on `config.srt_listen` and publishes
@@ -117,17 +111,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
         "srt listener started"
     );
 
-    let acceptor = Arc::new(Acceptor {
-        bus: bus.clone(),
-        passphrase,
-        live: LiveNames::default(),
-    });
+    let acceptor = Arc::new(Acceptor { bus: bus.clone(), passphrase, live: LiveNames::default() });
     let mut sessions = JoinSet::new();
     let listener = loop {
-        let socket = udp
-            .try_clone()
-            .and_then(tokio::net::UdpSocket::from_std)
-            .map_err(bind_error)?;
+        let socket = udp.try_clone().and_then(tokio::net::UdpSocket::from_std).map_err(bind_error)?;
         let (listener, mut incoming) = SrtListener::builder()
             .receive_latency(config.latency)
             .socket(socket)
@@ -160,10 +147,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
         }
     };
 
-    tracing::info!(
-        sessions = sessions.len(),
-        "ingest stopping, ending sessions"
-    );
+    tracing::info!(sessions = sessions.len(), "ingest stopping, ending sessions");
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while let Some(done) = sessions.join_next().await {
             log_task_end(done);
@@ -273,11 +257,7 @@ impl Acceptor {
     }
 
     /// The stream name (claimed) and key settings of an acceptable request.
-    fn admit(
-        &self,
-        stream_id: Option<&str>,
-        key_size: KeySize,
-    ) -> Result<(LiveName, Option<KeySettings>), Refusal> {
+    fn admit(&self, stream_id: Option<&str>, key_size: KeySize) -> Result<(LiveName, Option<KeySettings>), Refusal> {
         let stream = parse_stream_id(stream_id).map_err(|e| Refusal {
             code: RejectReason::Server(match e {
                 StreamIdError::NotPublish(_) => ServerRejectReason::BadMode,
@@ -301,20 +281,14 @@ impl Acceptor {
 /// caller encrypts is not known before srt-tokio processes its keying material. srt-tokio 0.4 requires the
 /// key size given here to equal the announced one (it panics otherwise), hence it is mirrored. A wrong
 /// passphrase, or no encryption when a passphrase is configured, then fails the handshake.
-fn key_settings(
-    passphrase: Option<&Passphrase>,
-    key_size: KeySize,
-) -> Result<Option<KeySettings>, Refusal> {
+fn key_settings(passphrase: Option<&Passphrase>, key_size: KeySize) -> Result<Option<KeySettings>, Refusal> {
     match (passphrase, key_size) {
         (None, KeySize::Unspecified) => Ok(None),
         (None, _) => Err(Refusal {
             code: RejectReason::Core(CoreRejectReason::Unsecure),
             reason: "publisher encrypts but ingest has no passphrase configured".to_string(),
         }),
-        (Some(passphrase), key_size) => Ok(Some(KeySettings {
-            key_size,
-            passphrase: passphrase.clone(),
-        })),
+        (Some(passphrase), key_size) => Ok(Some(KeySettings { key_size, passphrase: passphrase.clone() })),
     }
 }
 
@@ -327,17 +301,11 @@ struct LiveNames(Arc<Mutex<HashSet<String>>>);
 impl LiveNames {
     /// Claims `name`; `None` if it is already live.
     fn claim(&self, name: &str) -> Option<LiveName> {
-        let mut names = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut names = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if !names.insert(name.to_string()) {
             return None;
         }
-        Some(LiveName {
-            names: self.clone(),
-            name: name.to_string(),
-        })
+        Some(LiveName { names: self.clone(), name: name.to_string() })
     }
 }
 
@@ -355,11 +323,7 @@ impl LiveName {
 
 impl Drop for LiveName {
     fn drop(&mut self) {
-        let mut names = self
-            .names
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut names = self.names.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         names.remove(&self.name);
     }
 }
@@ -384,15 +348,9 @@ mod tests {
         let passphrase = Passphrase::try_from("0123456789abc".to_string()).expect("valid");
         assert!(matches!(key_settings(None, KeySize::Unspecified), Ok(None)));
         assert!(key_settings(None, KeySize::AES128).is_err());
-        let mirrored = key_settings(Some(&passphrase), KeySize::Unspecified)
-            .ok()
-            .flatten()
-            .expect("key settings");
+        let mirrored = key_settings(Some(&passphrase), KeySize::Unspecified).ok().flatten().expect("key settings");
         assert_eq!(mirrored.key_size, KeySize::Unspecified);
-        let accepted = key_settings(Some(&passphrase), KeySize::AES256)
-            .ok()
-            .flatten()
-            .expect("key settings");
+        let accepted = key_settings(Some(&passphrase), KeySize::AES256).ok().flatten().expect("key settings");
         assert_eq!(accepted.key_size, KeySize::AES256);
     }
 
@@ -401,10 +359,7 @@ mod tests {
         assert!(validate_passphrase("0123456789".into()).is_ok());
         assert!(validate_passphrase("x".repeat(79)).is_ok());
         let err = validate_passphrase("short".into()).expect_err("too short");
-        assert_eq!(
-            err.to_string(),
-            "invalid configuration passphrase: must be 10 to 79 bytes long, got 5"
-        );
+        assert_eq!(err.to_string(), "invalid configuration passphrase: must be 10 to 79 bytes long, got 5");
         assert!(validate_passphrase("x".repeat(80)).is_err());
     }
 

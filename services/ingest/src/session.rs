@@ -46,13 +46,7 @@ enum Stop {
 }
 
 /// Runs an accepted publisher until it disconnects, publishing fails or `shutdown` is cancelled.
-pub async fn run(
-    bus: Bus,
-    live: LiveName,
-    remote: SocketAddr,
-    mut socket: SrtSocket,
-    shutdown: CancellationToken,
-) {
+pub async fn run(bus: Bus, live: LiveName, remote: SocketAddr, mut socket: SrtSocket, shutdown: CancellationToken) {
     let stream = live.name().to_string();
     let started_at_ms = now_ms();
     let session = new_session_id(started_at_ms);
@@ -70,10 +64,8 @@ pub async fn run(
     tracing::info!(%stream, %session, %remote, "stream started");
 
     let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
-    let mut publisher = AbortOnDrop(tokio::spawn(publish_batches(
-        TsPublisher::new(bus.clone(), &stream, &session),
-        rx,
-    )));
+    let mut publisher =
+        AbortOnDrop(tokio::spawn(publish_batches(TsPublisher::new(bus.clone(), &stream, &session), rx)));
 
     let mut batcher = Batcher::new();
     let stop = loop {
@@ -166,10 +158,7 @@ async fn send(tx: &mpsc::Sender<Batch>, batches: Vec<Batch>) -> bool {
 
 async fn close(socket: &mut SrtSocket) {
     // Closing the sending half makes srt-tokio send a shutdown to the peer.
-    if tokio::time::timeout(CLOSE_TIMEOUT, socket.close())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(CLOSE_TIMEOUT, socket.close()).await.is_err() {
         tracing::debug!("closing the srt socket timed out");
     }
 }
@@ -209,18 +198,11 @@ struct TsPublisher {
 
 impl TsPublisher {
     fn new(bus: Bus, stream: &str, session: &str) -> TsPublisher {
-        TsPublisher {
-            bus,
-            stream: stream.to_string(),
-            session: session.to_string(),
-            next_sequence: 0,
-        }
+        TsPublisher { bus, stream: stream.to_string(), session: session.to_string(), next_sequence: 0 }
     }
 
     async fn publish(&mut self, batch: Batch) -> Result<(), BusError> {
-        let message = self
-            .message(batch.payload)
-            .header(header::RECEIVED_MS, batch.received_ms.to_string());
+        let message = self.message(batch.payload).header(header::RECEIVED_MS, batch.received_ms.to_string());
         self.bus.publish_ts(&self.stream, message).await?;
         self.next_sequence += 1;
         Ok(())
@@ -241,11 +223,7 @@ impl TsPublisher {
     fn message(&self, payload: bytes::Bytes) -> PublishMessage {
         PublishMessage::build()
             .payload(payload)
-            .message_id(ts_message_id(
-                &self.stream,
-                &self.session,
-                self.next_sequence,
-            ))
+            .message_id(ts_message_id(&self.stream, &self.session, self.next_sequence))
             .header(header::SESSION, self.session.as_str())
             .header(header::SEQUENCE, self.next_sequence.to_string())
     }
@@ -264,17 +242,11 @@ mod tests {
         assert!(early < late);
         assert!(early[14..].bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(new_session_id(5), new_session_id(5), "random suffix");
-        assert!(
-            new_session_id(5).starts_with("0000000000005-"),
-            "zero padded"
-        );
+        assert!(new_session_id(5).starts_with("0000000000005-"), "zero padded");
     }
 
     #[test]
     fn ts_message_ids_name_stream_session_and_sequence() {
-        assert_eq!(
-            ts_message_id("cam-1", "0000000000005-abcdef01", 7),
-            "ts.cam-1.0000000000005-abcdef01.7"
-        );
+        assert_eq!(ts_message_id("cam-1", "0000000000005-abcdef01", 7), "ts.cam-1.0000000000005-abcdef01.7");
     }
 }

@@ -47,9 +47,7 @@ fn parse_access_control(entries: &str) -> Result<&str, StreamIdError> {
     let mut resource = None;
     let mut mode = None;
     for entry in entries.split(',') {
-        let (key, value) = entry
-            .split_once('=')
-            .ok_or_else(|| StreamIdError::MalformedEntry(entry.to_string()))?;
+        let (key, value) = entry.split_once('=').ok_or_else(|| StreamIdError::MalformedEntry(entry.to_string()))?;
         let slot = match key {
             "r" => &mut resource,
             "m" => &mut mode,
@@ -75,10 +73,7 @@ fn validate_name(name: &str) -> Result<(), StreamIdError> {
     if name.len() > MAX_NAME_LEN {
         return Err(StreamIdError::NameTooLong(name.len()));
     }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
         return Err(StreamIdError::InvalidName(name.to_string()));
     }
     Ok(())
@@ -107,30 +102,15 @@ mod tests {
     #[test]
     fn access_control_keys_may_come_in_any_order_and_unknown_keys_are_ignored() {
         assert_eq!(parse("#!::m=publish,r=cam-1").as_deref(), Ok("cam-1"));
-        assert_eq!(
-            parse("#!::u=alice,m=publish,r=cam-1").as_deref(),
-            Ok("cam-1")
-        );
-        assert_eq!(
-            parse("#!::u=alice,r=cam-1,h=example.org,s=abc,t=stream").as_deref(),
-            Ok("cam-1")
-        );
+        assert_eq!(parse("#!::u=alice,m=publish,r=cam-1").as_deref(), Ok("cam-1"));
+        assert_eq!(parse("#!::u=alice,r=cam-1,h=example.org,s=abc,t=stream").as_deref(), Ok("cam-1"));
     }
 
     #[test]
     fn refuses_modes_other_than_publish() {
-        assert_eq!(
-            parse("#!::r=cam-1,m=request"),
-            Err(StreamIdError::NotPublish("request".into()))
-        );
-        assert_eq!(
-            parse("#!::m=bidirectional,r=cam-1"),
-            Err(StreamIdError::NotPublish("bidirectional".into()))
-        );
-        assert_eq!(
-            parse("#!::r=cam-1,m="),
-            Err(StreamIdError::NotPublish(String::new()))
-        );
+        assert_eq!(parse("#!::r=cam-1,m=request"), Err(StreamIdError::NotPublish("request".into())));
+        assert_eq!(parse("#!::m=bidirectional,r=cam-1"), Err(StreamIdError::NotPublish("bidirectional".into())));
+        assert_eq!(parse("#!::r=cam-1,m="), Err(StreamIdError::NotPublish(String::new())));
     }
 
     #[test]
@@ -144,61 +124,27 @@ mod tests {
 
     #[test]
     fn refuses_malformed_access_control_lists() {
-        assert_eq!(
-            parse("#!::"),
-            Err(StreamIdError::MalformedEntry(String::new()))
-        );
-        assert_eq!(
-            parse("#!::r=cam-1,publish"),
-            Err(StreamIdError::MalformedEntry("publish".into()))
-        );
-        assert_eq!(
-            parse("#!::r=a,r=b"),
-            Err(StreamIdError::DuplicateKey("r".into()))
-        );
-        assert_eq!(
-            parse("#!::r=a,m=publish,m=publish"),
-            Err(StreamIdError::DuplicateKey("m".into()))
-        );
+        assert_eq!(parse("#!::"), Err(StreamIdError::MalformedEntry(String::new())));
+        assert_eq!(parse("#!::r=cam-1,publish"), Err(StreamIdError::MalformedEntry("publish".into())));
+        assert_eq!(parse("#!::r=a,r=b"), Err(StreamIdError::DuplicateKey("r".into())));
+        assert_eq!(parse("#!::r=a,m=publish,m=publish"), Err(StreamIdError::DuplicateKey("m".into())));
     }
 
     #[test]
     fn refuses_names_with_characters_outside_the_allowed_set() {
-        for bad in [
-            "bad/name",
-            "a.b",
-            "a b",
-            "ingest.>",
-            "*",
-            "caf\u{e9}",
-            "#!:r=x",
-            "name,m=publish",
-        ] {
-            assert_eq!(
-                parse(bad),
-                Err(StreamIdError::InvalidName(bad.into())),
-                "{bad:?}"
-            );
+        for bad in ["bad/name", "a.b", "a b", "ingest.>", "*", "caf\u{e9}", "#!:r=x", "name,m=publish"] {
+            assert_eq!(parse(bad), Err(StreamIdError::InvalidName(bad.into())), "{bad:?}");
         }
-        assert_eq!(
-            parse("#!::r=bad/name,m=publish"),
-            Err(StreamIdError::InvalidName("bad/name".into()))
-        );
+        assert_eq!(parse("#!::r=bad/name,m=publish"), Err(StreamIdError::InvalidName("bad/name".into())));
     }
 
     #[test]
     fn accepts_64_characters_and_refuses_65() {
         let longest = "a".repeat(64);
         assert_eq!(parse(&longest), Ok(longest.clone()));
-        assert_eq!(
-            parse(&format!("#!::r={longest},m=publish")),
-            Ok(longest.clone())
-        );
+        assert_eq!(parse(&format!("#!::r={longest},m=publish")), Ok(longest.clone()));
         assert_eq!(parse(&"a".repeat(65)), Err(StreamIdError::NameTooLong(65)));
-        assert_eq!(
-            parse(&format!("#!::r={},m=publish", "a".repeat(65))),
-            Err(StreamIdError::NameTooLong(65))
-        );
+        assert_eq!(parse(&format!("#!::r={},m=publish", "a".repeat(65))), Err(StreamIdError::NameTooLong(65)));
     }
 
     #[test]
@@ -207,9 +153,6 @@ mod tests {
             StreamIdError::NotPublish("request".into()).to_string(),
             "mode m=request is refused: ingest only accepts m=publish"
         );
-        assert_eq!(
-            StreamIdError::NameTooLong(65).to_string(),
-            "stream name is 65 bytes long, the limit is 64"
-        );
+        assert_eq!(StreamIdError::NameTooLong(65).to_string(), "stream name is 65 bytes long, the limit is 64");
     }
 }

@@ -73,9 +73,7 @@ impl Batcher {
                 resyncing = true;
             }
             let mut packets = 0;
-            while data.len() >= (packets + 1) * TS_PACKET_LEN
-                && data[packets * TS_PACKET_LEN] == SYNC_BYTE
-            {
+            while data.len() >= (packets + 1) * TS_PACKET_LEN && data[packets * TS_PACKET_LEN] == SYNC_BYTE {
                 packets += 1;
             }
             if resyncing && packets == 1 && data.len() >= 2 * TS_PACKET_LEN {
@@ -106,10 +104,7 @@ impl Batcher {
         let mut full = Vec::new();
         while self.batch.len() >= MAX_BATCH_BYTES {
             let payload = self.batch.split_to(MAX_BATCH_BYTES).freeze();
-            full.push(Batch {
-                payload,
-                received_ms: now_ms,
-            });
+            full.push(Batch { payload, received_ms: now_ms });
             self.batch_started = None;
         }
         if !self.batch.is_empty() && self.batch_started.is_none() {
@@ -131,10 +126,7 @@ impl Batcher {
         }
         let payload = self.batch.split().freeze();
         debug_assert_eq!(payload.len() % TS_PACKET_LEN, 0);
-        Some(Batch {
-            payload,
-            received_ms: self.batch_received_ms,
-        })
+        Some(Batch { payload, received_ms: self.batch_received_ms })
     }
 
     /// Bytes of an incomplete trailing packet, which are dropped when the session ends.
@@ -178,10 +170,7 @@ mod tests {
     }
 
     fn concat(batches: &[Batch]) -> Vec<u8> {
-        batches
-            .iter()
-            .flat_map(|b| b.payload.iter().copied())
-            .collect()
+        batches.iter().flat_map(|b| b.payload.iter().copied()).collect()
     }
 
     #[test]
@@ -217,14 +206,9 @@ mod tests {
         let now = Instant::now();
         let full = batcher.push(&input, now, 42);
         assert_eq!(full.len(), 2);
-        assert!(full
-            .iter()
-            .all(|b| b.payload.len() == MAX_BATCH_BYTES && b.received_ms == 42));
+        assert!(full.iter().all(|b| b.payload.len() == MAX_BATCH_BYTES && b.received_ms == 42));
         let rest = batcher.flush().expect("a partial batch remains");
-        assert_eq!(
-            rest.payload.len(),
-            1000 * TS_PACKET_LEN - 2 * MAX_BATCH_BYTES
-        );
+        assert_eq!(rest.payload.len(), 1000 * TS_PACKET_LEN - 2 * MAX_BATCH_BYTES);
         assert_eq!(concat(&[full, vec![rest]].concat()), input);
     }
 
@@ -235,19 +219,10 @@ mod tests {
         assert_eq!(batcher.deadline(), None);
         assert!(batcher.push(&packets(7), start, 1).is_empty());
         assert_eq!(batcher.deadline(), Some(start + MAX_BATCH_AGE));
-        assert!(batcher
-            .push(&packets(7), start + Duration::from_millis(20), 2)
-            .is_empty());
-        assert_eq!(
-            batcher.deadline(),
-            Some(start + MAX_BATCH_AGE),
-            "later bytes do not postpone it"
-        );
+        assert!(batcher.push(&packets(7), start + Duration::from_millis(20), 2).is_empty());
+        assert_eq!(batcher.deadline(), Some(start + MAX_BATCH_AGE), "later bytes do not postpone it");
         let batch = batcher.flush().expect("a batch");
-        assert_eq!(
-            batch.received_ms, 2,
-            "stamped with the arrival of the last byte"
-        );
+        assert_eq!(batch.received_ms, 2, "stamped with the arrival of the last byte");
         assert_eq!(batch.payload.len(), 14 * TS_PACKET_LEN);
         assert_eq!(batcher.deadline(), None);
         assert_eq!(batcher.flush(), None);

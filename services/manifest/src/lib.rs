@@ -40,19 +40,14 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error("http server: {0}")]
     Serve(std::io::Error),
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ManifestError> {
     let addr = config.http_listen;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| ManifestError::Bind { addr, source })?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ManifestError::Bind { addr, source })?;
     tracing::info!(%addr, "manifest serving http");
     axum::serve(listener, router(config))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -79,12 +74,7 @@ type Shared = Arc<Config>;
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 
 fn not_found(what: &str) -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        [(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")],
-        format!("{what} not found\n"),
-    )
-        .into_response()
+    (StatusCode::NOT_FOUND, [(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")], format!("{what} not found\n")).into_response()
 }
 
 fn index_error(e: IndexError) -> Response {
@@ -92,26 +82,16 @@ fn index_error(e: IndexError) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, "index unavailable\n").into_response()
 }
 
-fn with_headers(
-    body: impl IntoResponse,
-    content_type: &'static str,
-    cache: &'static str,
-) -> Response {
+fn with_headers(body: impl IntoResponse, content_type: &'static str, cache: &'static str) -> Response {
     let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     response
 }
 
-async fn playlist(
-    State(config): State<Shared>,
-    Path((stream, file)): Path<(String, String)>,
-) -> Response {
+async fn playlist(State(config): State<Shared>, Path((stream, file)): Path<(String, String)>) -> Response {
     let Some(name) = file.strip_suffix(".m3u8") else {
         return not_found("playlist");
     };
@@ -121,7 +101,7 @@ async fn playlist(
         Err(e) => return index_error(e),
     };
     let renditions = match config.index.renditions(&stream, &session.session_id).await {
-        Ok(renditions) => renditions,
+        Ok(renditions) => playlist::current(renditions),
         Err(e) => return index_error(e),
     };
     if name == "master" {
@@ -133,30 +113,15 @@ async fn playlist(
     if !renditions.iter().any(|r| r.name == name) {
         return not_found("rendition");
     }
-    let segments = config
-        .index
-        .segments(&stream, &session.session_id, name)
-        .await;
-    let failed = config
-        .index
-        .failed_chunks(&stream, &session.session_id)
-        .await;
+    let segments = config.index.segments(&stream, &session.session_id, name).await;
+    let failed = config.index.failed_chunks(&stream, &session.session_id).await;
     let (segments, failed) = match (segments, failed) {
         (Ok(segments), Ok(failed)) => (segments, failed),
         (Err(e), _) | (_, Err(e)) => return index_error(e),
     };
     let ended = session.ended_at_ms.is_some();
-    let body = playlist::media(
-        &segments,
-        &failed,
-        config.window,
-        session.chunk_count.filter(|_| ended),
-    );
-    with_headers(
-        body,
-        PLAYLIST_TYPE,
-        if ended { "max-age=60" } else { "max-age=1" },
-    )
+    let body = playlist::media(&segments, &failed, config.window, session.chunk_count.filter(|_| ended));
+    with_headers(body, PLAYLIST_TYPE, if ended { "max-age=60" } else { "max-age=1" })
 }
 
 async fn media(State(config): State<Shared>, Path(key): Path<String>) -> Response {
@@ -189,29 +154,18 @@ async fn streams_json(State(config): State<Shared>) -> Response {
                     })
                 })
                 .collect();
-            with_headers(
-                serde_json::Value::Array(list).to_string(),
-                "application/json",
-                "no-cache",
-            )
+            with_headers(serde_json::Value::Array(list).to_string(), "application/json", "no-cache")
         }
         Err(e) => index_error(e),
     }
 }
 
 async fn streams_page() -> Response {
-    with_headers(
-        Html(include_str!("../assets/index.html")),
-        "text/html; charset=utf-8",
-        "no-cache",
-    )
+    with_headers(Html(include_str!("../assets/index.html")), "text/html; charset=utf-8", "no-cache")
 }
 
 async fn watch_page(Path(stream): Path<String>) -> Response {
-    if !stream
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
+    if !stream.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
         return not_found("stream");
     }
     let page = include_str!("../assets/watch.html").replace("{{STREAM}}", &stream);
@@ -219,9 +173,5 @@ async fn watch_page(Path(stream): Path<String>) -> Response {
 }
 
 async fn hls_js() -> Response {
-    with_headers(
-        include_str!("../assets/hls.min.js"),
-        "text/javascript",
-        "max-age=86400",
-    )
+    with_headers(include_str!("../assets/hls.min.js"), "text/javascript", "max-age=86400")
 }

@@ -26,6 +26,13 @@ pub fn master(renditions: &[Rendition]) -> String {
     out
 }
 
+/// The renditions of the ladder in force: those that have one of the two newest chunks. A rendition dropped
+/// by a ladder change leaves the master playlist; one added joins it with its first chunk.
+pub fn current(renditions: Vec<Rendition>) -> Vec<Rendition> {
+    let newest = renditions.iter().map(|r| r.last_sequence).max().unwrap_or(0);
+    renditions.into_iter().filter(|r| r.last_sequence + 1 >= newest).collect()
+}
+
 /// Peak measured bitrate; the target until chunks exist to measure.
 fn bandwidth(r: &Rendition) -> u64 {
     if r.peak_bps > 0 {
@@ -59,26 +66,12 @@ pub fn playable(segments: &[Segment], failed: &[u64]) -> Vec<(Segment, bool)> {
 
 /// A media playlist: the last `window` playable segments while live; every segment with ENDLIST once the
 /// session has ended (`chunk_count` is known) and each of its chunks is listed or failed for good.
-pub fn media(
-    segments: &[Segment],
-    failed: &[u64],
-    window: usize,
-    chunk_count: Option<u64>,
-) -> String {
+pub fn media(segments: &[Segment], failed: &[u64], window: usize, chunk_count: Option<u64>) -> String {
     let playable = playable(segments, failed);
     let next = playable.last().map_or(0, |(s, _)| s.sequence + 1);
     let ended = chunk_count.is_some_and(|count| (next..count).all(|seq| failed.contains(&seq)));
-    let listed = if ended {
-        &playable[..]
-    } else {
-        &playable[playable.len().saturating_sub(window)..]
-    };
-    let target = listed
-        .iter()
-        .map(|(s, _)| (s.duration as f64 / CLOCK).ceil() as u64)
-        .max()
-        .unwrap_or(2)
-        .max(1);
+    let listed = if ended { &playable[..] } else { &playable[playable.len().saturating_sub(window)..] };
+    let target = listed.iter().map(|(s, _)| (s.duration as f64 / CLOCK).ceil() as u64).max().unwrap_or(2).max(1);
     let media_sequence = listed.first().map_or(0, |(s, _)| s.sequence);
     let mut out = String::new();
     let _ = write!(
@@ -90,12 +83,7 @@ pub fn media(
         if *discontinuity && i > 0 {
             out.push_str("#EXT-X-DISCONTINUITY\n");
         }
-        let _ = write!(
-            out,
-            "#EXTINF:{:.6},\n/media/{}\n",
-            segment.duration as f64 / CLOCK,
-            segment.object_key
-        );
+        let _ = write!(out, "#EXTINF:{:.6},\n/media/{}\n", segment.duration as f64 / CLOCK, segment.object_key);
     }
     if ended {
         out.push_str("#EXT-X-ENDLIST\n");
@@ -131,21 +119,9 @@ mod tests {
 
     #[test]
     fn stops_at_a_missing_chunk_and_skips_a_failed_one() {
-        let segments = vec![
-            segment(0, 180_000),
-            segment(1, 180_000),
-            segment(3, 180_000),
-            segment(5, 180_000),
-        ];
-        let listed: Vec<u64> = playable(&segments, &[2])
-            .iter()
-            .map(|(s, _)| s.sequence)
-            .collect();
-        assert_eq!(
-            listed,
-            vec![0, 1, 3],
-            "4 is not ready, so 5 is not listed yet"
-        );
+        let segments = vec![segment(0, 180_000), segment(1, 180_000), segment(3, 180_000), segment(5, 180_000)];
+        let listed: Vec<u64> = playable(&segments, &[2]).iter().map(|(s, _)| s.sequence).collect();
+        assert_eq!(listed, vec![0, 1, 3], "4 is not ready, so 5 is not listed yet");
         let text = media(&segments, &[2], 6, None);
         assert!(text.contains("00000001.ts\n#EXT-X-DISCONTINUITY\n#EXTINF:2.000000,\n/media/live/s/x/720p/00000003.ts"));
     }
@@ -157,9 +133,6 @@ mod tests {
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:0\n") && text.ends_with("#EXT-X-ENDLIST\n"));
         assert_eq!(text.matches("#EXTINF").count(), 10);
         let waiting = media(&segments[..9], &[], 6, Some(10));
-        assert!(
-            !waiting.contains("ENDLIST"),
-            "the last chunk is still being transcoded"
-        );
+        assert!(!waiting.contains("ENDLIST"), "the last chunk is still being transcoded");
     }
 }

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use ladder_bus::{header, topology, Bus, BusError};
 use ladder_media::{Chunk, Chunker, CLOCK};
-use ladder_proto::{ChunkFailed, ChunkUploaded, Event, StreamEnded, Timing};
+use ladder_proto::{ChunkFailed, ChunkUploaded, Event, StreamEnded, StreamFailed, Timing};
 use ladder_storage::{keys, Storage};
 use tokio_util::sync::CancellationToken;
 
@@ -63,16 +63,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Segm
         message: e.to_string(),
     };
     let mut messages = consumer.messages().await.map_err(|e| consume(&e))?;
-    let mut segmenter = Segmenter {
-        bus: bus.clone(),
-        config,
-        sessions: HashMap::new(),
-    };
+    let mut segmenter = Segmenter { bus: bus.clone(), config, sessions: HashMap::new() };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tracing::info!(
-        target_s = segmenter.config.target_duration.as_secs_f64(),
-        "segmenter started"
-    );
+    tracing::info!(target_s = segmenter.config.target_duration.as_secs_f64(), "segmenter started");
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -103,10 +96,7 @@ fn header_value<'a>(message: &'a Message, name: &str) -> Option<&'a str> {
 impl Segmenter {
     async fn handle(&mut self, message: Message) {
         let subject = message.subject.to_string();
-        let Some(stream) = subject
-            .strip_prefix(topology::INGEST_PREFIX)
-            .and_then(|s| s.strip_prefix('.'))
-        else {
+        let Some(stream) = subject.strip_prefix(topology::INGEST_PREFIX).and_then(|s| s.strip_prefix('.')) else {
             ack(&message).await;
             return;
         };
@@ -116,20 +106,12 @@ impl Segmenter {
             ack(&message).await;
             return;
         };
-        let received_ms = header_value(&message, header::RECEIVED_MS)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(ladder_bus::now_ms);
-        let end_reason = header_value(&message, header::END).map(|_| {
-            header_value(&message, header::END_REASON)
-                .unwrap_or("disconnected")
-                .to_string()
-        });
+        let received_ms =
+            header_value(&message, header::RECEIVED_MS).and_then(|v| v.parse().ok()).unwrap_or_else(ladder_bus::now_ms);
+        let end_reason = header_value(&message, header::END)
+            .map(|_| header_value(&message, header::END_REASON).unwrap_or("disconnected").to_string());
 
-        if self
-            .sessions
-            .get(&stream)
-            .is_some_and(|s| s.id != session_id)
-        {
+        if self.sessions.get(&stream).is_some_and(|s| s.id != session_id) {
             // A new publish session under the same name: the old one will send nothing more.
             self.close(&stream, "replaced by a new session").await;
         }
@@ -153,11 +135,7 @@ impl Segmenter {
         } else {
             let result = session.chunker.push(&message.payload);
             let end_offset = session.chunker.input_offset();
-            session.held.push(Held {
-                message,
-                end_offset,
-                received_ms,
-            });
+            session.held.push(Held { message, end_offset, received_ms });
             match result {
                 Ok(chunks) => {
                     for chunk in chunks {
@@ -221,14 +199,12 @@ impl Segmenter {
         };
         tracing::error!(%stream, session = %session.id, %reason, "stream refused");
         session.failed = true;
-        let event = Event::ChunkFailed(ChunkFailed {
+        let event = Event::StreamFailed(StreamFailed {
             stream: stream.to_string(),
             session_id: session.id.clone(),
-            sequence: 0,
-            has_sequence: false,
             stage: "segmenter".into(),
             reason,
-            permanent: true,
+            failed_at_ms: ladder_bus::now_ms(),
         });
         for held in std::mem::take(&mut session.held) {
             ack(&held.message).await;
@@ -246,12 +222,7 @@ impl Segmenter {
         let sequence = session.next_sequence;
         session.next_sequence += 1;
         let received_at = |offset: u64| {
-            session
-                .held
-                .iter()
-                .find(|h| h.end_offset > offset)
-                .or(session.held.last())
-                .map(|h| h.received_ms)
+            session.held.iter().find(|h| h.end_offset > offset).or(session.held.last()).map(|h| h.received_ms)
         };
         let wall_clock_ms = received_at(session.chunk_start).unwrap_or(segmented_ms);
         let last_packet_ms = received_at(chunk.input_end.saturating_sub(1)).unwrap_or(segmented_ms);
@@ -289,6 +260,7 @@ impl Segmenter {
             width: chunk.width,
             height: chunk.height,
             codecs: chunk.codecs,
+            frame_duration: chunk.frame_duration,
             timing: Some(Timing {
                 ingest_last_packet_ms: last_packet_ms,
                 segmented_ms,
@@ -306,9 +278,8 @@ impl Segmenter {
         let Some(session) = self.sessions.get_mut(stream) else {
             return;
         };
-        let (done, keep): (Vec<Held>, Vec<Held>) = std::mem::take(&mut session.held)
-            .into_iter()
-            .partition(|h| h.end_offset <= chunk.input_end);
+        let (done, keep): (Vec<Held>, Vec<Held>) =
+            std::mem::take(&mut session.held).into_iter().partition(|h| h.end_offset <= chunk.input_end);
         session.held = keep;
         for held in done {
             ack(&held.message).await;

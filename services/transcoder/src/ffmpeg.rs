@@ -9,11 +9,13 @@
 //!   with an IDR and its GOP is closed;
 //! - capped rate control (`-maxrate`, `-bufsize`) keeps the bitrate near the target even though every chunk's
 //!   rate control starts fresh;
-//! - audio is copied unchanged, which keeps it free of encoder priming gaps at chunk boundaries.
+//! - a frame-rate cap keeps every n-th frame (`select`), so kept frames keep their exact timestamps and every
+//!   chunk still starts with its first frame;
+//! - audio is copied unchanged by default, which keeps it free of encoder priming gaps at chunk boundaries.
 
 use std::process::Stdio;
 
-use crate::RenditionSpec;
+use crate::{ladder::frame_step, RenditionSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FfmpegError {
@@ -35,76 +37,45 @@ pub struct Output {
     pub codecs: String,
 }
 
-/// The ffmpeg arguments that transcode `input` into one output file per rendition.
+/// The ffmpeg arguments that transcode `input` into one output file per rendition. `frame_duration` is the
+/// source's, in 90 kHz ticks (0 when unknown).
 pub fn command(
     input: &str,
     renditions: &[RenditionSpec],
     outputs: &[String],
     preset: &str,
+    frame_duration: u64,
 ) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "error",
-        "-copyts",
-        "-i",
-        input,
-    ]
-    .map(String::from)
-    .to_vec();
+    let words = |text: &str| text.split_whitespace().map(String::from).collect::<Vec<_>>();
+    let mut args = words("-hide_banner -nostdin -loglevel error -copyts -i");
+    args.push(input.to_string());
     let labels: String = (0..renditions.len()).map(|i| format!("[s{i}]")).collect();
     let mut graph = format!("[0:v:0]split={}{labels}", renditions.len());
     for (i, r) in renditions.iter().enumerate() {
-        graph.push_str(&format!(";[s{i}]scale=-2:{}[v{i}]", r.height));
+        let width = if r.width == 0 { "-2".to_string() } else { r.width.to_string() };
+        graph.push_str(&format!(";[s{i}]scale={width}:{}", r.height));
+        let step = frame_step(frame_duration, r.max_fps);
+        if step > 1 {
+            graph.push_str(&format!(",select='not(mod(n,{step}))'"));
+        }
+        graph.push_str(&format!("[v{i}]"));
     }
-    args.extend(["-filter_complex".into(), graph]);
+    args.extend(["-filter_complex".to_string(), graph]);
     for (i, (r, output)) in renditions.iter().zip(outputs).enumerate() {
         let kbps = r.bitrate / 1000;
-        args.extend(
-            [
-                "-map",
-                &format!("[v{i}]"),
-                "-map",
-                "0:a?",
-                "-c:v",
-                "libx264",
-                "-preset",
-                preset,
-                "-profile:v",
-                "high",
-                "-pix_fmt",
-                "yuv420p",
-                "-b:v",
-                &format!("{kbps}k"),
-                "-maxrate",
-                &format!("{}k", kbps * 11 / 10),
-                "-bufsize",
-                &format!("{}k", kbps * 2),
-                "-enc_time_base:v",
-                "1:90000",
-                "-g",
-                "100000",
-                "-keyint_min",
-                "100000",
-                "-sc_threshold",
-                "0",
-                "-fps_mode",
-                "passthrough",
-                "-c:a",
-                "copy",
-                "-f",
-                "mpegts",
-                "-mpegts_copyts",
-                "1",
-                "-muxdelay",
-                "0",
-                "-muxpreload",
-                "0",
-                output,
-            ]
-            .map(String::from),
-        );
+        args.extend(["-map".to_string(), format!("[v{i}]"), "-map".into(), "0:a?".into()]);
+        args.extend(words(&format!(
+            "-c:v libx264 -preset {preset} -profile:v high -pix_fmt yuv420p -b:v {kbps}k -maxrate {}k -bufsize {}k \
+             -enc_time_base:v 1:90000 -g 100000 -keyint_min 100000 -sc_threshold 0 -fps_mode passthrough",
+            kbps * 11 / 10,
+            kbps * 2
+        )));
+        match r.audio.as_str() {
+            "aac" => args.extend(words(&format!("-c:a aac -b:a {}", r.audio_bitrate_or_default()))),
+            _ => args.extend(words("-c:a copy")),
+        }
+        args.extend(words("-f mpegts -mpegts_copyts 1 -muxdelay 0 -muxpreload 0"));
+        args.push(output.clone());
     }
     args
 }
@@ -114,22 +85,14 @@ pub async fn transcode(
     source: &[u8],
     renditions: &[RenditionSpec],
     preset: &str,
+    frame_duration: u64,
 ) -> Result<Vec<Output>, FfmpegError> {
-    let dir = tempfile::Builder::new()
-        .prefix("ladder-transcode-")
-        .tempdir()?;
+    let dir = tempfile::Builder::new().prefix("ladder-transcode-").tempdir()?;
     let input = dir.path().join("source.ts");
     tokio::fs::write(&input, source).await?;
-    let outputs: Vec<String> = renditions
-        .iter()
-        .map(|r| {
-            dir.path()
-                .join(format!("{}.ts", r.name))
-                .display()
-                .to_string()
-        })
-        .collect();
-    let args = command(&input.display().to_string(), renditions, &outputs, preset);
+    let outputs: Vec<String> =
+        renditions.iter().map(|r| dir.path().join(format!("{}.ts", r.name)).display().to_string()).collect();
+    let args = command(&input.display().to_string(), renditions, &outputs, preset, frame_duration);
     let result = tokio::process::Command::new("ffmpeg")
         .args(&args)
         .stdin(Stdio::null())
@@ -149,22 +112,14 @@ pub async fn transcode(
     let mut encoded = Vec::with_capacity(renditions.len());
     for (r, path) in renditions.iter().zip(&outputs) {
         let data = tokio::fs::read(path).await?;
-        let output = |message: String| FfmpegError::Output {
-            rendition: r.name.clone(),
-            message,
-        };
+        let output = |message: String| FfmpegError::Output { rendition: r.name.clone(), message };
         let probe = ladder_media::probe::probe(&data)
             .map_err(|e| output(e.to_string()))?
             .ok_or_else(|| output("no video frame".into()))?;
         if !probe.starts_with_idr {
             return Err(output("does not start with an IDR frame".into()));
         }
-        encoded.push(Output {
-            data,
-            width: probe.width,
-            height: probe.height,
-            codecs: probe.codecs,
-        });
+        encoded.push(Output { data, width: probe.width, height: probe.height, codecs: probe.codecs });
     }
     Ok(encoded)
 }

@@ -4,6 +4,10 @@
 //! ([`ffmpeg::command`]); the renditions are stored and announced with `rendition.ready.<stream>`, then the
 //! chunk is acknowledged. A failing chunk is retried with a delay, and after [`MAX_ATTEMPTS`] it is announced
 //! with `chunk.failed.<stream>` so the playlists can skip it.
+//!
+//! The ladder is read for every chunk, as the original design read its config table: the last
+//! `ladder.set.<stream>` event in the event stream if there is one ([`current_ladder`]), the configured
+//! default otherwise. A change therefore applies from the next chunk, with nothing to restart.
 #![forbid(unsafe_code)]
 
 pub mod ffmpeg;
@@ -20,7 +24,7 @@ use ladder_storage::{keys, Storage};
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 
-pub use ladder::{default_ladder, RenditionSpec};
+pub use ladder::{default_ladder, LadderError, RenditionSpec};
 
 /// Deliveries of one chunk before it is declared failed for good.
 pub const MAX_ATTEMPTS: i64 = 3;
@@ -31,6 +35,7 @@ pub struct Config {
     pub storage: Storage,
     /// Chunks transcoded at the same time by this process.
     pub workers: usize,
+    /// The ladder of streams that have none of their own.
     pub ladder: Vec<RenditionSpec>,
     /// x264 preset.
     pub preset: String,
@@ -57,11 +62,7 @@ enum JobError {
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), TranscoderError> {
     let bus = Bus::connect(&config.nats_url).await?;
     let workers = config.workers.max(1);
-    tracing::info!(
-        workers,
-        renditions = config.ladder.len(),
-        "transcoder started"
-    );
+    tracing::info!(workers, renditions = config.ladder.len(), "transcoder started");
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..workers {
         let (bus, config, shutdown) = (bus.clone(), config.clone(), shutdown.clone());
@@ -79,20 +80,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Tran
     result
 }
 
-async fn work(
-    worker: usize,
-    bus: Bus,
-    config: Config,
-    shutdown: CancellationToken,
-) -> Result<(), TranscoderError> {
+async fn work(worker: usize, bus: Bus, config: Config, shutdown: CancellationToken) -> Result<(), TranscoderError> {
     let consumer = bus.consumer(topology::TRANSCODER).await?;
     while !shutdown.is_cancelled() {
         // One message at a time, so a busy worker never sits on chunks another worker could take.
-        let batch = consumer
-            .batch()
-            .max_messages(1)
-            .expires(Duration::from_secs(2))
-            .messages();
+        let batch = consumer.batch().max_messages(1).expires(Duration::from_secs(2)).messages();
         let mut batch = tokio::select! {
             _ = shutdown.cancelled() => break,
             batch = batch => match batch {
@@ -143,9 +135,7 @@ async fn handle(bus: &Bus, config: &Config, message: Message) {
         }
         Err(error) if attempt < MAX_ATTEMPTS && !matches!(error, JobError::Malformed(_)) => {
             tracing::warn!(stream = %chunk.stream, sequence = chunk.sequence, attempt, %error, "transcode failed, will retry");
-            let _ = message
-                .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
-                .await;
+            let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await;
         }
         Err(error) => {
             tracing::error!(stream = %chunk.stream, sequence = chunk.sequence, attempt, %error, "transcode failed for good");
@@ -164,11 +154,24 @@ async fn handle(bus: &Bus, config: &Config, message: Message) {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot publish chunk failure, leaving it for redelivery");
-                    let _ = message
-                        .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
-                        .await;
+                    let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
                 }
             }
+        }
+    }
+}
+
+/// The ladder last set for `stream` with a `ladder.set.<stream>` event, if any.
+pub async fn current_ladder(bus: &Bus, stream: &str) -> Result<Option<Vec<RenditionSpec>>, BusError> {
+    let subject = format!("{}.{stream}", ladder_proto::subject::LADDER_SET);
+    let Some(payload) = bus.last_message(topology::EVENTS_STREAM, &subject).await? else {
+        return Ok(None);
+    };
+    match Event::decode(&subject, &payload) {
+        Ok(Event::LadderSet(set)) => Ok(Some(set.renditions.iter().map(RenditionSpec::from).collect())),
+        _ => {
+            tracing::error!(%stream, "undecodable ladder event, using the default ladder");
+            Ok(None)
         }
     }
 }
@@ -179,12 +182,12 @@ async fn transcode(bus: &Bus, config: &Config, chunk: &ChunkUploaded) -> Result<
     }
     let started_ms = ladder_bus::now_ms();
     let source = config.storage.get(&chunk.object_key).await?;
-    let renditions = ladder::fit(&config.ladder, chunk.width, chunk.height);
-    let outputs = ffmpeg::transcode(&source, &renditions, &config.preset).await?;
+    let ladder = current_ladder(bus, &chunk.stream).await?.unwrap_or_else(|| config.ladder.clone());
+    let renditions = ladder::fit(&ladder, chunk.width, chunk.height);
+    let outputs = ffmpeg::transcode(&source, &renditions, &config.preset, chunk.frame_duration).await?;
     let finished_ms = ladder_bus::now_ms();
     for (spec, output) in renditions.iter().zip(outputs) {
-        let key =
-            keys::rendition_chunk(&chunk.stream, &chunk.session_id, &spec.name, chunk.sequence);
+        let key = keys::rendition_chunk(&chunk.stream, &chunk.session_id, &spec.name, chunk.sequence);
         let size = output.data.len() as u64;
         config.storage.put(&key, Bytes::from(output.data)).await?;
         let event = Event::RenditionReady(RenditionReady {
