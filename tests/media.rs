@@ -63,7 +63,10 @@ fn make_source(dir: &Path, source: &Source) -> PathBuf {
     args.push(format!("testsrc2=size={}:rate={},noise=alls=12:allf=t", source.size, source.rate));
     if let Some((rate, channels)) = source.audio {
         args.extend(["-f", "lavfi", "-i"].map(String::from));
-        args.push(format!("sine=frequency=440:sample_rate={rate},aformat=channel_layouts={}", if channels == 1 { "mono" } else { "stereo" }));
+        args.push(format!(
+            "sine=frequency=440:sample_rate={rate},aformat=channel_layouts={}",
+            if channels == 1 { "mono" } else { "stereo" }
+        ));
     }
     args.extend(["-t".into(), SECONDS.to_string()]);
     args.extend(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-b:v"].map(String::from));
@@ -222,9 +225,7 @@ fn every_source_keeps_continuous_timestamps_idrs_and_bitrates() {
             let (_, master) = stack.get(&format!("/live/{stream}/master.m3u8"));
             let variants = variant_names(&master);
             let ended = !variants.is_empty()
-                && variants
-                    .iter()
-                    .all(|v| stack.get(&format!("/live/{stream}/{v}.m3u8")).1.contains("#EXT-X-ENDLIST"));
+                && variants.iter().all(|v| stack.get(&format!("/live/{stream}/{v}.m3u8")).1.contains("#EXT-X-ENDLIST"));
             ended.then_some(())
         });
         let session = session_dir(&stack, stream);
@@ -255,16 +256,17 @@ fn every_source_keeps_continuous_timestamps_idrs_and_bitrates() {
                 assert!(chunk.starts_with_idr, "{at} starts with an IDR");
                 assert_eq!(chunk.keyframes, 1, "{at}: one keyframe, no scene cuts mid-chunk");
                 assert_eq!(chunk.video_pts[0], source_chunk.video_pts[0], "{at} starts at its source's first PTS");
-                let duration = source_stats
-                    .get(i + 1)
-                    .map_or((chunk.video_pts.last().expect("frames") + frame - chunk.video_pts[0]) as f64, |next| {
-                        (next.video_pts[0] - source_chunk.video_pts[0]) as f64
-                    })
-                    / CLOCK;
+                let duration =
+                    source_stats.get(i + 1).map_or(
+                        (chunk.video_pts.last().expect("frames") + frame - chunk.video_pts[0]) as f64,
+                        |next| (next.video_pts[0] - source_chunk.video_pts[0]) as f64,
+                    ) / CLOCK;
                 if let Some(next) = stats.get(i + 1) {
                     let gap = next.video_pts[0] - (chunk.video_pts.last().expect("frames") + frame);
                     assert!(gap.abs() <= frame, "{at}: video continues into the next chunk within a frame ({gap})");
-                    if let (Some(end), Some(next_audio), Some(aac)) = (chunk.audio_end, next.audio_pts.first(), aac_frame) {
+                    if let (Some(end), Some(next_audio), Some(aac)) =
+                        (chunk.audio_end, next.audio_pts.first(), aac_frame)
+                    {
                         let gap = next_audio - end;
                         assert!(gap.abs() <= aac, "{at}: audio continues within one AAC frame ({gap} ticks)");
                     }
@@ -277,7 +279,10 @@ fn every_source_keeps_continuous_timestamps_idrs_and_bitrates() {
                 if let (Some(a), Some(source_a)) = (chunk.audio_pts.first(), source_chunk.audio_pts.first()) {
                     let offset = chunk.video_pts[0] - a;
                     let source_offset = source_chunk.video_pts[0] - source_a;
-                    assert!((offset - source_offset).abs() <= frame, "{at}: A/V offset {offset} vs source {source_offset}");
+                    assert!(
+                        (offset - source_offset).abs() <= frame,
+                        "{at}: A/V offset {offset} vs source {source_offset}"
+                    );
                 }
                 assert_eq!(chunk.audio_pts.is_empty(), source.audio.is_none(), "{at}: audio passes through");
                 bits += chunk.video_bytes as f64 * 8.0;
@@ -285,8 +290,16 @@ fn every_source_keeps_continuous_timestamps_idrs_and_bitrates() {
             }
             let average = bits / seconds;
             let target = target_bitrate(rendition);
-            report.push(format!("{stream}/{rendition}: {} chunks, {:.0} kb/s (target {:.0})", stats.len(), average / 1000.0, target / 1000.0));
-            assert!((average - target).abs() <= 0.1 * target, "{stream}/{rendition}: average {average:.0} b/s within 10% of {target}");
+            report.push(format!(
+                "{stream}/{rendition}: {} chunks, {:.0} kb/s (target {:.0})",
+                stats.len(),
+                average / 1000.0,
+                target / 1000.0
+            ));
+            assert!(
+                (average - target).abs() <= 0.1 * target,
+                "{stream}/{rendition}: average {average:.0} b/s within 10% of {target}"
+            );
         }
     }
     eprintln!("{}", report.join("\n"));

@@ -139,6 +139,22 @@ impl Chunker {
         }
     }
 
+    /// Why no chunk has come out of the input so far, if none has: the error a stream that ends now gets.
+    pub fn diagnose(&self) -> Option<MediaError> {
+        if let Some(error) = &self.failed {
+            return Some(error.clone());
+        }
+        if self.current.is_some() {
+            return None;
+        }
+        let seen = self.input_offset() as usize;
+        Some(match self.video_pid {
+            None if self.garbage > seen / 2 => MediaError::NotTransportStream(self.garbage),
+            None => MediaError::NoProgram(seen),
+            Some(_) => MediaError::NoKeyframe(seen),
+        })
+    }
+
     /// Video access units that came before the first IDR and were dropped.
     pub fn dropped_before_first_idr(&self) -> u64 {
         self.dropped_frames

@@ -30,4 +30,6 @@ pub enum MediaError {
     NoVideo(String),
     #[error("no PAT/PMT and no video keyframe in the first {0} bytes")]
     NoProgram(usize),
+    #[error("no H.264 keyframe (IDR) in {0} bytes of video")]
+    NoKeyframe(usize),
 }

@@ -43,7 +43,12 @@ enum Stop {
     Disconnected,
     Shutdown,
     PublisherGone,
+    /// Mostly bytes that are not TS packets: the publisher is not sending MPEG-TS.
+    NotTransportStream,
 }
+
+/// Bytes without TS sync after which a session that sent fewer whole packets than that is refused.
+const MAX_SKIPPED: u64 = 1 << 20;
 
 /// Runs an accepted publisher until it disconnects, publishing fails or `shutdown` is cancelled.
 pub async fn run(bus: Bus, live: LiveName, remote: SocketAddr, mut socket: SrtSocket, shutdown: CancellationToken) {
@@ -77,6 +82,9 @@ pub async fn run(bus: Bus, live: LiveName, remote: SocketAddr, mut socket: SrtSo
             item = socket.next() => match item {
                 Some(Ok((_, data))) => {
                     let full = batcher.push(&data, Instant::now(), now_ms());
+                    if batcher.skipped() > MAX_SKIPPED && batcher.skipped() > batcher.packet_bytes() {
+                        break Stop::NotTransportStream;
+                    }
                     if full.is_empty() {
                         continue;
                     }
@@ -130,6 +138,11 @@ pub async fn run(bus: Bus, live: LiveName, remote: SocketAddr, mut socket: SrtSo
         }
         (Ok(()), Stop::Shutdown) => "shutdown".to_string(),
         (Ok(()), Stop::Disconnected | Stop::PublisherGone) => "disconnected".to_string(),
+        (Ok(()), Stop::NotTransportStream) => {
+            let reason = format!("not an MPEG transport stream ({} bytes without TS sync)", batcher.skipped());
+            tracing::error!(%stream, %session, %remote, %reason, "publisher refused");
+            format!("error: {reason}")
+        }
     };
     // The END marker is attempted even after a failed publish: it is how the segmenter learns that the
     // session is over and why (it publishes `stream.ended` once it has cut the last chunk), and NATS may be

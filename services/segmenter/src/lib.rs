@@ -142,7 +142,7 @@ impl Segmenter {
                         self.publish_chunk(&stream, chunk).await;
                     }
                 }
-                Err(error) => self.fail_session(&stream, error.to_string()).await,
+                Err(error) => self.fail_session(&stream, "segmenter", error.to_string()).await,
             }
         }
         if let Some(reason) = end_reason {
@@ -157,6 +157,17 @@ impl Segmenter {
         };
         if let Some(chunk) = session.chunker.finish() {
             self.publish_chunk(stream, chunk).await;
+        }
+        // A session that ends in error, or without one chunk, failed: say why, once.
+        let failure =
+            self.sessions.get(stream).filter(|s| !s.failed && s.next_sequence == 0).and_then(|s| {
+                match reason.strip_prefix("error: ") {
+                    Some(error) => Some(("ingest", error.to_string())),
+                    None => s.chunker.diagnose().map(|e| ("segmenter", e.to_string())),
+                }
+            });
+        if let Some((stage, why)) = failure {
+            self.fail_session(stream, stage, why).await;
         }
         let Some(session) = self.sessions.remove(stream) else {
             return;
@@ -193,7 +204,7 @@ impl Segmenter {
         }
     }
 
-    async fn fail_session(&mut self, stream: &str, reason: String) {
+    async fn fail_session(&mut self, stream: &str, stage: &str, reason: String) {
         let Some(session) = self.sessions.get_mut(stream) else {
             return;
         };
@@ -202,7 +213,7 @@ impl Segmenter {
         let event = Event::StreamFailed(StreamFailed {
             stream: stream.to_string(),
             session_id: session.id.clone(),
-            stage: "segmenter".into(),
+            stage: stage.into(),
             reason,
             failed_at_ms: ladder_bus::now_ms(),
         });

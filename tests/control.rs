@@ -1,0 +1,171 @@
+//! Streams ladder cannot handle are refused with a clear event while a healthy stream carries on; a
+//! stream's ladder changes live, through an event, without restarting anything.
+
+mod support;
+
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use support::{eventually, publish, run, Stack, LADDER};
+
+fn variant_names(master: &str) -> Vec<String> {
+    master.lines().filter(|l| l.ends_with(".m3u8")).map(|l| l.trim_end_matches(".m3u8").to_string()).collect()
+}
+
+/// An ffmpeg publishing `input` arguments, encoded with `codec` arguments, over SRT.
+fn publish_with(stack: &Stack, stream: &str, input: &[&str], codec: &[&str]) -> std::process::Child {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+        .args(input)
+        .args(codec)
+        .args(["-f", "mpegts"])
+        .arg(stack.srt_url(stream))
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ffmpeg runs")
+}
+
+#[test]
+fn unsupported_streams_fail_clearly_and_a_healthy_one_is_untouched() {
+    let stack = Stack::start();
+    let events = stack.watch_events(&["--all", "--json"]);
+    let healthy = publish(&stack.srt_url("healthy"), "640x360", 25, 14, 440);
+
+    let mut hevc = publish_with(
+        &stack,
+        "hevc",
+        &["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-t", "6"],
+        &["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error"],
+    );
+    let mut novideo = publish_with(&stack, "novideo", &["-f", "lavfi", "-i", "sine", "-t", "6"], &["-c:a", "aac"]);
+    // Random bytes straight into SRT: no transport stream at all.
+    let garbage: Vec<u8> = (0..4_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    let garbage_file = stack.data().join("garbage.bin");
+    std::fs::write(&garbage_file, garbage).expect("write garbage");
+    let mut garbage = Command::new("sh")
+        .arg("-c")
+        // Through a pipe: srt-live-transmit cannot poll a regular file on stdin.
+        .arg(format!(
+            "cat '{}' | exec srt-live-transmit -q -a:no file://con 'srt://127.0.0.1:{}?streamid=garbage'",
+            garbage_file.display(),
+            stack.srt_port
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("srt-live-transmit runs (make test installs srt-tools)");
+
+    let failures = eventually(Duration::from_secs(60), "three stream.failed events", &stack, || {
+        let failed: Vec<String> = events
+            .snapshot()
+            .into_iter()
+            .map(|(_, line)| line)
+            .filter(|line| line.contains("\"subject\":\"stream.failed."))
+            .collect();
+        (failed.len() >= 3).then_some(failed)
+    });
+    let reason = |stream: &str| {
+        failures.iter().find(|l| l.contains(&format!("\"stream.failed.{stream}\""))).cloned().unwrap_or_default()
+    };
+    assert!(reason("hevc").contains("unsupported video codec HEVC (ladder takes H.264)"), "{failures:?}");
+    assert!(reason("novideo").contains("the program has no video stream (PMT lists AAC)"), "{failures:?}");
+    assert!(reason("garbage").contains("not an MPEG transport stream"), "{failures:?}");
+    let segmenter_log = std::fs::read_to_string(stack.data().join("segmenter.log")).unwrap_or_default();
+    for stream in ["hevc", "novideo", "garbage"] {
+        assert!(
+            segmenter_log.lines().any(|l| l.contains("stream refused") && l.contains(&format!("stream={stream}"))),
+            "the segmenter log names why {stream} was refused:\n{segmenter_log}"
+        );
+        assert_eq!(stack.get(&format!("/live/{stream}/master.m3u8")).0, 404, "{stream} has no playlists");
+    }
+    for child in [&mut hevc, &mut novideo] {
+        let _ = child.wait();
+    }
+    let _ = garbage.kill();
+    let _ = garbage.wait();
+
+    // The healthy stream, published at the same time, is whole: every chunk listed, and it decodes cleanly.
+    healthy.finish();
+    eventually(Duration::from_secs(60), "healthy playlist to end", &stack, || {
+        let (_, playlist) = stack.get("/live/healthy/360p.m3u8");
+        playlist.contains("#EXT-X-ENDLIST").then_some(())
+    });
+    let (_, playlist) = stack.get("/live/healthy/360p.m3u8");
+    assert_eq!(playlist.matches("#EXTINF:").count(), 7, "14 s in 2 s chunks: {playlist}");
+    let url = stack.url("/live/healthy/master.m3u8");
+    let (ok, _, stderr) = run("ffmpeg", &["-hide_banner", "-v", "error", "-i", &url, "-map", "0", "-f", "null", "-"]);
+    assert!(ok && stderr.trim().is_empty(), "healthy stream decodes: {stderr}");
+}
+
+fn ladder_command(stack: &Stack, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(LADDER)
+        .args(["stream"])
+        .args(args)
+        .args(["--nats", &stack.nats_url])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("ladder runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn a_ladder_change_reaches_the_master_playlist_within_two_chunks() {
+    let stack = Stack::start();
+    let (code, shown, _) = ladder_command(&stack, &["show", "cam"]);
+    assert_eq!(code, 0);
+    assert!(shown.contains("no ladder of its own") && shown.contains("name = \"720p\""), "{shown}");
+
+    // An invalid ladder is refused, naming the field, and changes nothing.
+    let bad = stack.data().join("bad.toml");
+    std::fs::write(&bad, "[[rendition]]\nname = \"x\"\nheight = 241\nbitrate = 300000\n").expect("write");
+    let (code, _, stderr) = ladder_command(&stack, &["set-ladder", "cam", bad.to_str().expect("path")]);
+    assert_eq!(code, 64, "{stderr}");
+    assert!(stderr.contains("rendition[0].height: 241 must be even"), "{stderr}");
+
+    let publisher = publish(&stack.srt_url("cam"), "640x360", 30, 24, 440);
+    let session = eventually(Duration::from_secs(60), "cam live with 3 chunks", &stack, || {
+        let (_, playlist) = stack.get("/live/cam/360p.m3u8");
+        let root = stack.data().join("media/live/cam");
+        let session = std::fs::read_dir(&root).ok()?.filter_map(|e| e.ok()).next()?.path();
+        (playlist.matches("#EXTINF").count() >= 3).then_some(session)
+    });
+    assert_eq!(variant_names(&stack.get("/live/cam/master.m3u8").1), vec!["360p"]);
+
+    let ladder = stack.data().join("ladder.toml");
+    std::fs::write(
+        &ladder,
+        "[[rendition]]\nname = \"360p\"\nheight = 360\nbitrate = 700000\n\n\
+         [[rendition]]\nname = \"240p\"\nheight = 240\nbitrate = 300000\nmax_fps = 15\n",
+    )
+    .expect("write ladder");
+    let chunks_before = std::fs::read_dir(session.join("source")).expect("source chunks").count() as u64;
+    let (code, out, stderr) = ladder_command(&stack, &["set-ladder", "cam", ladder.to_str().expect("path")]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(out.contains("2 renditions"), "{out}");
+
+    let master = eventually(Duration::from_secs(30), "240p in the master playlist", &stack, || {
+        let (_, master) = stack.get("/live/cam/master.m3u8");
+        variant_names(&master).contains(&"240p".to_string()).then_some(master)
+    });
+    assert_eq!(variant_names(&master), vec!["240p", "360p"], "{master}");
+    assert!(master.contains("RESOLUTION=426x240"), "{master}");
+    // The first 240p chunk is at most two chunks after the last one cut before the change.
+    let first_240p = std::fs::read_dir(session.join("240p"))
+        .expect("240p chunks")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.trim_end_matches(".ts").parse::<u64>().ok())
+        .min()
+        .expect("a 240p chunk");
+    assert!(first_240p <= chunks_before + 1, "first 240p chunk {first_240p}, {chunks_before} chunks cut before");
+
+    let (_, shown, _) = ladder_command(&stack, &["show", "cam"]);
+    assert!(shown.contains("name = \"240p\"") && shown.contains("max_fps = 15.0"), "{shown}");
+    publisher.finish();
+}
