@@ -213,3 +213,52 @@ fn a_stream_cut_off_mid_packet_ends_with_a_clean_chunk() {
         assert!(last.duration > 0 && last.duration <= 2 * CLOCK, "{}", last.duration);
     }
 }
+
+fn make(dir: &Path, name: &str, extra: &[&str]) -> Vec<u8> {
+    let path = dir.join(name);
+    let mut args = vec![
+        "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=sample_rate=48000", "-t", "6",
+        "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-c:a", "aac",
+    ];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-f", "mpegts", path.to_str().expect("utf-8 path")]);
+    ffmpeg(&args);
+    std::fs::read(&path).expect("source")
+}
+
+#[test]
+fn a_timestamp_jump_is_flagged_on_the_next_chunk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut bytes = make(dir.path(), "a.ts", &[]);
+    // The same program 100 s later, as a publisher restarting its encoder sends it.
+    bytes.extend(make(dir.path(), "b.ts", &["-output_ts_offset", "100"]));
+    let chunks = cut_stream(&bytes, 2 * CLOCK);
+    let flagged: Vec<usize> = chunks.iter().enumerate().filter(|(_, c)| c.discontinuity).map(|(i, _)| i).collect();
+    assert_eq!(flagged, vec![0, 3], "the first chunk and the first after the jump: {:?}", durations(&chunks));
+    // The chunk before the jump ends with its own last frame, not at the far side of the jump.
+    assert!(chunks[2].duration <= 2 * CLOCK, "{}", chunks[2].duration);
+    assert_eq!(chunks[3].first_pts, chunks[0].first_pts + 100 * CLOCK);
+}
+
+#[test]
+fn lost_packets_are_flagged_on_the_next_chunk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bytes = make(dir.path(), "a.ts", &[]);
+    // Drop ten packets of the video PID about 3 s in: the continuity counter skips.
+    let video_pid = 0x100;
+    let start = bytes.len() / 2 / 188 * 188;
+    let mut kept = bytes[..start].to_vec();
+    let mut dropped = 0;
+    for packet in bytes[start..].chunks(188) {
+        if dropped < 10 && ladder_media::ts::pid(packet) == video_pid && !ladder_media::ts::unit_start(packet) {
+            dropped += 1;
+            continue;
+        }
+        kept.extend_from_slice(packet);
+    }
+    assert_eq!(dropped, 10);
+    let chunks = cut_stream(&kept, 2 * CLOCK);
+    let flagged: Vec<usize> = chunks.iter().enumerate().filter(|(_, c)| c.discontinuity).map(|(i, _)| i).collect();
+    assert_eq!(flagged.len(), 2, "the first chunk and the one after the loss: {flagged:?}");
+    assert!(flagged[1] >= 1);
+}
