@@ -380,6 +380,11 @@ impl Chunker {
             };
             chunks.push(self.finish_chunk(current, duration, frame.start_offset));
         }
+        if self.discontinuity_next {
+            // Counters restart with whatever caused the discontinuity: judge continuity afresh from here, or
+            // the other PIDs' restarts would flag the chunk after this one too.
+            self.continuity.clear();
+        }
         let mut building = Building {
             data: Vec::with_capacity(4 << 20),
             first_pts: pts,

@@ -217,8 +217,24 @@ fn a_stream_cut_off_mid_packet_ends_with_a_clean_chunk() {
 fn make(dir: &Path, name: &str, extra: &[&str]) -> Vec<u8> {
     let path = dir.join(name);
     let mut args = vec![
-        "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=sample_rate=48000", "-t", "6",
-        "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-c:a", "aac",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=25",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=sample_rate=48000",
+        "-t",
+        "6",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "25",
+        "-c:a",
+        "aac",
     ];
     args.extend_from_slice(extra);
     args.extend_from_slice(&["-f", "mpegts", path.to_str().expect("utf-8 path")]);
@@ -237,7 +253,7 @@ fn a_timestamp_jump_is_flagged_on_the_next_chunk() {
     assert_eq!(flagged, vec![0, 3], "the first chunk and the first after the jump: {:?}", durations(&chunks));
     // The chunk before the jump ends with its own last frame, not at the far side of the jump.
     assert!(chunks[2].duration <= 2 * CLOCK, "{}", chunks[2].duration);
-    assert_eq!(chunks[3].first_pts, chunks[0].first_pts + 100 * CLOCK);
+    assert!(chunks[3].first_pts.abs_diff(chunks[0].first_pts + 100 * CLOCK) < CLOCK / 10, "{}", chunks[3].first_pts);
 }
 
 #[test]
