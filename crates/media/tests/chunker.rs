@@ -4,6 +4,15 @@ use std::{path::Path, process::Command};
 
 use ladder_media::{ts, Chunker, CLOCK};
 
+/// Encodes `dir/name` as MPEG-TS with ffmpeg; `args` are whitespace-separated input and codec options.
+fn encode(dir: &Path, name: &str, args: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let mut all: Vec<&str> = args.split_whitespace().collect();
+    all.extend(["-f", "mpegts", path.to_str().expect("utf-8 path")]);
+    ffmpeg(&all);
+    path
+}
+
 fn ffmpeg(args: &[&str]) {
     let status = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-y"])
@@ -48,37 +57,9 @@ fn cut_stream(source: &[u8], target: u64) -> Vec<ladder_media::Chunk> {
 #[test]
 fn cuts_at_idr_frames_with_exact_continuous_durations() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let source = dir.path().join("source.ts");
     // 10 s, 25 fps, a keyframe every second, B-frames, AAC 48 kHz.
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=640x360:rate=25",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:sample_rate=48000",
-        "-t",
-        "10",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-bf",
-        "2",
-        "-g",
-        "25",
-        "-keyint_min",
-        "25",
-        "-sc_threshold",
-        "0",
-        "-c:a",
-        "aac",
-        "-f",
-        "mpegts",
-        source.to_str().expect("utf-8 path"),
-    ]);
+    let source = encode(dir.path(), "source.ts", "-f lavfi -i testsrc2=size=640x360:rate=25 -f lavfi -i sine=frequency=440:sample_rate=48000 -t 10 \
+         -c:v libx264 -preset ultrafast -bf 2 -g 25 -keyint_min 25 -sc_threshold 0 -c:a aac");
     let bytes = std::fs::read(&source).expect("source");
     let chunks = cut_stream(&bytes, 2 * CLOCK);
 
@@ -114,28 +95,8 @@ fn cuts_at_idr_frames_with_exact_continuous_durations() {
 #[test]
 fn a_gop_longer_than_the_target_gives_a_longer_chunk() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let source = dir.path().join("source.ts");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=320x240:rate=30",
-        "-t",
-        "12",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-g",
-        "120",
-        "-keyint_min",
-        "120",
-        "-sc_threshold",
-        "0",
-        "-f",
-        "mpegts",
-        source.to_str().expect("utf-8 path"),
-    ]);
+    let source = encode(dir.path(), "source.ts", "-f lavfi -i testsrc2=size=320x240:rate=30 -t 12 \
+         -c:v libx264 -preset ultrafast -g 120 -keyint_min 120 -sc_threshold 0");
     let chunks = cut_stream(&std::fs::read(&source).expect("source"), 2 * CLOCK);
     assert_eq!(durations(&chunks), vec![4 * CLOCK, 4 * CLOCK, 4 * CLOCK - CLOCK / 30]);
 }
@@ -143,24 +104,8 @@ fn a_gop_longer_than_the_target_gives_a_longer_chunk() {
 #[test]
 fn refuses_hevc_and_garbage() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let source = dir.path().join("hevc.ts");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=320x240:rate=25",
-        "-t",
-        "1",
-        "-c:v",
-        "libx265",
-        "-preset",
-        "ultrafast",
-        "-x265-params",
-        "log-level=error",
-        "-f",
-        "mpegts",
-        source.to_str().expect("utf-8 path"),
-    ]);
+    let source = encode(dir.path(), "hevc.ts", "-f lavfi -i testsrc2=size=320x240:rate=25 -t 1 \
+         -c:v libx265 -preset ultrafast -x265-params log-level=error");
     let mut chunker = Chunker::new(2 * CLOCK);
     let error = chunker.push(&std::fs::read(&source).expect("source")).expect_err("HEVC is refused");
     assert_eq!(error.to_string(), "unsupported video codec HEVC (ladder takes H.264)");
@@ -178,30 +123,8 @@ fn durations(chunks: &[ladder_media::Chunk]) -> Vec<u64> {
 #[test]
 fn a_stream_cut_off_mid_packet_ends_with_a_clean_chunk() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let source = dir.path().join("source.ts");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=320x240:rate=25",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=sample_rate=48000",
-        "-t",
-        "5",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-g",
-        "25",
-        "-c:a",
-        "aac",
-        "-f",
-        "mpegts",
-        source.to_str().expect("utf-8 path"),
-    ]);
+    let source = encode(dir.path(), "source.ts", "-f lavfi -i testsrc2=size=320x240:rate=25 -f lavfi -i sine=sample_rate=48000 -t 5 \
+         -c:v libx264 -preset ultrafast -g 25 -c:a aac");
     let bytes = std::fs::read(&source).expect("source");
     // Cut at many points, as a publisher that closes without flushing does; every last chunk must decode.
     for cut in [bytes.len() - 188 * 3, bytes.len() - 188 * 17 - 50, bytes.len() - 188 * 40] {
@@ -214,40 +137,20 @@ fn a_stream_cut_off_mid_packet_ends_with_a_clean_chunk() {
     }
 }
 
-fn make(dir: &Path, name: &str, extra: &[&str]) -> Vec<u8> {
-    let path = dir.join(name);
-    let mut args = vec![
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=320x240:rate=25",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=sample_rate=48000",
-        "-t",
-        "6",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-g",
-        "25",
-        "-c:a",
-        "aac",
-    ];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(&["-f", "mpegts", path.to_str().expect("utf-8 path")]);
-    ffmpeg(&args);
-    std::fs::read(&path).expect("source")
+fn make(dir: &Path, name: &str, extra: &str) -> Vec<u8> {
+    let args = format!(
+        "-f lavfi -i testsrc2=size=320x240:rate=25 -f lavfi -i sine=sample_rate=48000 -t 6 \
+         -c:v libx264 -preset ultrafast -g 25 -c:a aac {extra}"
+    );
+    std::fs::read(encode(dir, name, &args)).expect("source")
 }
 
 #[test]
 fn a_timestamp_jump_is_flagged_on_the_next_chunk() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut bytes = make(dir.path(), "a.ts", &[]);
+    let mut bytes = make(dir.path(), "a.ts", "");
     // The same program 100 s later, as a publisher restarting its encoder sends it.
-    bytes.extend(make(dir.path(), "b.ts", &["-output_ts_offset", "100"]));
+    bytes.extend(make(dir.path(), "b.ts", "-output_ts_offset 100"));
     let chunks = cut_stream(&bytes, 2 * CLOCK);
     let flagged: Vec<usize> = chunks.iter().enumerate().filter(|(_, c)| c.discontinuity).map(|(i, _)| i).collect();
     assert_eq!(flagged, vec![0, 3], "the first chunk and the first after the jump: {:?}", durations(&chunks));
@@ -259,7 +162,7 @@ fn a_timestamp_jump_is_flagged_on_the_next_chunk() {
 #[test]
 fn lost_packets_are_flagged_on_the_next_chunk() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let bytes = make(dir.path(), "a.ts", &[]);
+    let bytes = make(dir.path(), "a.ts", "");
     // Drop ten packets of the video PID about 3 s in: the continuity counter skips.
     let video_pid = 0x100;
     let start = bytes.len() / 2 / 188 * 188;
