@@ -58,8 +58,12 @@ fn cut_stream(source: &[u8], target: u64) -> Vec<ladder_media::Chunk> {
 fn cuts_at_idr_frames_with_exact_continuous_durations() {
     let dir = tempfile::tempdir().expect("tempdir");
     // 10 s, 25 fps, a keyframe every second, B-frames, AAC 48 kHz.
-    let source = encode(dir.path(), "source.ts", "-f lavfi -i testsrc2=size=640x360:rate=25 -f lavfi -i sine=frequency=440:sample_rate=48000 -t 10 \
-         -c:v libx264 -preset ultrafast -bf 2 -g 25 -keyint_min 25 -sc_threshold 0 -c:a aac");
+    let source = encode(
+        dir.path(),
+        "source.ts",
+        "-f lavfi -i testsrc2=size=640x360:rate=25 -f lavfi -i sine=frequency=440:sample_rate=48000 -t 10 \
+         -c:v libx264 -preset ultrafast -bf 2 -g 25 -keyint_min 25 -sc_threshold 0 -c:a aac",
+    );
     let bytes = std::fs::read(&source).expect("source");
     let chunks = cut_stream(&bytes, 2 * CLOCK);
 
@@ -95,8 +99,12 @@ fn cuts_at_idr_frames_with_exact_continuous_durations() {
 #[test]
 fn a_gop_longer_than_the_target_gives_a_longer_chunk() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let source = encode(dir.path(), "source.ts", "-f lavfi -i testsrc2=size=320x240:rate=30 -t 12 \
-         -c:v libx264 -preset ultrafast -g 120 -keyint_min 120 -sc_threshold 0");
+    let source = encode(
+        dir.path(),
+        "source.ts",
+        "-f lavfi -i testsrc2=size=320x240:rate=30 -t 12 \
+         -c:v libx264 -preset ultrafast -g 120 -keyint_min 120 -sc_threshold 0",
+    );
     let chunks = cut_stream(&std::fs::read(&source).expect("source"), 2 * CLOCK);
     assert_eq!(durations(&chunks), vec![4 * CLOCK, 4 * CLOCK, 4 * CLOCK - CLOCK / 30]);
 }
@@ -104,8 +112,12 @@ fn a_gop_longer_than_the_target_gives_a_longer_chunk() {
 #[test]
 fn refuses_hevc_and_garbage() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let source = encode(dir.path(), "hevc.ts", "-f lavfi -i testsrc2=size=320x240:rate=25 -t 1 \
-         -c:v libx265 -preset ultrafast -x265-params log-level=error");
+    let source = encode(
+        dir.path(),
+        "hevc.ts",
+        "-f lavfi -i testsrc2=size=320x240:rate=25 -t 1 \
+         -c:v libx265 -preset ultrafast -x265-params log-level=error",
+    );
     let mut chunker = Chunker::new(2 * CLOCK);
     let error = chunker.push(&std::fs::read(&source).expect("source")).expect_err("HEVC is refused");
     assert_eq!(error.to_string(), "unsupported video codec HEVC (ladder takes H.264)");
@@ -123,8 +135,12 @@ fn durations(chunks: &[ladder_media::Chunk]) -> Vec<u64> {
 #[test]
 fn a_stream_cut_off_mid_packet_ends_with_a_clean_chunk() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let source = encode(dir.path(), "source.ts", "-f lavfi -i testsrc2=size=320x240:rate=25 -f lavfi -i sine=sample_rate=48000 -t 5 \
-         -c:v libx264 -preset ultrafast -g 25 -c:a aac");
+    let source = encode(
+        dir.path(),
+        "source.ts",
+        "-f lavfi -i testsrc2=size=320x240:rate=25 -f lavfi -i sine=sample_rate=48000 -t 5 \
+         -c:v libx264 -preset ultrafast -g 25 -c:a aac",
+    );
     let bytes = std::fs::read(&source).expect("source");
     // Cut at many points, as a publisher that closes without flushing does; every last chunk must decode.
     for cut in [bytes.len() - 188 * 3, bytes.len() - 188 * 17 - 50, bytes.len() - 188 * 40] {
