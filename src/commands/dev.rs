@@ -108,12 +108,15 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
 
     let mut failure = None;
     tokio::select! {
+        biased;
         _ = shutdown.cancelled() => {}
         Some(Ok((name, result))) = tasks.join_next() => {
-            if let Err(e) = result {
-                failure = Some(e.context(format!("{name} failed")));
-            } else {
-                failure = Some(anyhow::anyhow!("{name} stopped unexpectedly"));
+            // Services stop by themselves on Ctrl-C too (their tokens are children of `shutdown`).
+            if !shutdown.is_cancelled() {
+                failure = Some(match result {
+                    Err(e) => e.context(format!("{name} failed")),
+                    Ok(()) => anyhow::anyhow!("{name} stopped unexpectedly"),
+                });
             }
         }
     }
