@@ -143,7 +143,8 @@ fn a_ladder_change_reaches_the_master_playlist_within_two_chunks() {
     std::fs::write(
         &ladder,
         "[[rendition]]\nname = \"360p\"\nheight = 360\nbitrate = 700000\n\n\
-         [[rendition]]\nname = \"240p\"\nheight = 240\nbitrate = 300000\nmax_fps = 15\n",
+         [[rendition]]\nname = \"240p\"\nheight = 240\nbitrate = 300000\nmax_fps = 15\n\
+         audio = \"aac\"\naudio_bitrate = 64000\n",
     )
     .expect("write ladder");
     let chunks_before = std::fs::read_dir(session.join("source")).expect("source chunks").count() as u64;
@@ -168,4 +169,32 @@ fn a_ladder_change_reaches_the_master_playlist_within_two_chunks() {
     let (_, shown, _) = ladder_command(&stack, &["show", "cam"]);
     assert!(shown.contains("name = \"240p\"") && shown.contains("max_fps = 15.0"), "{shown}");
     publisher.finish();
+
+    // The re-encoded audio of 240p runs on from chunk to chunk: no overlap, no gap over one AAC frame
+    // (1920 ticks at 48 kHz), and each chunk's audio starts where its source's does.
+    eventually(Duration::from_secs(60), "240p to end", &stack, || {
+        stack.get("/live/cam/240p.m3u8").1.contains("#EXT-X-ENDLIST").then_some(())
+    });
+    let audio_pts = |path: &std::path::Path| -> Vec<i64> {
+        let path = path.to_str().expect("utf-8 path");
+        let args = ["-v", "error", "-select_streams", "a", "-show_entries", "packet=pts", "-of", "csv=p=0", path];
+        let (ok, out, err) = run("ffprobe", &args);
+        assert!(ok, "{err}");
+        out.lines().filter_map(|l| l.trim().trim_end_matches(',').parse().ok()).collect()
+    };
+    let mut chunks: Vec<_> =
+        std::fs::read_dir(session.join("240p")).expect("240p").filter_map(|e| e.ok().map(|e| e.path())).collect();
+    chunks.sort();
+    assert!(chunks.len() >= 4, "{chunks:?}");
+    for pair in chunks.windows(2) {
+        let (previous, next) = (audio_pts(&pair[0]), audio_pts(&pair[1]));
+        let end = previous.last().expect("audio") + 1920;
+        let gap = next[0] - end;
+        assert!((0..=1920).contains(&gap.abs()) && next[0] > *previous.last().expect("audio"), "{pair:?}: gap {gap}");
+        let source = session.join("source").join(pair[1].file_name().expect("name"));
+        let source_first = audio_pts(&source)[0];
+        assert!((next[0] - source_first).abs() <= 1920, "{pair:?} starts with its source ({source_first})");
+        let (ok, _, stderr) = run("ffmpeg", &["-v", "error", "-i", pair[1].to_str().expect("path"), "-f", "null", "-"]);
+        assert!(ok && stderr.trim().is_empty(), "{stderr}");
+    }
 }

@@ -156,6 +156,46 @@ fn read_timestamp(b: &[u8]) -> u64 {
         | u64::from(b[4] >> 1)
 }
 
+/// Removes the first PES packet of the first audio stream from a transport stream, renumbering that PID's
+/// continuity counters so the result stays valid. Used to drop an audio encoder's priming frame, which would
+/// otherwise overlap the end of the previous chunk. Returns the input unchanged when there is no audio.
+pub fn drop_first_audio_pes(data: &[u8]) -> Vec<u8> {
+    let packets = || data.chunks_exact(PACKET_SIZE).filter(|p| p[0] == SYNC);
+    let pmt_pid = packets().find(|p| pid(p) == PAT_PID).and_then(parse_pat);
+    let audio = pmt_pid
+        .and_then(|pmt| packets().find(|p| pid(p) == pmt).and_then(parse_pmt))
+        .and_then(|streams| streams.into_iter().find(|es| !stream_type::is_video(es.stream_type)))
+        .map(|es| es.pid);
+    let Some(audio) = audio else {
+        return data.to_vec();
+    };
+    let mut out = Vec::with_capacity(data.len());
+    // 0: before the first audio PES, 1: inside it (dropping), 2: after it.
+    let mut state = 0;
+    let mut removed: u8 = 0;
+    for packet in data.chunks_exact(PACKET_SIZE) {
+        if pid(packet) != audio {
+            out.extend_from_slice(packet);
+            continue;
+        }
+        if unit_start(packet) {
+            state = if state == 0 { 1 } else { 2 };
+        }
+        match state {
+            1 => removed = removed.wrapping_add(u8::from(payload(packet).is_some())),
+            _ => {
+                let start = out.len();
+                out.extend_from_slice(packet);
+                if removed > 0 {
+                    let cc = continuity_counter(packet).wrapping_sub(removed) & 0x0f;
+                    set_continuity_counter(&mut out[start..], cc);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Extends 33-bit timestamps into a monotonic 64-bit timeline across the wrap-around.
 #[derive(Debug, Default, Clone)]
 pub struct Unwrapper {

@@ -13,7 +13,8 @@
 //!   measured 15-20% over the target on 2 s chunks);
 //! - a frame-rate cap keeps every n-th frame (`select`), so kept frames keep their exact timestamps and every
 //!   chunk still starts with its first frame;
-//! - audio is copied unchanged by default, which keeps it free of encoder priming gaps at chunk boundaries.
+//! - audio is copied unchanged by default, which keeps it free of encoder priming at chunk boundaries; a
+//!   re-encoded (`aac`) rendition has its priming frame removed from each chunk so chunks do not overlap.
 
 use std::process::Stdio;
 
@@ -73,7 +74,8 @@ pub fn command(
             kbps * 11 / 10,
         )));
         match r.audio.as_str() {
-            "aac" => args.extend(words(&format!("-c:a aac -b:a {}", r.audio_bitrate_or_default()))),
+            // One AAC frame per PES, so that the encoder's priming frame can be dropped alone (see below).
+            "aac" => args.extend(words(&format!("-c:a aac -b:a {} -pes_payload_size 0", r.audio_bitrate_or_default()))),
             _ => args.extend(words("-c:a copy")),
         }
         args.extend(words("-f mpegts -mpegts_copyts 1 -muxdelay 0 -muxpreload 0"));
@@ -113,7 +115,12 @@ pub async fn transcode(
     }
     let mut encoded = Vec::with_capacity(renditions.len());
     for (r, path) in renditions.iter().zip(&outputs) {
-        let data = tokio::fs::read(path).await?;
+        let mut data = tokio::fs::read(path).await?;
+        if r.audio == "aac" {
+            // The encoder starts with a priming frame one frame before the chunk's first sample; it would overlap
+            // the previous chunk's last frame, so it goes.
+            data = ladder_media::ts::drop_first_audio_pes(&data);
+        }
         let output = |message: String| FfmpegError::Output { rendition: r.name.clone(), message };
         let probe = ladder_media::probe::probe(&data)
             .map_err(|e| output(e.to_string()))?
