@@ -2,6 +2,7 @@
 
 mod dev;
 mod events;
+mod reindex;
 mod stream;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
@@ -74,6 +75,8 @@ pub enum Command {
     Dev(dev::DevArgs),
     /// Print the event flow as it happens.
     Events(events::EventsArgs),
+    /// Rebuild an empty index by replaying the retained event log.
+    Reindex(reindex::ReindexArgs),
     /// Per-stream settings: the ABR ladder.
     #[command(subcommand)]
     Stream(stream::StreamCommand),
@@ -188,6 +191,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Dev(args) => dev::run(args, shutdown).await?,
         Command::Events(args) => events::run(args, shutdown).await?,
         Command::Stream(command) => stream::run(command).await?,
+        Command::Reindex(args) => reindex::run(args).await?,
     }
     Ok(())
 }

@@ -84,7 +84,16 @@ impl Stack {
         self.services.push((service.to_string(), child));
     }
 
-    fn wait_for_http(&self) {
+    /// Kills a service started by [`Stack::start_service`] and waits for it to exit.
+    pub fn stop_service(&mut self, service: &str) {
+        for (_, child) in self.services.iter_mut().filter(|(name, _)| name == service) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.services.retain(|(name, _)| name != service);
+    }
+
+    pub fn wait_for_http(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if std::net::TcpStream::connect(("127.0.0.1", self.http_port)).is_ok() {
