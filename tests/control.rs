@@ -8,11 +8,7 @@ use std::{
     time::Duration,
 };
 
-use support::{eventually, publish, run, Stack, LADDER};
-
-fn variant_names(master: &str) -> Vec<String> {
-    master.lines().filter(|l| l.ends_with(".m3u8")).map(|l| l.trim_end_matches(".m3u8").to_string()).collect()
-}
+use support::{eventually, publish, run, variant_names, Stack, LADDER};
 
 /// An ffmpeg publishing `input` arguments, encoded with `codec` arguments, over SRT.
 fn publish_with(stack: &Stack, stream: &str, input: &[&str], codec: &[&str]) -> std::process::Child {

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use support::{eventually, run, Stack};
+use support::{eventually, run, variant_names, Stack};
 
 const CLOCK: f64 = 90_000.0;
 
@@ -188,11 +188,6 @@ fn chunk_files(dir: &Path) -> Vec<PathBuf> {
 fn session_dir(stack: &Stack, stream: &str) -> PathBuf {
     let root = stack.data().join("media/live").join(stream);
     chunk_files(&root).into_iter().next_back().unwrap_or_else(|| panic!("no session stored for {stream}"))
-}
-
-/// Variant URIs of a master playlist.
-fn variant_names(master: &str) -> Vec<String> {
-    master.lines().filter(|l| l.ends_with(".m3u8")).map(|l| l.trim_end_matches(".m3u8").to_string()).collect()
 }
 
 fn target_bitrate(rendition: &str) -> f64 {

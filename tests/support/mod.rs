@@ -242,6 +242,11 @@ pub fn eventually<T>(timeout: Duration, what: &str, stack: &Stack, mut check: im
     }
 }
 
+/// Rendition names of a master playlist's variants, in order (`360p.m3u8` gives `360p`).
+pub fn variant_names(master: &str) -> Vec<String> {
+    master.lines().filter(|l| l.ends_with(".m3u8")).map(|l| l.trim_end_matches(".m3u8").to_string()).collect()
+}
+
 /// Runs ffmpeg/ffprobe with `args`: (success, stdout, stderr).
 pub fn run(program: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(program).args(args).stdin(Stdio::null()).output().expect("program runs");

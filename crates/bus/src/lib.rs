@@ -64,10 +64,6 @@ impl Bus {
         Ok(Bus { client, js })
     }
 
-    pub fn client(&self) -> &async_nats::Client {
-        &self.client
-    }
-
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.js
     }
