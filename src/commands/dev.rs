@@ -9,8 +9,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    manifest_config, segmenter_config, transcoder_config, HttpArgs, IndexArgs, NatsArgs, SegmentArgs, SrtArgs,
-    StorageArgs, TranscodeArgs,
+    manifest_config, open_index, segmenter_config, transcoder_config, Failure, HttpArgs, IndexArgs, NatsArgs,
+    SegmentArgs, SrtArgs, StorageArgs, TranscodeArgs,
 };
 
 /// How long the services get to finish in-flight work after Ctrl-C.
@@ -56,13 +56,14 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
         }
     };
     let nats = NatsArgs { nats_url };
-    let storage = StorageArgs { storage_url: data_dir.join("media").display().to_string() };
-    let index = IndexArgs { index_path: data_dir.join("index.db") };
+    let storage = StorageArgs::local(&data_dir.join("media"));
+    let index = IndexArgs { index_url: data_dir.join("index.db").display().to_string() };
 
     let ingest = args.srt.config(&nats)?;
     let segmenter = segmenter_config(&nats, &storage, &args.segment)?;
     let transcoder = transcoder_config(&nats, &storage, &args.transcode)?;
-    let manifest = manifest_config(&storage, &index, &args.http)?;
+    let index = open_index(&index).await.map_err(Failure::into_error)?;
+    let manifest = manifest_config(&storage, index, &args.http)?;
     let indexer = ladder_indexer::Config { nats_url: nats.nats_url.clone(), index: manifest.index.clone() };
     // Create the JetStream topology once before the services race to it.
     ladder_bus::Bus::connect(&nats.nats_url).await?;

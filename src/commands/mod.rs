@@ -9,8 +9,8 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use ladder_index::{Index, SqliteIndex};
-use ladder_storage::Storage;
+use ladder_index::{Index, IndexError};
+use ladder_storage::{S3Options, Storage};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
@@ -104,16 +104,41 @@ pub struct SrtArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct StorageArgs {
-    /// Object storage URL: file:///path or a directory.
+    /// Object storage URL: file:///path, a directory, or s3://bucket[/prefix].
     #[arg(long = "storage", env = "LADDER_STORAGE", default_value = "./var/media")]
     pub storage_url: String,
+    /// S3-compatible endpoint (Garage, MinIO, ...), e.g. http://127.0.0.1:3900. Unset: AWS S3.
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region.
+    #[arg(long, env = "AWS_REGION")]
+    pub s3_region: Option<String>,
+    /// S3 access key id.
+    #[arg(long, env = "AWS_ACCESS_KEY_ID")]
+    pub s3_access_key_id: Option<String>,
+    /// S3 secret access key (prefer the environment variable to the flag).
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+}
+
+impl StorageArgs {
+    pub fn local(dir: &std::path::Path) -> StorageArgs {
+        StorageArgs {
+            storage_url: dir.display().to_string(),
+            s3_endpoint: None,
+            s3_region: None,
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct IndexArgs {
-    /// SQLite index file.
+    /// The index: a SQLite file path (or sqlite:///path), or
+    /// scylla://host:port[,host:port]/keyspace[?consistency=local_quorum&ttl=SECONDS&replication_factor=3].
     #[arg(long = "index", env = "LADDER_INDEX", default_value = "./var/index.db")]
-    pub index_path: PathBuf,
+    pub index_url: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -144,12 +169,24 @@ pub struct HttpArgs {
     /// Segments in a live media playlist.
     #[arg(long, env = "LADDER_PLAYLIST_WINDOW", default_value_t = 6)]
     pub window: usize,
+    /// Public base URL of the media (a CDN, or the bucket's website endpoint) for players to fetch segments
+    /// from directly. Unset: the manifest serves segments itself from storage, under /media/.
+    #[arg(long, env = "LADDER_MEDIA_BASE_URL")]
+    pub media_base_url: Option<String>,
 }
 
 /// Why the command failed: bad configuration exits with 64, anything else with 1.
 pub enum Failure {
     Config(anyhow::Error),
     Runtime(anyhow::Error),
+}
+
+impl Failure {
+    pub fn into_error(self) -> anyhow::Error {
+        match self {
+            Failure::Config(e) | Failure::Runtime(e) => e,
+        }
+    }
 }
 
 impl<E: Into<anyhow::Error>> From<E> for Failure {
@@ -181,11 +218,12 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             ladder_transcoder::run(config(transcoder_config(&nats, &storage, &transcode))?, shutdown).await?;
         }
         Command::Indexer { nats, index } => {
-            let index = config(open_index(&index))?;
+            let index = open_index(&index).await?;
             ladder_indexer::run(ladder_indexer::Config { nats_url: nats.nats_url, index }, shutdown).await?;
         }
         Command::Manifest { storage, index, http } => {
-            let config = config(manifest_config(&storage, &index, &http))?;
+            let index = open_index(&index).await?;
+            let config = config(manifest_config(&storage, index, &http))?;
             ladder_manifest::run(config, shutdown).await?;
         }
         Command::Dev(args) => dev::run(args, shutdown).await?,
@@ -215,13 +253,22 @@ impl SrtArgs {
 }
 
 fn open_storage(args: &StorageArgs) -> anyhow::Result<Storage> {
-    Storage::from_url(&args.storage_url).with_context(|| format!("--storage (LADDER_STORAGE) {:?}", args.storage_url))
+    let s3 = S3Options {
+        endpoint: args.s3_endpoint.clone(),
+        region: args.s3_region.clone(),
+        access_key_id: args.s3_access_key_id.clone(),
+        secret_access_key: args.s3_secret_access_key.clone(),
+    };
+    Storage::open(&args.storage_url, &s3).with_context(|| format!("--storage (LADDER_STORAGE) {:?}", args.storage_url))
 }
 
-fn open_index(args: &IndexArgs) -> anyhow::Result<Arc<dyn Index>> {
-    let index = SqliteIndex::open(&args.index_path)
-        .with_context(|| format!("--index (LADDER_INDEX) {}", args.index_path.display()))?;
-    Ok(Arc::new(index))
+async fn open_index(args: &IndexArgs) -> Result<Arc<dyn Index>, Failure> {
+    let context = || format!("--index (LADDER_INDEX) {}", args.index_url);
+    match ladder_index::open(&args.index_url).await {
+        Ok(index) => Ok(index),
+        Err(e @ IndexError::Config(_)) => Err(Failure::Config(anyhow::Error::new(e).context(context()))),
+        Err(e) => Err(Failure::Runtime(anyhow::Error::new(e).context(context()))),
+    }
 }
 
 fn segmenter_config(
@@ -259,16 +306,27 @@ fn transcoder_config(
 
 fn manifest_config(
     storage: &StorageArgs,
-    index: &IndexArgs,
+    index: Arc<dyn Index>,
     http: &HttpArgs,
 ) -> anyhow::Result<ladder_manifest::Config> {
     anyhow::ensure!(http.window >= 3, "--window (LADDER_PLAYLIST_WINDOW) must be at least 3, got {}", http.window);
     Ok(ladder_manifest::Config {
         http_listen: http.http_listen,
-        index: open_index(index)?,
+        index,
         storage: open_storage(storage)?,
         window: http.window,
+        media_base: media_base(http.media_base_url.as_deref())?,
     })
+}
+
+/// Where playlists point segment URIs: the public base URL given, with a trailing `/`, or `/media/`.
+fn media_base(url: Option<&str>) -> anyhow::Result<String> {
+    let Some(url) = url else { return Ok("/media/".to_string()) };
+    anyhow::ensure!(
+        url.starts_with("http://") || url.starts_with("https://"),
+        "--media-base-url (LADDER_MEDIA_BASE_URL) must be an http:// or https:// URL, got {url:?}"
+    );
+    Ok(format!("{}/", url.trim_end_matches('/')))
 }
 
 /// A token cancelled on SIGINT or SIGTERM. A second signal exits at once.

@@ -19,11 +19,11 @@ pub struct ReindexArgs {
 }
 
 pub async fn run(args: ReindexArgs) -> Result<(), Failure> {
-    let index = open_index(&args.index).map_err(Failure::Config)?;
+    let index = open_index(&args.index).await?;
     if !index.streams().await?.is_empty() {
         return Err(Failure::Config(anyhow::anyhow!(
             "--index {} is not empty: reindex builds a new index, so move the old one away first",
-            args.index.index_path.display()
+            args.index.index_url
         )));
     }
     let bus = Bus::connect(&args.nats.nats_url).await?;
@@ -51,6 +51,6 @@ pub async fn run(args: ReindexArgs) -> Result<(), Failure> {
             }
         }
     }
-    println!("reindexed {applied} events (event log up to sequence {last}) into {}", args.index.index_path.display());
+    println!("reindexed {applied} events (event log up to sequence {last}) into {}", args.index.index_url);
     Ok(())
 }

@@ -1,20 +1,48 @@
 //! # Layout
 //! The index is a projection of the event log: [`Index::apply`] folds one event into it, idempotently, and
 //! the read methods answer what the manifest needs to write playlists. Implementations:
-//! - [`sqlite::SqliteIndex`], the embedded default (WAL, so the indexer writes while the manifest reads).
+//! - [`sqlite::SqliteIndex`], the embedded default (WAL, so the indexer writes while the manifest reads);
+//! - [`cql::ScyllaIndex`], ScyllaDB for deployments across machines.
+//!
+//! [`open`] picks one from a URL. The conformance suite in `tests/conformance.rs` runs against both.
 #![forbid(unsafe_code)]
 
+pub mod cql;
 pub mod sqlite;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use ladder_proto::{Event, LadderSet};
 
+pub use cql::{ScyllaConfig, ScyllaIndex};
 pub use sqlite::SqliteIndex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     #[error("index backend: {0}")]
     Backend(String),
+    #[error("index configuration: {0}")]
+    Config(String),
+}
+
+/// Opens the index `url` names: `scylla://host:port[,host:port]/keyspace[?options]` (see [`ScyllaConfig`]),
+/// `sqlite:///path/index.db`, or a plain file path (SQLite).
+pub async fn open(url: &str) -> Result<Arc<dyn Index>, IndexError> {
+    if url.starts_with("scylla://") {
+        let config = ScyllaConfig::from_url(url)?;
+        return Ok(Arc::new(ScyllaIndex::connect(&config).await?));
+    }
+    let path = match url.strip_prefix("sqlite://") {
+        Some(path) => path,
+        None if !url.contains("://") => url,
+        None => {
+            return Err(IndexError::Config(format!(
+                "unsupported index URL {url:?}: use a file path, sqlite:///path or scylla://host:port/keyspace"
+            )))
+        }
+    };
+    Ok(Arc::new(SqliteIndex::open(std::path::Path::new(path))?))
 }
 
 /// A publish session of a stream.

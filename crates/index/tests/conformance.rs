@@ -1,6 +1,12 @@
-//! The index conformance suite: every implementation of `Index` must pass it.
+//! The index conformance suite: every implementation of `Index` must pass it. SQLite always; ScyllaDB when
+//! `LADDER_TEST_SCYLLA=<host:port>` is set, in a throw-away keyspace:
+//!
+//! ```sh
+//! docker compose -f deploy/compose/docker-compose.yml up -d scylla
+//! LADDER_TEST_SCYLLA=127.0.0.1:9042 cargo test -p ladder-index --test conformance
+//! ```
 
-use ladder_index::{Index, SqliteIndex};
+use ladder_index::{Index, ScyllaConfig, ScyllaIndex, SqliteIndex};
 use ladder_proto::{ChunkFailed, Event, LadderSet, RenditionConfig, RenditionReady, StreamEnded, StreamStarted};
 
 fn rendition(session: &str, name: &str, sequence: u64, bitrate: u64, size: u64) -> Event {
@@ -120,4 +126,24 @@ async fn sqlite_conformance() {
     let dir = tempfile::tempdir().expect("tempdir");
     let index = SqliteIndex::open(&dir.path().join("index.db")).expect("open");
     conformance(&index).await;
+}
+
+/// Runs only when `LADDER_TEST_SCYLLA` names a node; then an unreachable node fails the test, loudly.
+#[tokio::test]
+async fn scylla_conformance() {
+    let Ok(node) = std::env::var("LADDER_TEST_SCYLLA") else {
+        eprintln!("scylla_conformance: skipped, set LADDER_TEST_SCYLLA=<host:port> to run it");
+        return;
+    };
+    let keyspace = format!("ladder_test_{}", std::process::id());
+    let url = format!("scylla://{node}/{keyspace}?consistency=one&replication_factor=1");
+    let config = ScyllaConfig::from_url(&url).expect("LADDER_TEST_SCYLLA is host:port");
+    let index = ScyllaIndex::connect(&config)
+        .await
+        .unwrap_or_else(|e| panic!("LADDER_TEST_SCYLLA={node} is set but the node is unusable: {e}"));
+    conformance(&index).await;
+    // Connecting again finds the schema applied and applies nothing twice.
+    let again = ScyllaIndex::connect(&config).await.expect("reconnect to an existing keyspace");
+    assert_eq!(again.latest_session("cam").await.expect("read").map(|s| s.session_id), Some("s2".into()));
+    index.drop_keyspace(&keyspace).await.expect("drop the test keyspace");
 }

@@ -13,6 +13,12 @@ pub async fn run(storage: &Storage) {
     storage.put("conformance/a/1.ts", data(1)).await.expect("put");
     assert_eq!(storage.get("conformance/a/1.ts").await.expect("get"), data(1));
 
+    // content type, where the backend keeps one (S3 serves it to players and CDNs)
+    if storage.keeps_attributes() {
+        let stored = storage.stored_content_type("conformance/a/1.ts").await.expect("head");
+        assert_eq!(stored.as_deref(), Some("video/mp2t"));
+    }
+
     // range get
     let range = storage.get_range("conformance/a/1.ts", 10..20).await.expect("range get");
     assert_eq!(range, Bytes::from(vec![1; 10]));

@@ -35,6 +35,9 @@ pub struct Config {
     pub storage: Storage,
     /// Segments in a live media playlist.
     pub window: usize,
+    /// Where players fetch segments: `/media/` (this server reads them from storage), or the public base URL
+    /// of the bucket or a CDN in front of it, ending with `/`.
+    pub media_base: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +123,8 @@ async fn playlist(State(config): State<Shared>, Path((stream, file)): Path<(Stri
         (Err(e), _) | (_, Err(e)) => return index_error(e),
     };
     let ended = session.ended_at_ms.is_some();
-    let body = playlist::media(&segments, &failed, config.window, session.chunk_count.filter(|_| ended));
+    let body =
+        playlist::media(&segments, &failed, config.window, session.chunk_count.filter(|_| ended), &config.media_base);
     with_headers(body, PLAYLIST_TYPE, if ended { "max-age=60" } else { "max-age=1" })
 }
 

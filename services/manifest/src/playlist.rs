@@ -66,7 +66,15 @@ pub fn playable(segments: &[Segment], failed: &[u64]) -> Vec<(Segment, bool)> {
 
 /// A media playlist: the last `window` playable segments while live; every segment with ENDLIST once the
 /// session has ended (`chunk_count` is known) and each of its chunks is listed or failed for good.
-pub fn media(segments: &[Segment], failed: &[u64], window: usize, chunk_count: Option<u64>) -> String {
+/// Segment URIs are `media_base` followed by the object key: `/media/` when the manifest serves media itself,
+/// or the public base URL of the bucket or CDN in front of it.
+pub fn media(
+    segments: &[Segment],
+    failed: &[u64],
+    window: usize,
+    chunk_count: Option<u64>,
+    media_base: &str,
+) -> String {
     let playable = playable(segments, failed);
     let next = playable.last().map_or(0, |(s, _)| s.sequence + 1);
     let ended = chunk_count.is_some_and(|count| (next..count).all(|seq| failed.contains(&seq)));
@@ -83,7 +91,7 @@ pub fn media(segments: &[Segment], failed: &[u64], window: usize, chunk_count: O
         if *discontinuity && i > 0 {
             out.push_str("#EXT-X-DISCONTINUITY\n");
         }
-        let _ = write!(out, "#EXTINF:{:.6},\n/media/{}\n", segment.duration as f64 / CLOCK, segment.object_key);
+        let _ = write!(out, "#EXTINF:{:.6},\n{media_base}{}\n", segment.duration as f64 / CLOCK, segment.object_key);
     }
     if ended {
         out.push_str("#EXT-X-ENDLIST\n");
@@ -110,7 +118,7 @@ mod tests {
     #[test]
     fn live_window_with_real_durations() {
         let segments: Vec<Segment> = (0..10).map(|i| segment(i, 180_180)).collect();
-        let text = media(&segments, &[], 6, None);
+        let text = media(&segments, &[], 6, None, "/media/");
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:4\n"), "{text}");
         assert!(text.contains("#EXT-X-TARGETDURATION:3\n"), "{text}");
         assert_eq!(text.matches("#EXTINF:2.002000,").count(), 6);
@@ -122,17 +130,17 @@ mod tests {
         let segments = vec![segment(0, 180_000), segment(1, 180_000), segment(3, 180_000), segment(5, 180_000)];
         let listed: Vec<u64> = playable(&segments, &[2]).iter().map(|(s, _)| s.sequence).collect();
         assert_eq!(listed, vec![0, 1, 3], "4 is not ready, so 5 is not listed yet");
-        let text = media(&segments, &[2], 6, None);
+        let text = media(&segments, &[2], 6, None, "/media/");
         assert!(text.contains("00000001.ts\n#EXT-X-DISCONTINUITY\n#EXTINF:2.000000,\n/media/live/s/x/720p/00000003.ts"));
     }
 
     #[test]
     fn ended_session_lists_everything_with_endlist() {
         let segments: Vec<Segment> = (0..10).map(|i| segment(i, 180_000)).collect();
-        let text = media(&segments, &[], 6, Some(10));
+        let text = media(&segments, &[], 6, Some(10), "/media/");
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:0\n") && text.ends_with("#EXT-X-ENDLIST\n"));
         assert_eq!(text.matches("#EXTINF").count(), 10);
-        let waiting = media(&segments[..9], &[], 6, Some(10));
+        let waiting = media(&segments[..9], &[], 6, Some(10), "/media/");
         assert!(!waiting.contains("ENDLIST"), "the last chunk is still being transcoded");
     }
 }
