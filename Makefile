@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test lint deps build
+.PHONY: demo test lint deps test-deps build
 
 ## demo: run the whole stack with a test pattern and print the URL to watch
 demo: deps
@@ -10,8 +10,8 @@ demo: deps
 	$(CARGO) build --bin ladder
 	./target/debug/ladder dev --test-source
 
-## test: lint, then every test, with real nats-server, ffmpeg and SRT peers
-test: deps lint
+## test: lint, then every test, with real nats-server, ffmpeg, SRT peers and a Garage S3 server
+test: deps test-deps lint
 	$(CARGO) test --workspace --no-fail-fast
 
 ## lint: formatting and clippy, warnings are errors
@@ -21,6 +21,9 @@ lint:
 
 deps:
 	@./scripts/install-deps.sh
+
+test-deps:
+	@./scripts/install-garage.sh
 
 build:
 	$(CARGO) build --workspace

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{eventually, publish, run, video_pts, Stack};
+use support::{eventually, garage::Garage, publish, run, video_pts, Stack, StackOptions};
 
 /// Variant URIs of a master playlist, with their attribute lines.
 fn variants(master: &str) -> Vec<(String, String)> {
@@ -26,13 +26,27 @@ fn decode_errors(url: &str) -> Option<String> {
     (!ok || !stderr.trim().is_empty()).then_some(stderr)
 }
 
+/// A URI from a playlist as an absolute URL: segments are on the manifest server or at a public base URL.
+fn absolute(stack: &Stack, uri: &str) -> String {
+    if uri.starts_with("http") {
+        uri.to_string()
+    } else {
+        stack.url(uri)
+    }
+}
+
+fn fetch(url: &str) -> Vec<u8> {
+    let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+    agent.get(url).call().unwrap_or_else(|e| panic!("GET {url}: {e}")).body_mut().read_to_vec().expect("body")
+}
+
 fn decode_cleanly(stack: &Stack, url: &str) {
     if let Some(stderr) = decode_errors(url) {
         // Name the segments that fail on their own, to tell a bad chunk from a bad playlist.
         let mut bad = Vec::new();
         let (_, body) = stack.get(url.strip_prefix(&stack.url("")).unwrap_or(url));
-        for line in body.lines().filter(|l| l.starts_with("/media/")) {
-            if let Some(e) = decode_errors(&stack.url(line)) {
+        for line in segment_uris(&body).iter().filter(|l| l.ends_with(".ts")) {
+            if let Some(e) = decode_errors(&absolute(stack, line)) {
                 bad.push(format!("{line}: {e}"));
             }
         }
@@ -47,6 +61,39 @@ fn decode_cleanly(stack: &Stack, url: &str) {
 #[test]
 fn two_publishers_over_srt_become_live_abr_hls() {
     let stack = Stack::start();
+    srt_to_hls(&stack, "/media/");
+}
+
+/// The same run with media in a real S3 server (Garage): chunks and renditions go to the bucket, with their
+/// content type, and playlists point players straight at the bucket's website endpoint, as they would at a
+/// CDN. The manifest's own `/media/` proxy reads the same objects back from S3.
+#[test]
+fn two_publishers_over_srt_become_live_abr_hls_on_s3_storage() {
+    let garage = Garage::start();
+    let stack = Stack::start_with(StackOptions {
+        storage: Some(format!("s3://{}", support::garage::BUCKET)),
+        storage_env: garage.env(),
+        media_base_url: Some(garage.web_url()),
+    });
+    let base = format!("{}/", garage.web_url());
+    srt_to_hls(&stack, &base);
+
+    let storage = ladder_storage::Storage::open("s3://ladder", &garage.storage_options()).expect("s3 storage");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let (_, media) = stack.get("/live/cam1/720p.m3u8");
+    let uri = segment_uris(&media).into_iter().next().expect("a segment");
+    let key = uri.strip_prefix(&base).expect("segment URIs start with the public base URL").to_string();
+    let content_type = runtime.block_on(storage.stored_content_type(&key)).expect("head");
+    assert_eq!(content_type.as_deref(), Some("video/mp2t"), "{key}");
+    assert_eq!(fetch(&stack.url(&format!("/media/{key}"))), fetch(&uri), "the /media/ proxy serves the S3 object");
+    let sources = runtime.block_on(storage.list("live/cam1/")).expect("list");
+    let source_chunks = sources.iter().filter(|k| k.contains("/source/")).count();
+    assert!(source_chunks >= 10, "source chunks are in the bucket: {sources:?}");
+    assert!(!std::path::Path::new(&stack.data().join("media")).exists(), "nothing was written to local disk");
+}
+
+/// Two publishers in, ABR HLS out; `media_base` is where playlists point segment URIs.
+fn srt_to_hls(stack: &Stack, media_base: &str) {
     let events = stack.watch_events(&["--stream", "cam1", "--all"]);
 
     // Both streamid syntaxes, at the same time, at different sizes and frame rates.
@@ -54,7 +101,7 @@ fn two_publishers_over_srt_become_live_abr_hls() {
     let cam2 = publish(&stack.srt_url("cam2"), "640x360", 30, 22, 880);
 
     // While live: every rendition listed, every media playlist a sliding window of at least 4 segments.
-    let master = eventually(Duration::from_secs(60), "cam1 live with 3 renditions of 4+ segments", &stack, || {
+    let master = eventually(Duration::from_secs(60), "cam1 live with 3 renditions of 4+ segments", stack, || {
         let (status, master) = stack.get("/live/cam1/master.m3u8");
         if status != 200 || variants(&master).len() < 3 {
             return None;
@@ -80,7 +127,7 @@ fn two_publishers_over_srt_become_live_abr_hls() {
         let (_, playlist) = stack.get(&format!("/live/cam1/{uri}"));
         assert!(playlist.contains("#EXT-X-TARGETDURATION:2\n"), "{playlist}");
         assert!(playlist.lines().filter(|l| l.starts_with("#EXTINF:")).all(|l| l == "#EXTINF:2.000000,"), "{playlist}");
-        assert!(playlist.len() <= 6 * 80 + 100, "a live window, not the whole stream: {playlist}");
+        assert!(playlist.len() <= 6 * (80 + media_base.len()) + 100, "a live window, not the whole stream: {playlist}");
     }
 
     let cam1_ended = cam1.finish();
@@ -99,7 +146,7 @@ fn two_publishers_over_srt_become_live_abr_hls() {
 
     // Once both sessions are over, every playlist ends, and ffmpeg decodes it all without one error.
     for stream in ["cam1", "cam2"] {
-        eventually(Duration::from_secs(90), &format!("{stream} playlists to end"), &stack, || {
+        eventually(Duration::from_secs(90), &format!("{stream} playlists to end"), stack, || {
             let (_, master) = stack.get(&format!("/live/{stream}/master.m3u8"));
             let ended = variants(&master)
                 .iter()
@@ -108,9 +155,9 @@ fn two_publishers_over_srt_become_live_abr_hls() {
         });
         let (_, master) = stack.get(&format!("/live/{stream}/master.m3u8"));
         for (_, uri) in variants(&master) {
-            decode_cleanly(&stack, &stack.url(&format!("/live/{stream}/{uri}")));
+            decode_cleanly(stack, &stack.url(&format!("/live/{stream}/{uri}")));
         }
-        decode_cleanly(&stack, &stack.url(&format!("/live/{stream}/master.m3u8")));
+        decode_cleanly(stack, &stack.url(&format!("/live/{stream}/master.m3u8")));
     }
 
     // The second publisher has its own playlists: a 360p source gets only the 360p rendition, and nothing
@@ -119,7 +166,8 @@ fn two_publishers_over_srt_become_live_abr_hls() {
     assert_eq!(variants(&cam2_master).len(), 1, "{cam2_master}");
     assert!(cam2_master.contains("RESOLUTION=640x360"), "{cam2_master}");
     let (_, cam2_media) = stack.get("/live/cam2/360p.m3u8");
-    assert!(segment_uris(&cam2_media).iter().all(|uri| uri.starts_with("/media/live/cam2/")), "{cam2_media}");
+    let cam2_prefix = format!("{media_base}live/cam2/");
+    assert!(segment_uris(&cam2_media).iter().all(|uri| uri.starts_with(&cam2_prefix)), "{cam2_media}");
     assert!(segment_uris(&cam2_media).len() >= 10, "22 s of cam2 in 2 s chunks: {cam2_media}");
 
     // Timestamps run on across chunk boundaries: each 720p segment starts one frame (3600 ticks at 25 fps)
@@ -130,9 +178,7 @@ fn two_publishers_over_srt_become_live_abr_hls() {
     let mut previous_last: Option<i64> = None;
     for (i, uri) in segments.iter().enumerate() {
         let path = stack.data().join(format!("segment-{i}.ts"));
-        let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
-        let bytes = agent.get(&stack.url(uri)).call().expect("segment").body_mut().read_to_vec().expect("body");
-        std::fs::write(&path, bytes).expect("write segment");
+        std::fs::write(&path, fetch(&absolute(stack, uri))).expect("write segment");
         let pts = video_pts(&path);
         assert!(!pts.is_empty(), "{uri} has video");
         if let Some(last) = previous_last {

@@ -3,6 +3,8 @@
 //! killed when the [`Stack`] is dropped.
 #![allow(dead_code)]
 
+pub mod garage;
+
 use std::{
     io::{BufRead, BufReader},
     net::UdpSocket,
@@ -16,8 +18,20 @@ use ladder_bus::server::{free_port, NatsServer};
 
 pub const LADDER: &str = env!("CARGO_BIN_EXE_ladder");
 
+/// Where a [`Stack`] keeps media: its data directory by default, or an S3 bucket.
+#[derive(Default)]
+pub struct StackOptions {
+    /// `--storage` for segmenter, transcoder and manifest; `None`: `<data>/media`.
+    pub storage: Option<String>,
+    /// Environment of those services (S3 endpoint and credentials).
+    pub storage_env: Vec<(&'static str, String)>,
+    /// `--media-base-url` of the manifest.
+    pub media_base_url: Option<String>,
+}
+
 pub struct Stack {
     pub dir: tempfile::TempDir,
+    options: StackOptions,
     pub nats_url: String,
     pub srt_port: u16,
     pub http_port: u16,
@@ -29,6 +43,11 @@ pub struct Stack {
 impl Stack {
     /// Starts nats-server and the five services.
     pub fn start() -> Stack {
+        Stack::start_with(StackOptions::default())
+    }
+
+    /// Starts nats-server and the five services, with media where `options` says.
+    pub fn start_with(options: StackOptions) -> Stack {
         let dir = tempfile::tempdir().expect("tempdir");
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let nats = runtime
@@ -39,6 +58,7 @@ impl Stack {
             srt_port: free_udp_port(),
             http_port: free_port().expect("free port"),
             dir,
+            options,
             services: Vec::new(),
             nats: Some(nats),
             runtime,
@@ -56,22 +76,30 @@ impl Stack {
 
     pub fn start_service(&mut self, service: &str) {
         let data = self.data();
+        let storage = self.options.storage.clone().unwrap_or_else(|| data.join("media").display().to_string());
+        let storage_env = self.options.storage_env.iter().map(|(k, v)| (*k, v.as_str()));
         let mut command = Command::new(LADDER);
         command.arg(service).env("LADDER_LOG", "info").env("NO_COLOR", "1");
         match service {
             "ingest" => {
                 command.args(["--nats", &self.nats_url, "--srt-listen", &format!("127.0.0.1:{}", self.srt_port)])
             }
-            "segmenter" => command.args(["--nats", &self.nats_url, "--storage"]).arg(data.join("media")),
+            "segmenter" => command.args(["--nats", &self.nats_url, "--storage", &storage]).envs(storage_env),
             "transcoder" => command
-                .args(["--nats", &self.nats_url, "--workers", "2", "--preset", "ultrafast", "--storage"])
-                .arg(data.join("media")),
+                .args(["--nats", &self.nats_url, "--workers", "2", "--preset", "ultrafast", "--storage", &storage])
+                .envs(storage_env),
             "indexer" => command.args(["--nats", &self.nats_url, "--index"]).arg(data.join("index.db")),
-            "manifest" => command
-                .args(["--http-listen", &format!("127.0.0.1:{}", self.http_port), "--index"])
-                .arg(data.join("index.db"))
-                .arg("--storage")
-                .arg(data.join("media")),
+            "manifest" => {
+                command
+                    .args(["--http-listen", &format!("127.0.0.1:{}", self.http_port), "--index"])
+                    .arg(data.join("index.db"))
+                    .args(["--storage", &storage])
+                    .envs(storage_env);
+                if let Some(base) = &self.options.media_base_url {
+                    command.args(["--media-base-url", base]);
+                }
+                &mut command
+            }
             other => panic!("unknown service {other}"),
         };
         let log = std::fs::File::create(data.join(format!("{service}.log"))).expect("log file");

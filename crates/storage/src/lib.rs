@@ -13,8 +13,12 @@ use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use object_store::{
-    aws::AmazonS3Builder, local::LocalFileSystem, path::Path, prefix::PrefixStore, Attribute, Attributes,
-    BackoffConfig, ClientOptions, GetOptions, ObjectStore, ObjectStoreExt, PutOptions, PutPayload, RetryConfig,
+    aws::{AmazonS3Builder, AmazonS3ConfigKey},
+    local::LocalFileSystem,
+    path::Path,
+    prefix::PrefixStore,
+    Attribute, Attributes, BackoffConfig, ClientConfigKey, GetOptions, ObjectStore, ObjectStoreExt, PutOptions,
+    PutPayload, RetryConfig,
 };
 
 /// Where each object lives. Keys are deterministic, so a retried upload overwrites the same object.
@@ -128,7 +132,12 @@ impl Storage {
         // reqwest is built without a TLS crypto provider of its own; use ring, which async-nats already uses.
         // Installing fails harmlessly when a provider is already installed.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        let client = |key| AmazonS3ConfigKey::Client(key);
+        // Environment first (AWS_*), then what was given explicitly.
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_config(client(ClientConfigKey::ConnectTimeout), "5s")
+            .with_config(client(ClientConfigKey::Timeout), "60s");
         if let Some(endpoint) = &options.endpoint {
             builder = builder
                 .with_endpoint(endpoint)
@@ -153,9 +162,7 @@ impl Storage {
             max_retries: 6,
             retry_timeout: Duration::from_secs(60),
         };
-        let client =
-            ClientOptions::new().with_connect_timeout(Duration::from_secs(5)).with_timeout(Duration::from_secs(60));
-        let store = builder.with_retry(retry).with_client_options(client).build().map_err(|e| error(e.to_string()))?;
+        let store = builder.with_retry(retry).build().map_err(|e| error(e.to_string()))?;
         let store: Arc<dyn ObjectStore> = match prefix.trim_matches('/') {
             "" => Arc::new(store),
             prefix => Arc::new(PrefixStore::new(store, prefix)),
