@@ -36,6 +36,8 @@ pub mod header {
 pub enum BusError {
     #[error("cannot connect to NATS at {url}: {source}")]
     Connect { url: String, source: async_nats::ConnectError },
+    #[error("invalid NATS URL {url:?}: {source}")]
+    InvalidUrl { url: String, source: std::io::Error },
     #[error("cannot set up JetStream {what}: {message}")]
     Topology { what: String, message: String },
     #[error("publish to {subject} failed: {message}")]
@@ -50,13 +52,19 @@ pub struct Bus {
 }
 
 impl Bus {
-    /// Connects and creates the streams and consumers if they do not exist yet.
+    /// Connects and creates the streams and consumers if they do not exist yet. `url` may list several
+    /// servers of a cluster, comma-separated; the client also learns the others from the cluster.
     pub async fn connect(url: &str) -> Result<Bus, BusError> {
+        let servers = url
+            .split(',')
+            .map(|server| server.trim().parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| BusError::InvalidUrl { url: url.to_string(), source })?;
         let client = async_nats::ConnectOptions::new()
             .name("ladder")
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
-            .connect(url)
+            .connect(servers)
             .await
             .map_err(|source| BusError::Connect { url: url.to_string(), source })?;
         let js = jetstream::new(client.clone());

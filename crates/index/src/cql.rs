@@ -138,6 +138,11 @@ const MIGRATIONS: &[(i32, &str, &[&str])] = &[(
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: i32 = 1;
 
+/// session_id, started_at_ms, ended_at_ms, chunk_count
+type SessionRow = (String, Option<i64>, Option<i64>, Option<i64>);
+/// rendition, width, height, bitrate, codecs
+type RenditionRow = (String, Option<i32>, Option<i32>, Option<i64>, Option<String>);
+
 struct Statements {
     add_stream: PreparedStatement,
     session_started: PreparedStatement,
@@ -275,17 +280,28 @@ impl ScyllaIndex {
         Ok(())
     }
 
-    async fn sessions_of(&self, stream: &str) -> Result<Vec<PublishSession>, IndexError> {
-        let rows: Vec<(String, Option<i64>, Option<i64>, Option<i64>)> = self
-            .session
-            .execute_iter(self.statements.sessions_of.clone(), (stream,))
+    /// Every row of a read, page by page.
+    async fn rows<R>(
+        &self,
+        statement: &PreparedStatement,
+        values: impl ::scylla::serialize::row::SerializeRow,
+    ) -> Result<Vec<R>, IndexError>
+    where
+        R: for<'frame, 'metadata> ::scylla::deserialize::row::DeserializeRow<'frame, 'metadata> + Send + 'static,
+    {
+        self.session
+            .execute_iter(statement.clone(), values)
             .await
             .map_err(backend)?
-            .rows_stream::<(String, Option<i64>, Option<i64>, Option<i64>)>()
+            .rows_stream::<R>()
             .map_err(backend)?
             .try_collect()
             .await
-            .map_err(backend)?;
+            .map_err(backend)
+    }
+
+    async fn sessions_of(&self, stream: &str) -> Result<Vec<PublishSession>, IndexError> {
+        let rows: Vec<SessionRow> = self.rows(&self.statements.sessions_of, (stream,)).await?;
         Ok(rows
             .into_iter()
             .map(|(session_id, started, ended, chunk_count)| PublishSession {
@@ -429,16 +445,7 @@ impl Index for ScyllaIndex {
     }
 
     async fn streams(&self) -> Result<Vec<PublishSession>, IndexError> {
-        let names: Vec<(String,)> = self
-            .session
-            .execute_iter(self.statements.stream_names.clone(), ())
-            .await
-            .map_err(backend)?
-            .rows_stream::<(String,)>()
-            .map_err(backend)?
-            .try_collect()
-            .await
-            .map_err(backend)?;
+        let names: Vec<(String,)> = self.rows(&self.statements.stream_names, ()).await?;
         let mut latest = Vec::new();
         for (stream,) in names {
             if let Some(session) = self.latest_session(&stream).await? {
@@ -457,16 +464,7 @@ impl Index for ScyllaIndex {
     }
 
     async fn renditions(&self, stream: &str, session: &str) -> Result<Vec<Rendition>, IndexError> {
-        let rows: Vec<(String, Option<i32>, Option<i32>, Option<i64>, Option<String>)> = self
-            .session
-            .execute_iter(self.statements.renditions_of.clone(), (stream, session))
-            .await
-            .map_err(backend)?
-            .rows_stream::<(String, Option<i32>, Option<i32>, Option<i64>, Option<String>)>()
-            .map_err(backend)?
-            .try_collect()
-            .await
-            .map_err(backend)?;
+        let rows: Vec<RenditionRow> = self.rows(&self.statements.renditions_of, (stream, session)).await?;
         let mut renditions = Vec::new();
         for (name, width, height, bitrate, codecs) in rows {
             let segments = self.segments(stream, session, &name).await?;
@@ -492,16 +490,7 @@ impl Index for ScyllaIndex {
 
     async fn segments(&self, stream: &str, session: &str, rendition: &str) -> Result<Vec<Segment>, IndexError> {
         type Row = (i64, String, i64, i64, i64, i64, bool);
-        let rows: Vec<Row> = self
-            .session
-            .execute_iter(self.statements.segments_of.clone(), (stream, session, rendition))
-            .await
-            .map_err(backend)?
-            .rows_stream::<Row>()
-            .map_err(backend)?
-            .try_collect()
-            .await
-            .map_err(backend)?;
+        let rows: Vec<Row> = self.rows(&self.statements.segments_of, (stream, session, rendition)).await?;
         Ok(rows
             .into_iter()
             .map(|(sequence, object_key, size, first_pts, duration, wall_clock_ms, discontinuity)| Segment {
@@ -523,16 +512,7 @@ impl Index for ScyllaIndex {
     }
 
     async fn failed_chunks(&self, stream: &str, session: &str) -> Result<Vec<u64>, IndexError> {
-        let rows: Vec<(i64, bool)> = self
-            .session
-            .execute_iter(self.statements.failures_of.clone(), (stream, session))
-            .await
-            .map_err(backend)?
-            .rows_stream::<(i64, bool)>()
-            .map_err(backend)?
-            .try_collect()
-            .await
-            .map_err(backend)?;
+        let rows: Vec<(i64, bool)> = self.rows(&self.statements.failures_of, (stream, session)).await?;
         let mut failed: Vec<u64> = rows
             .into_iter()
             .filter(|(sequence, permanent)| *permanent && *sequence >= 0)

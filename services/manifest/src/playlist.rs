@@ -143,4 +143,18 @@ mod tests {
         let waiting = media(&segments[..9], &[], 6, Some(10), "/media/");
         assert!(!waiting.contains("ENDLIST"), "the last chunk is still being transcoded");
     }
+
+    #[test]
+    fn segment_uris_follow_the_media_base() {
+        let segments: Vec<Segment> = (0..2).map(|i| segment(i, 180_000)).collect();
+        let text = media(&segments, &[], 6, None, "https://cdn.example.com/");
+        let uris: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            uris,
+            vec![
+                "https://cdn.example.com/live/s/x/720p/00000000.ts",
+                "https://cdn.example.com/live/s/x/720p/00000001.ts"
+            ]
+        );
+    }
 }
