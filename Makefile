@@ -24,6 +24,7 @@ deps:
 
 test-deps:
 	@./scripts/install-garage.sh
+	@./scripts/install-python-deps.sh
 
 build:
 	$(CARGO) build --workspace

@@ -90,9 +90,9 @@ fn unsupported_streams_fail_clearly_and_a_healthy_one_is_untouched() {
         let (_, playlist) = stack.get("/live/healthy/360p.m3u8");
         playlist.contains("#EXT-X-ENDLIST").then_some(())
     });
-    let (_, playlist) = stack.get("/live/healthy/360p.m3u8");
+    let (_, playlist) = stack.get("/dvr/healthy/360p.m3u8");
     assert_eq!(playlist.matches("#EXTINF:").count(), 7, "14 s in 2 s chunks: {playlist}");
-    let url = stack.url("/live/healthy/master.m3u8");
+    let url = stack.url("/dvr/healthy/master.m3u8");
     let (ok, _, stderr) = run("ffmpeg", &["-hide_banner", "-v", "error", "-i", &url, "-map", "0", "-f", "null", "-"]);
     assert!(ok && stderr.trim().is_empty(), "healthy stream decodes: {stderr}");
 }

@@ -173,6 +173,10 @@ pub struct HttpArgs {
     /// from directly. Unset: the manifest serves segments itself from storage, under /media/.
     #[arg(long, env = "LADDER_MEDIA_BASE_URL")]
     pub media_base_url: Option<String>,
+    /// Seconds after a publisher leaves before its playlists end (EXT-X-ENDLIST); a reconnect within them
+    /// continues the same playlists.
+    #[arg(long, env = "LADDER_END_GRACE", default_value_t = 30.0)]
+    pub end_grace: f64,
 }
 
 /// Why the command failed: bad configuration exits with 64, anything else with 1.
@@ -309,6 +313,11 @@ fn manifest_config(
     index: Arc<dyn Index>,
     http: &HttpArgs,
 ) -> anyhow::Result<ladder_manifest::Config> {
+    anyhow::ensure!(
+        (0.0..=86_400.0).contains(&http.end_grace),
+        "--end-grace (LADDER_END_GRACE) must be between 0 and 86400 seconds, got {}",
+        http.end_grace
+    );
     anyhow::ensure!(http.window >= 3, "--window (LADDER_PLAYLIST_WINDOW) must be at least 3, got {}", http.window);
     Ok(ladder_manifest::Config {
         http_listen: http.http_listen,
@@ -316,6 +325,7 @@ fn manifest_config(
         storage: open_storage(storage)?,
         window: http.window,
         media_base: media_base(http.media_base_url.as_deref())?,
+        end_grace: Duration::from_secs_f64(http.end_grace),
     })
 }
 

@@ -27,6 +27,8 @@ pub struct StackOptions {
     pub storage_env: Vec<(&'static str, String)>,
     /// `--media-base-url` of the manifest.
     pub media_base_url: Option<String>,
+    /// `--end-grace` of the manifest in seconds; `None`: 1.
+    pub end_grace: Option<u32>,
 }
 
 pub struct Stack {
@@ -95,6 +97,8 @@ impl Stack {
                     .arg(data.join("index.db"))
                     .args(["--storage", &storage])
                     .envs(storage_env);
+                let grace = self.options.end_grace.unwrap_or(1).to_string();
+                command.args(["--end-grace", &grace]);
                 if let Some(base) = &self.options.media_base_url {
                     command.args(["--media-base-url", base]);
                 }
@@ -245,6 +249,11 @@ pub fn publish(url: &str, size: &str, rate: u32, seconds: u32, tone_hz: u32) -> 
 
 impl Publisher {
     /// Waits for ffmpeg to finish; panics with its stderr if it failed.
+    /// Whether the publisher has stopped (its input is over).
+    pub fn is_finished(&mut self) -> bool {
+        self.child.try_wait().map_or(true, |status| status.is_some())
+    }
+
     pub fn finish(mut self) -> Instant {
         let status = self.child.wait().expect("ffmpeg waits");
         let mut stderr = String::new();

@@ -122,6 +122,7 @@ const MIGRATIONS: &[(i32, &str, &[&str])] = &[(
             PRIMARY KEY ((stream, session_id), sequence))",
         "CREATE TABLE IF NOT EXISTS {ks}.session_renditions (
             stream text, session_id text, rendition text, width int, height int, bitrate bigint, codecs text,
+            frame_duration bigint,
             PRIMARY KEY ((stream, session_id), rendition))",
         "CREATE TABLE IF NOT EXISTS {ks}.segments (
             stream text, session_id text, rendition text, sequence bigint, object_key text, size_bytes bigint,
@@ -140,8 +141,8 @@ pub const SCHEMA_VERSION: i32 = 1;
 
 /// session_id, started_at_ms, ended_at_ms, chunk_count
 type SessionRow = (String, Option<i64>, Option<i64>, Option<i64>);
-/// rendition, width, height, bitrate, codecs
-type RenditionRow = (String, Option<i32>, Option<i32>, Option<i64>, Option<String>);
+/// rendition, width, height, bitrate, codecs, frame_duration
+type RenditionRow = (String, Option<i32>, Option<i32>, Option<i64>, Option<String>, Option<i64>);
 
 struct Statements {
     add_stream: PreparedStatement,
@@ -222,8 +223,8 @@ impl ScyllaIndex {
             ))
             .await?,
             session_rendition: prepare(format!(
-                "INSERT INTO {ks}.session_renditions (stream, session_id, rendition, width, height, bitrate, codecs)
-                 VALUES (?, ?, ?, ?, ?, ?, ?) USING TTL ?"
+                "INSERT INTO {ks}.session_renditions (stream, session_id, rendition, width, height, bitrate, codecs,
+                 frame_duration) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?"
             ))
             .await?,
             segment: prepare(format!(
@@ -246,7 +247,7 @@ impl ScyllaIndex {
             ))
             .await?,
             renditions_of: prepare(format!(
-                "SELECT rendition, width, height, bitrate, codecs FROM {ks}.session_renditions
+                "SELECT rendition, width, height, bitrate, codecs, frame_duration FROM {ks}.session_renditions
                  WHERE stream = ? AND session_id = ?"
             ))
             .await?,
@@ -410,6 +411,7 @@ impl Index for ScyllaIndex {
                     e.height as i32,
                     e.bitrate as i64,
                     &e.codecs,
+                    e.frame_duration as i64,
                     ttl,
                 );
                 self.write(&s.session_rendition, rendition).await?;
@@ -456,6 +458,12 @@ impl Index for ScyllaIndex {
         Ok(latest)
     }
 
+    async fn sessions(&self, stream: &str) -> Result<Vec<PublishSession>, IndexError> {
+        let mut sessions = self.sessions_of(stream).await?;
+        sessions.sort_by(|a, b| a.started_at_ms.cmp(&b.started_at_ms).then_with(|| a.session_id.cmp(&b.session_id)));
+        Ok(sessions)
+    }
+
     async fn latest_session(&self, stream: &str) -> Result<Option<PublishSession>, IndexError> {
         let sessions = self.sessions_of(stream).await?;
         Ok(sessions
@@ -466,7 +474,7 @@ impl Index for ScyllaIndex {
     async fn renditions(&self, stream: &str, session: &str) -> Result<Vec<Rendition>, IndexError> {
         let rows: Vec<RenditionRow> = self.rows(&self.statements.renditions_of, (stream, session)).await?;
         let mut renditions = Vec::new();
-        for (name, width, height, bitrate, codecs) in rows {
+        for (name, width, height, bitrate, codecs, frame_duration) in rows {
             let segments = self.segments(stream, session, &name).await?;
             let Some(last) = segments.last() else { continue };
             // The same integer arithmetic as the SQLite index, so both serve identical playlists.
@@ -482,6 +490,7 @@ impl Index for ScyllaIndex {
                 peak_bps: peak,
                 average_bps: bytes * 8 * 90_000 / duration.max(1),
                 last_sequence: last.sequence,
+                frame_duration: frame_duration.unwrap_or(0) as u64,
             });
         }
         renditions.sort_by(|a, b| b.bitrate.cmp(&a.bitrate).then_with(|| a.name.cmp(&b.name)));

@@ -71,6 +71,8 @@ pub struct Rendition {
     pub average_bps: u64,
     /// Sequence number of its newest chunk.
     pub last_sequence: u64,
+    /// One video frame in 90 kHz ticks; 0 if unknown.
+    pub frame_duration: u64,
 }
 
 /// One playable chunk of one rendition.
@@ -94,6 +96,9 @@ pub trait Index: Send + Sync {
     async fn streams(&self) -> Result<Vec<Session>, IndexError>;
 
     async fn latest_session(&self, stream: &str) -> Result<Option<Session>, IndexError>;
+
+    /// Every retained session of the stream, oldest first.
+    async fn sessions(&self, stream: &str) -> Result<Vec<Session>, IndexError>;
 
     /// The renditions that have at least one chunk in the session, by descending bitrate.
     async fn renditions(&self, stream: &str, session: &str) -> Result<Vec<Rendition>, IndexError>;

@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS renditions (
     height INTEGER NOT NULL,
     bitrate INTEGER NOT NULL,
     codecs TEXT NOT NULL,
+    frame_duration INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (stream, session_id, rendition, sequence)
 );
 CREATE TABLE IF NOT EXISTS failures (
@@ -91,6 +92,15 @@ impl SqliteIndex {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
+        // Indexes made before renditions had a frame duration gain the column.
+        let has_frame_duration = conn
+            .prepare("SELECT 1 FROM pragma_table_info('renditions') WHERE name = 'frame_duration'")
+            .and_then(|mut stmt| stmt.exists([]))
+            .map_err(backend)?;
+        if !has_frame_duration {
+            conn.execute_batch("ALTER TABLE renditions ADD COLUMN frame_duration INTEGER NOT NULL DEFAULT 0")
+                .map_err(backend)?;
+        }
         Ok(SqliteIndex { conn: Arc::new(Mutex::new(conn)) })
     }
 
@@ -158,7 +168,7 @@ impl Index for SqliteIndex {
                     ],
                 )?,
                 Event::RenditionReady(e) => conn.execute(
-                    "INSERT OR REPLACE INTO renditions VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                    "INSERT OR REPLACE INTO renditions VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                     params![
                         e.stream,
                         e.session_id,
@@ -173,7 +183,8 @@ impl Index for SqliteIndex {
                         e.width,
                         e.height,
                         e.bitrate as i64,
-                        e.codecs
+                        e.codecs,
+                        e.frame_duration as i64
                     ],
                 )?,
                 Event::ChunkFailed(e) => conn.execute(
@@ -232,13 +243,26 @@ impl Index for SqliteIndex {
         .await
     }
 
+    async fn sessions(&self, stream: &str) -> Result<Vec<Session>, IndexError> {
+        let stream = stream.to_string();
+        self.with(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT stream, session_id, started_at_ms, ended_at_ms, chunk_count FROM sessions WHERE stream = ?1
+                 ORDER BY started_at_ms, session_id",
+            )?;
+            let rows = stmt.query_map(params![stream], session_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
     async fn renditions(&self, stream: &str, session: &str) -> Result<Vec<Rendition>, IndexError> {
         let (stream, session) = (stream.to_string(), session.to_string());
         self.with(move |conn| {
             let mut stmt = conn.prepare(
                 "SELECT rendition, MAX(width), MAX(height), MAX(bitrate), MAX(codecs),
                         MAX(size_bytes * 8 * 90000 / MAX(duration, 1)),
-                        SUM(size_bytes) * 8 * 90000 / MAX(SUM(duration), 1), MAX(sequence)
+                        SUM(size_bytes) * 8 * 90000 / MAX(SUM(duration), 1), MAX(sequence), MAX(frame_duration)
                  FROM renditions WHERE stream = ?1 AND session_id = ?2
                  GROUP BY rendition ORDER BY MAX(bitrate) DESC, rendition",
             )?;
@@ -252,6 +276,7 @@ impl Index for SqliteIndex {
                     peak_bps: row.get::<_, i64>(5)? as u64,
                     average_bps: row.get::<_, i64>(6)? as u64,
                     last_sequence: row.get::<_, i64>(7)? as u64,
+                    frame_duration: row.get::<_, i64>(8)? as u64,
                 })
             })?;
             rows.collect()

@@ -26,6 +26,7 @@ fn rendition(session: &str, name: &str, sequence: u64, bitrate: u64, size: u64) 
         bitrate,
         codecs: "avc1.64001f,mp4a.40.2".into(),
         timing: None,
+        frame_duration: 3600,
     })
 }
 
@@ -62,10 +63,14 @@ async fn conformance(index: &dyn Index) {
     // 900 000 bytes in 2 s is 3.6 Mb/s at peak; 1.5 MB in 4 s is 3 Mb/s on average.
     assert_eq!(renditions[0].peak_bps, 3_600_000);
     assert_eq!(renditions[0].average_bps, 3_000_000);
+    assert_eq!(renditions[0].frame_duration, 3600);
 
     index.apply(&started("s2", 2_000)).await.expect("apply");
     assert_eq!(index.latest_session("cam").await.expect("read").map(|s| s.session_id), Some("s2".into()));
     assert!(index.renditions("cam", "s2").await.expect("renditions").is_empty(), "sessions are separate");
+    let sessions = index.sessions("cam").await.expect("sessions");
+    assert_eq!(sessions.iter().map(|s| s.session_id.as_str()).collect::<Vec<_>>(), vec!["s1", "s2"], "oldest first");
+    assert!(index.sessions("nope").await.expect("sessions").is_empty());
     let streams = index.streams().await.expect("streams");
     assert_eq!(streams.len(), 1);
     assert_eq!(streams[0].session_id, "s2");

@@ -8,7 +8,9 @@
 //! | `GET /`                            | page listing the streams                         |
 //! | `GET /watch/<stream>`              | player page (hls.js, served from `/assets`)      |
 //! | `GET /live/<stream>/master.m3u8`   | master playlist of the stream's latest session   |
-//! | `GET /live/<stream>/<rendition>.m3u8` | live media playlist                           |
+//! | `GET /live/<stream>/<rendition>.m3u8` | live media playlist (sliding window)          |
+//! | `GET /dvr/<stream>/<...>.m3u8`     | the same with every retained segment (DVR)       |
+//! | `GET /clip/<stream>/<...>.m3u8?from=&to=` | a VOD clip of a wall-clock range          |
 //! | `GET /media/<key>`                 | a stored chunk (embedded storage)                |
 //! | `GET /api/streams`                 | the streams as JSON                              |
 #![forbid(unsafe_code)]
@@ -18,8 +20,8 @@ pub mod playlist;
 use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
-    extract::{Path, State},
-    http::{header, HeaderValue, StatusCode},
+    extract::{Path, Query, State},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{Html, IntoResponse, Response},
     routing::get,
     Router,
@@ -38,6 +40,9 @@ pub struct Config {
     /// Where players fetch segments: `/media/` (this server reads them from storage), or the public base URL
     /// of the bucket or a CDN in front of it, ending with `/`.
     pub media_base: String,
+    /// How long after a publisher leaves its playlists end (EXT-X-ENDLIST). A reconnect within it continues
+    /// the same playlists.
+    pub end_grace: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,8 +72,11 @@ pub fn router(config: Config) -> Router {
         .route("/assets/hls.min.js", get(hls_js))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/api/streams", get(streams_json))
-        .route("/live/{stream}/{file}", get(playlist))
+        .route("/live/{stream}/{file}", get(live))
+        .route("/dvr/{stream}/{file}", get(dvr))
+        .route("/clip/{stream}/{file}", get(clip))
         .route("/media/{*key}", get(media))
+        .layer(axum::middleware::from_fn(cors))
         .with_state(Arc::new(config))
 }
 
@@ -77,7 +85,8 @@ type Shared = Arc<Config>;
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 
 fn not_found(what: &str) -> Response {
-    (StatusCode::NOT_FOUND, [(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")], format!("{what} not found\n")).into_response()
+    // Short-lived, so a stream that starts a moment later is not hidden by a cached 404.
+    (StatusCode::NOT_FOUND, [(header::CACHE_CONTROL, "max-age=1")], format!("{what} not found\n")).into_response()
 }
 
 fn index_error(e: IndexError) -> Response {
@@ -94,38 +103,171 @@ fn with_headers(body: impl IntoResponse, content_type: &'static str, cache: &'st
     response
 }
 
-async fn playlist(State(config): State<Shared>, Path((stream, file)): Path<(String, String)>) -> Response {
+/// Which playlists a route serves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flavor {
+    Live,
+    Dvr,
+    Clip,
+}
+
+#[derive(serde::Deserialize)]
+struct ClipRange {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+async fn live(state: State<Shared>, Path((stream, file)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    playlist(state, stream, file, Flavor::Live, None, &headers).await
+}
+
+async fn dvr(state: State<Shared>, Path((stream, file)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    playlist(state, stream, file, Flavor::Dvr, None, &headers).await
+}
+
+async fn clip(
+    state: State<Shared>,
+    Path((stream, file)): Path<(String, String)>,
+    Query(range): Query<ClipRange>,
+    headers: HeaderMap,
+) -> Response {
+    let parse = |text: &Option<String>| text.as_deref().and_then(playlist::parse_time);
+    let (Some(from_ms), Some(to_ms)) = (parse(&range.from), parse(&range.to)) else {
+        return bad_request("a clip needs from= and to=, as Unix milliseconds or RFC 3339 times");
+    };
+    if to_ms <= from_ms {
+        return bad_request("a clip's to= must be after its from=");
+    }
+    playlist(state, stream, file, Flavor::Clip, Some((from_ms, to_ms)), &headers).await
+}
+
+async fn playlist(
+    State(config): State<Shared>,
+    stream: String,
+    file: String,
+    flavor: Flavor,
+    range: Option<(i64, i64)>,
+    headers: &HeaderMap,
+) -> Response {
     let Some(name) = file.strip_suffix(".m3u8") else {
         return not_found("playlist");
     };
-    let session = match config.index.latest_session(&stream).await {
-        Ok(Some(session)) => session,
-        Ok(None) => return not_found("stream"),
+    let sessions = match config.index.sessions(&stream).await {
+        Ok(sessions) if !sessions.is_empty() => sessions,
+        Ok(_) => return not_found("stream"),
         Err(e) => return index_error(e),
     };
-    let renditions = match config.index.renditions(&stream, &session.session_id).await {
-        Ok(renditions) => playlist::current(renditions),
-        Err(e) => return index_error(e),
-    };
+    let latest = &sessions[sessions.len() - 1];
+    // The renditions of the newest session that has any: right after a reconnect, the new session has none
+    // until its first chunk is transcoded, and players go on with the previous session's.
+    let mut renditions = Vec::new();
+    for session in sessions.iter().rev() {
+        match config.index.renditions(&stream, &session.session_id).await {
+            Ok(found) if !found.is_empty() => {
+                renditions = playlist::current(found);
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => return index_error(e),
+        }
+    }
+    let grace_over =
+        |ended_at_ms: Option<i64>| ended_at_ms.is_some_and(|at| now_ms() - at >= config.end_grace.as_millis() as i64);
     if name == "master" {
         if renditions.is_empty() {
             return not_found("stream");
         }
-        return with_headers(playlist::master(&renditions), PLAYLIST_TYPE, "max-age=2");
+        let query = range.map(|(from, to)| format!("?from={from}&to={to}")).unwrap_or_default();
+        let cache = if grace_over(latest.ended_at_ms) { CACHE_ENDED } else { CACHE_MASTER };
+        return cached(headers, playlist::master(&renditions, &query), PLAYLIST_TYPE, cache);
     }
     if !renditions.iter().any(|r| r.name == name) {
         return not_found("rendition");
     }
-    let segments = config.index.segments(&stream, &session.session_id, name).await;
-    let failed = config.index.failed_chunks(&stream, &session.session_id).await;
-    let (segments, failed) = match (segments, failed) {
-        (Ok(segments), Ok(failed)) => (segments, failed),
-        (Err(e), _) | (_, Err(e)) => return index_error(e),
+    let mut media = Vec::with_capacity(sessions.len());
+    for session in sessions {
+        let segments = config.index.segments(&stream, &session.session_id, name).await;
+        let failed = config.index.failed_chunks(&stream, &session.session_id).await;
+        match (segments, failed) {
+            (Ok(segments), Ok(failed)) => media.push(playlist::SessionMedia { session, segments, failed }),
+            (Err(e), _) | (_, Err(e)) => return index_error(e),
+        }
+    }
+    let timeline = playlist::timeline(&media);
+    let ended = timeline.complete && grace_over(timeline.ended_at_ms);
+    let kind = match (flavor, range) {
+        (Flavor::Clip, Some((from_ms, to_ms))) => playlist::Kind::Clip { from_ms, to_ms },
+        (Flavor::Dvr, _) => playlist::Kind::Dvr,
+        _ => playlist::Kind::Live { window: config.window },
     };
-    let ended = session.ended_at_ms.is_some();
-    let body =
-        playlist::media(&segments, &failed, config.window, session.chunk_count.filter(|_| ended), &config.media_base);
-    with_headers(body, PLAYLIST_TYPE, if ended { "max-age=60" } else { "max-age=1" })
+    let Some(body) = playlist::media(&timeline, kind, ended, &config.media_base) else {
+        return not_found("clip");
+    };
+    let cache = if ended || flavor == Flavor::Clip {
+        CACHE_ENDED.to_string()
+    } else {
+        // About half a target duration, as MediaPackage advises for CDNs in front of live playlists.
+        format!("public, max-age={}", (timeline.target_duration / 2).max(1))
+    };
+    cached(headers, body, PLAYLIST_TYPE, &cache)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The master changes only when the ladder does: a little longer than media playlists.
+const CACHE_MASTER: &str = "public, max-age=5";
+/// Playlists that no longer change (an ended stream, a clip). Not for ever: a publisher may come back.
+const CACHE_ENDED: &str = "public, max-age=300";
+
+/// A response with an ETag (a hash of the body, the same from every manifest instance) that answers
+/// `If-None-Match` with 304.
+fn cached(request: &HeaderMap, body: String, content_type: &'static str, cache: &str) -> Response {
+    let etag = format!("\"{:016x}\"", fnv1a(body.as_bytes()));
+    let matches = request
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*"));
+    let mut response = if matches { StatusCode::NOT_MODIFIED.into_response() } else { body.into_response() };
+    let headers = response.headers_mut();
+    if !matches {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    }
+    if let Ok(value) = HeaderValue::from_str(cache) {
+        headers.insert(header::CACHE_CONTROL, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, value);
+    }
+    response
+}
+
+/// FNV-1a, 64 bits: stable across processes and builds, unlike std's hasher.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3))
+}
+
+fn bad_request(why: &str) -> Response {
+    (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response()
+}
+
+/// CORS for every response, and answers to preflight requests: players on any origin may read playlists
+/// and segments.
+async fn cors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let preflight = request.method() == axum::http::Method::OPTIONS;
+    let mut response = if preflight { StatusCode::NO_CONTENT.into_response() } else { next.run(request).await };
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("ETag, Content-Length"));
+    if preflight {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, HEAD, OPTIONS"));
+        headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Range, If-None-Match"));
+        headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    }
+    response
 }
 
 async fn media(State(config): State<Shared>, Path(key): Path<String>) -> Response {

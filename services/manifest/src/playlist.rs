@@ -2,26 +2,29 @@
 
 use std::fmt::Write;
 
-use ladder_index::{Rendition, Segment};
+use ladder_index::{Rendition, Segment, Session};
 
 const CLOCK: f64 = 90_000.0;
 
-/// The master playlist: one variant per rendition, lowest bandwidth first.
-pub fn master(renditions: &[Rendition]) -> String {
+/// The master playlist: one variant per rendition, lowest bandwidth first. `query` is appended to each
+/// variant URI (a clip's time range), or empty.
+pub fn master(renditions: &[Rendition], query: &str) -> String {
     let mut variants: Vec<&Rendition> = renditions.iter().collect();
     variants.sort_by_key(|r| (bandwidth(r), r.name.clone()));
     let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n");
     for r in variants {
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={},RESOLUTION={}x{},CODECS=\"{}\"\n{}.m3u8",
+            "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={},RESOLUTION={}x{},",
             bandwidth(r),
             r.average_bps.max(1),
             r.width,
-            r.height,
-            r.codecs,
-            r.name
+            r.height
         );
+        if r.frame_duration > 0 {
+            let _ = write!(out, "FRAME-RATE={:.3},", CLOCK / r.frame_duration as f64);
+        }
+        let _ = writeln!(out, "CODECS=\"{}\"\n{}.m3u8{query}", r.codecs, r.name);
     }
     out
 }
@@ -64,97 +67,310 @@ pub fn playable(segments: &[Segment], failed: &[u64]) -> Vec<(Segment, bool)> {
     out
 }
 
-/// A media playlist: the last `window` playable segments while live; every segment with ENDLIST once the
-/// session has ended (`chunk_count` is known) and each of its chunks is listed or failed for good.
-/// Segment URIs are `media_base` followed by the object key: `/media/` when the manifest serves media itself,
-/// or the public base URL of the bucket or CDN in front of it.
-pub fn media(
-    segments: &[Segment],
-    failed: &[u64],
-    window: usize,
-    chunk_count: Option<u64>,
-    media_base: &str,
-) -> String {
-    let playable = playable(segments, failed);
-    let next = playable.last().map_or(0, |(s, _)| s.sequence + 1);
-    let ended = chunk_count.is_some_and(|count| (next..count).all(|seq| failed.contains(&seq)));
-    let listed = if ended { &playable[..] } else { &playable[playable.len().saturating_sub(window)..] };
-    let target = listed.iter().map(|(s, _)| (s.duration as f64 / CLOCK).ceil() as u64).max().unwrap_or(2).max(1);
-    let media_sequence = listed.first().map_or(0, |(s, _)| s.sequence);
+/// One publish session of a stream with the chunks of one rendition.
+#[derive(Debug, Clone)]
+pub struct SessionMedia {
+    pub session: Session,
+    pub segments: Vec<Segment>,
+    /// Sequence numbers of chunks that failed for good.
+    pub failed: Vec<u64>,
+}
+
+/// A segment placed on the stream's timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// Media sequence number: unique and increasing across the stream's sessions.
+    pub msn: u64,
+    pub segment: Segment,
+    /// Something between the previous entry and this one breaks continuity: a reconnect, a skipped chunk or a
+    /// timestamp jump.
+    pub discontinuity: bool,
+    /// Wall-clock time of the segment's first frame, in Unix milliseconds.
+    pub program_date_ms: i64,
+}
+
+/// Every playable segment of one rendition across the stream's sessions, in order.
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    pub entries: Vec<Entry>,
+    /// The newest session has ended and each of its chunks is listed or failed for good.
+    pub complete: bool,
+    /// When the newest session ended, if it has.
+    pub ended_at_ms: Option<i64>,
+    /// The target duration: the longest segment of the timeline, rounded to the nearest second. It can only
+    /// grow as the stream goes on, never shrink, as RFC 8216 requires of a live playlist.
+    pub target_duration: u64,
+}
+
+const PTS_WRAP: u64 = 1 << 33;
+
+/// Puts the sessions (oldest first) on one timeline. Media sequence numbers count every chunk of every earlier
+/// session, so they never go backwards or repeat while the stream's sessions are retained, and each new session
+/// starts with a discontinuity. The timeline stops at the first chunk that is neither ready nor failed for good,
+/// so a player never requests a segment that does not exist yet.
+pub fn timeline(sessions: &[SessionMedia]) -> Timeline {
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut base = 0u64;
+    let mut complete = false;
+    for (k, media) in sessions.iter().enumerate() {
+        let newest = k + 1 == sessions.len();
+        let listed = playable(&media.segments, &media.failed);
+        // A session's program date anchors on its first segment; later ones follow its media timeline.
+        let anchor = listed.first().map(|(s, _)| (s.wall_clock_ms, s.first_pts));
+        let mut session_start = true;
+        for (segment, gap) in &listed {
+            let program_date_ms = anchor.map_or(segment.wall_clock_ms, |(wall, pts)| {
+                wall + (((segment.first_pts + PTS_WRAP - pts % PTS_WRAP) % PTS_WRAP) / 90) as i64
+            });
+            entries.push(Entry {
+                msn: base + segment.sequence,
+                segment: segment.clone(),
+                discontinuity: *gap || (session_start && !entries.is_empty()),
+                program_date_ms,
+            });
+            session_start = false;
+        }
+        let next = listed.last().map_or(0, |(s, _)| s.sequence + 1);
+        let seen = media.segments.iter().map(|s| s.sequence + 1).chain(media.failed.iter().map(|f| f + 1)).max();
+        let count = media.session.chunk_count.or(seen).unwrap_or(0).max(next);
+        let all_listed = (next..count).all(|seq| media.failed.contains(&seq));
+        if newest {
+            complete = media.session.ended_at_ms.is_some() && media.session.chunk_count.is_some() && all_listed;
+        } else if media.session.ended_at_ms.is_some() && !all_listed {
+            // An earlier session still has chunks in flight: later ones wait behind it.
+            break;
+        }
+        base += count;
+    }
+    let target_duration =
+        entries.iter().map(|e| (e.segment.duration as f64 / CLOCK).round() as u64).max().unwrap_or(2).max(1);
+    let ended_at_ms = sessions.last().and_then(|m| m.session.ended_at_ms);
+    Timeline { entries, complete, ended_at_ms, target_duration }
+}
+
+/// Which media playlist to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The last `window` segments, sliding.
+    Live { window: usize },
+    /// Every retained segment: the stream so far, for seeking back (DVR).
+    Dvr,
+    /// The segments overlapping a wall-clock range (Unix ms), as a VOD playlist.
+    Clip { from_ms: i64, to_ms: i64 },
+}
+
+/// A media playlist of `kind` from the timeline. `ended` adds EXT-X-ENDLIST (the stream is over, grace period
+/// included); clips always have it. Segment URIs are `media_base` followed by the object key: `/media/` when
+/// the manifest serves media itself, or the public base URL of the bucket or CDN in front of it. `None` when
+/// there is nothing to list.
+pub fn media(timeline: &Timeline, kind: Kind, ended: bool, media_base: &str) -> Option<String> {
+    let entries = &timeline.entries;
+    let (start, end) = match kind {
+        Kind::Live { window } => (entries.len().saturating_sub(window), entries.len()),
+        Kind::Dvr => (0, entries.len()),
+        Kind::Clip { from_ms, to_ms } => {
+            let overlaps = |e: &Entry| {
+                let end_ms = e.program_date_ms + (e.segment.duration / 90) as i64;
+                end_ms > from_ms && e.program_date_ms < to_ms
+            };
+            let first = entries.iter().position(overlaps)?;
+            let last = entries.iter().rposition(overlaps)?;
+            (first, last + 1)
+        }
+    };
+    let listed = entries.get(start..end).filter(|l| !l.is_empty());
+    if listed.is_none() && matches!(kind, Kind::Clip { .. }) {
+        return None;
+    }
+    let listed = listed.unwrap_or_default();
+    // Discontinuities before the first listed segment are counted, not tagged (the first entry's never counts:
+    // nothing came before it).
+    let discontinuity_sequence = entries.iter().take(start + 1).skip(1).filter(|e| e.discontinuity).count();
+    let media_sequence = listed.first().map_or(entries.last().map_or(0, |e| e.msn + 1), |e| e.msn);
     let mut out = String::new();
     let _ = write!(
         out,
-        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:{media_sequence}\n"
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{}\n#EXT-X-MEDIA-SEQUENCE:{media_sequence}\n",
+        timeline.target_duration
     );
-    for (i, (segment, discontinuity)) in listed.iter().enumerate() {
-        // A discontinuity before the first listed segment says nothing to a player: it has nothing before it.
-        if *discontinuity && i > 0 {
+    if discontinuity_sequence > 0 {
+        let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{discontinuity_sequence}");
+    }
+    let clip = matches!(kind, Kind::Clip { .. });
+    if clip {
+        out.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n");
+    }
+    out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
+    for (i, entry) in listed.iter().enumerate() {
+        if entry.discontinuity && i > 0 {
             out.push_str("#EXT-X-DISCONTINUITY\n");
         }
-        let _ = write!(out, "#EXTINF:{:.6},\n{media_base}{}\n", segment.duration as f64 / CLOCK, segment.object_key);
+        // Every segment carries its date, so a player joining at any point can place it.
+        let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", program_date_time(entry.program_date_ms));
+        let _ = write!(
+            out,
+            "#EXTINF:{:.6},\n{media_base}{}\n",
+            entry.segment.duration as f64 / CLOCK,
+            entry.segment.object_key
+        );
     }
-    if ended {
+    if ended || clip {
         out.push_str("#EXT-X-ENDLIST\n");
     }
-    out
+    Some(out)
+}
+
+/// ISO 8601 with milliseconds and a UTC offset, as EXT-X-PROGRAM-DATE-TIME wants.
+pub fn program_date_time(unix_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(unix_ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A time given in a clip URL: Unix milliseconds, or RFC 3339 (`2026-11-24T20:15:00Z`).
+pub fn parse_time(text: &str) -> Option<i64> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Some(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(text).ok().map(|t| t.timestamp_millis())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn segment(sequence: u64, duration: u64) -> Segment {
+    fn segment(session: &str, sequence: u64, duration: u64) -> Segment {
         Segment {
             sequence,
-            object_key: format!("live/s/x/720p/{sequence:08}.ts"),
+            object_key: format!("live/s/{session}/720p/{sequence:08}.ts"),
             size_bytes: 1,
-            first_pts: sequence * 180_000,
+            first_pts: 900_000 + sequence * duration,
             duration,
-            wall_clock_ms: 0,
+            wall_clock_ms: 1_700_000_000_000 + sequence as i64 * 2_000 + 37, // arrival jitter
             discontinuity: sequence == 0,
         }
     }
 
+    fn session(id: &str, started: i64, ended: Option<(i64, u64)>, count: u64, failed: &[u64]) -> SessionMedia {
+        SessionMedia {
+            session: Session {
+                stream: "s".into(),
+                session_id: id.into(),
+                started_at_ms: started,
+                ended_at_ms: ended.map(|(at, _)| at),
+                chunk_count: ended.map(|(_, n)| n),
+            },
+            segments: (0..count).filter(|n| !failed.contains(n)).map(|n| segment(id, n, 180_000)).collect(),
+            failed: failed.to_vec(),
+        }
+    }
+
+    fn uris(text: &str) -> Vec<&str> {
+        text.lines().filter(|l| !l.starts_with('#')).collect()
+    }
+
     #[test]
     fn live_window_with_real_durations() {
-        let segments: Vec<Segment> = (0..10).map(|i| segment(i, 180_180)).collect();
-        let text = media(&segments, &[], 6, None, "/media/");
+        let mut media = session("a", 0, None, 10, &[]);
+        media.segments = (0..10).map(|i| segment("a", i, 180_180)).collect();
+        let timeline = timeline(&[media]);
+        let text = super::media(&timeline, Kind::Live { window: 6 }, false, "/media/").expect("playlist");
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:4\n"), "{text}");
-        assert!(text.contains("#EXT-X-TARGETDURATION:3\n"), "{text}");
+        assert!(text.contains("#EXT-X-TARGETDURATION:2\n"), "2.002 s rounds to 2: {text}");
         assert_eq!(text.matches("#EXTINF:2.002000,").count(), 6);
         assert!(!text.contains("ENDLIST") && !text.contains("DISCONTINUITY"));
     }
 
     #[test]
     fn stops_at_a_missing_chunk_and_skips_a_failed_one() {
-        let segments = vec![segment(0, 180_000), segment(1, 180_000), segment(3, 180_000), segment(5, 180_000)];
-        let listed: Vec<u64> = playable(&segments, &[2]).iter().map(|(s, _)| s.sequence).collect();
+        let mut media = session("a", 0, None, 6, &[2]);
+        media.segments.retain(|s| s.sequence != 4);
+        let listed: Vec<u64> = playable(&media.segments, &media.failed).iter().map(|(s, _)| s.sequence).collect();
         assert_eq!(listed, vec![0, 1, 3], "4 is not ready, so 5 is not listed yet");
-        let text = media(&segments, &[2], 6, None, "/media/");
-        assert!(text.contains("00000001.ts\n#EXT-X-DISCONTINUITY\n#EXTINF:2.000000,\n/media/live/s/x/720p/00000003.ts"));
+        let text = super::media(&timeline(&[media]), Kind::Live { window: 6 }, false, "/media/").expect("playlist");
+        assert!(text.contains("00000001.ts\n#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:"), "{text}");
+        assert_eq!(uris(&text).last(), Some(&"/media/live/s/a/720p/00000003.ts"));
     }
 
     #[test]
-    fn ended_session_lists_everything_with_endlist() {
-        let segments: Vec<Segment> = (0..10).map(|i| segment(i, 180_000)).collect();
-        let text = media(&segments, &[], 6, Some(10), "/media/");
-        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:0\n") && text.ends_with("#EXT-X-ENDLIST\n"));
-        assert_eq!(text.matches("#EXTINF").count(), 10);
-        let waiting = media(&segments[..9], &[], 6, Some(10), "/media/");
-        assert!(!waiting.contains("ENDLIST"), "the last chunk is still being transcoded");
+    fn program_dates_follow_the_media_timeline_from_the_session_anchor() {
+        let timeline = timeline(&[session("a", 0, None, 3, &[])]);
+        let dates: Vec<i64> = timeline.entries.iter().map(|e| e.program_date_ms).collect();
+        assert_eq!(dates, vec![1_700_000_000_037, 1_700_000_002_037, 1_700_000_004_037]);
+        assert_eq!(program_date_time(1_700_000_002_037), "2023-11-14T22:13:22.037Z");
+        assert_eq!(parse_time("2023-11-14T22:13:22.037Z"), Some(1_700_000_002_037));
+        assert_eq!(parse_time("1700000002037"), Some(1_700_000_002_037));
+        assert_eq!(parse_time("yesterday"), None);
     }
 
     #[test]
-    fn segment_uris_follow_the_media_base() {
-        let segments: Vec<Segment> = (0..2).map(|i| segment(i, 180_000)).collect();
-        let text = media(&segments, &[], 6, None, "https://cdn.example.com/");
-        let uris: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    fn a_reconnect_continues_the_sequence_with_a_discontinuity() {
+        let sessions = [session("a", 0, Some((1, 5)), 5, &[]), session("b", 2, None, 4, &[])];
+        let timeline = timeline(&sessions);
+        let msns: Vec<u64> = timeline.entries.iter().map(|e| e.msn).collect();
+        assert_eq!(msns, (0..9).collect::<Vec<_>>(), "b's chunk 0 follows a's chunk 4");
+        let text = super::media(&timeline, Kind::Live { window: 6 }, false, "/media/").expect("playlist");
+        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:3\n") && !text.contains("DISCONTINUITY-SEQUENCE"), "{text}");
+        assert!(text.contains("a/720p/00000004.ts\n#EXT-X-DISCONTINUITY\n"), "{text}");
+        // Once the reconnect point slides out, the discontinuity sequence counts it.
+        let later = [session("a", 0, Some((1, 5)), 5, &[]), session("b", 2, None, 12, &[])];
+        let text = super::media(&super::timeline(&later), Kind::Live { window: 6 }, false, "/media/").expect("pl");
+        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:11\n#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{text}");
+        assert!(!text.contains("#EXT-X-DISCONTINUITY\n"), "{text}");
+    }
+
+    #[test]
+    fn a_later_session_waits_for_an_earlier_one_still_transcoding() {
+        let mut first = session("a", 0, Some((1, 5)), 5, &[]);
+        first.segments.retain(|s| s.sequence != 4);
+        let timeline = timeline(&[first, session("b", 2, None, 3, &[])]);
+        assert_eq!(timeline.entries.len(), 4, "nothing of b before a's chunk 4");
+    }
+
+    #[test]
+    fn ended_dvr_and_clip_playlists() {
+        let done = timeline(&[session("a", 0, Some((1, 10)), 10, &[])]);
+        assert!(done.complete);
+        let live = super::media(&done, Kind::Live { window: 6 }, true, "/media/").expect("playlist");
+        assert!(live.ends_with("#EXT-X-ENDLIST\n") && live.contains("#EXT-X-MEDIA-SEQUENCE:4\n"), "{live}");
+        let dvr = super::media(&done, Kind::Dvr, false, "/media/").expect("playlist");
+        assert_eq!(uris(&dvr).len(), 10);
+        assert!(!dvr.contains("ENDLIST"));
+        let waiting = timeline(&[session("a", 0, Some((1, 10)), 9, &[])]);
+        assert!(!waiting.complete, "the last chunk is still being transcoded");
+
+        // Chunks 3 to 5 cover [1_700_000_006_037, 1_700_000_012_037).
+        let clip = Kind::Clip { from_ms: 1_700_000_006_500, to_ms: 1_700_000_011_000 };
+        let text = super::media(&done, clip, false, "https://cdn.example.com/").expect("clip");
         assert_eq!(
-            uris,
+            uris(&text),
             vec![
-                "https://cdn.example.com/live/s/x/720p/00000000.ts",
-                "https://cdn.example.com/live/s/x/720p/00000001.ts"
+                "https://cdn.example.com/live/s/a/720p/00000003.ts",
+                "https://cdn.example.com/live/s/a/720p/00000004.ts",
+                "https://cdn.example.com/live/s/a/720p/00000005.ts"
             ]
         );
+        assert!(text.contains("#EXT-X-PLAYLIST-TYPE:VOD\n") && text.ends_with("#EXT-X-ENDLIST\n"), "{text}");
+        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:3\n"), "{text}");
+        assert_eq!(super::media(&done, Kind::Clip { from_ms: 0, to_ms: 1 }, false, "/media/"), None);
+    }
+
+    #[test]
+    fn master_lists_frame_rate_and_codecs_by_bandwidth() {
+        let rendition = |name: &str, bps: u64| Rendition {
+            name: name.into(),
+            width: 640,
+            height: 360,
+            bitrate: bps,
+            codecs: "avc1.64001e,mp4a.40.2".into(),
+            peak_bps: bps + 1,
+            average_bps: bps,
+            last_sequence: 3,
+            frame_duration: 3003,
+        };
+        let text = master(&[rendition("hi", 2_000_000), rendition("lo", 500_000)], "");
+        assert!(text.contains("FRAME-RATE=29.970,CODECS=\"avc1.64001e,mp4a.40.2\"\nlo.m3u8\n#EXT"), "{text}");
+        assert!(text.find("lo.m3u8") < text.find("hi.m3u8"));
+        assert!(master(&[rendition("lo", 1)], "?from=1&to=2").contains("lo.m3u8?from=1&to=2\n"));
     }
 }

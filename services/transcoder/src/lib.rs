@@ -206,6 +206,7 @@ async fn transcode(bus: &Bus, config: &Config, chunk: &ChunkUploaded) -> Result<
             height: output.height,
             bitrate: spec.bitrate,
             codecs: output.codecs,
+            frame_duration: chunk.frame_duration * ladder::frame_step(chunk.frame_duration, spec.max_fps),
             timing: Some(Timing {
                 transcode_started_ms: started_ms,
                 transcode_finished_ms: finished_ms,

@@ -1,0 +1,304 @@
+//! The HLS a player sees, on real streams: a publisher that drops and reconnects under the same name, the end of
+//! the stream after the grace period, DVR and clip playlists, and the HTTP caching headers. Every playlist
+//! fetched is parsed by an independent HLS parser (the Python `m3u8` package, strictly: an unknown or
+//! malformed line fails the test), and the checks read what that parser reports.
+
+mod support;
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use support::{eventually, publish, run, Stack, StackOptions};
+
+/// The parser's Python: `$LADDER_TEST_PYTHON`, else the virtualenv `make test` makes.
+fn python() -> PathBuf {
+    std::env::var_os("LADDER_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/hls-venv/bin/python"))
+}
+
+/// Parses `text` with the `m3u8` package; panics with its complaint if it refuses or warns.
+fn parse(stack: &Stack, text: &str) -> Value {
+    let path = stack.data().join(format!("playlist-{}.m3u8", std::process::id()));
+    std::fs::write(&path, text).expect("write playlist");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hls/parse_playlist.py");
+    let python = python();
+    let python = python.to_str().expect("utf-8 path");
+    let (ok, out, err) = run(python, &[script, path.to_str().expect("utf-8 path")]);
+    assert!(ok, "the m3u8 parser refuses the playlist ({err}) (make test installs it):\n{text}");
+    serde_json::from_str(&out).expect("parser output")
+}
+
+fn get_parsed(stack: &Stack, path: &str) -> Value {
+    let (status, body) = stack.get(path);
+    assert_eq!(status, 200, "{path}: {body}");
+    parse(stack, &body)
+}
+
+fn segments(playlist: &Value) -> &Vec<Value> {
+    playlist["segments"].as_array().expect("segments")
+}
+
+fn uri(segment: &Value) -> String {
+    segment["uri"].as_str().expect("uri").to_string()
+}
+
+/// Checks what every media playlist must satisfy: a target duration no segment exceeds (rounded), a date on
+/// every segment, dates that advance with the durations within a session, independent segments.
+fn check_media(playlist: &Value, path: &str) {
+    assert_eq!(playlist["variant"], false, "{path}");
+    let target = playlist["target_duration"].as_f64().expect("target duration");
+    assert_eq!(playlist["independent_segments"], true, "{path}");
+    let mut previous: Option<(f64, f64)> = None; // (date, duration)
+    for segment in segments(playlist) {
+        let duration = segment["duration"].as_f64().expect("duration");
+        assert!(duration.round() <= target, "{path}: EXTINF {duration} over the target {target}");
+        let date = segment["program_date_time"].as_str().unwrap_or_else(|| panic!("{path}: a date on every segment"));
+        let date = date_seconds(date);
+        if let (Some((before, before_duration)), false) = (previous, segment["discontinuity"] == true) {
+            assert!((date - before - before_duration).abs() < 0.002, "{path}: dates follow the durations");
+        }
+        previous = Some((date, duration));
+    }
+}
+
+/// Seconds since the epoch of an ISO 8601 date as the parser prints it (`2026-11-24T22:13:22.037000+00:00`).
+fn date_seconds(date: &str) -> f64 {
+    let (ok, out, err) = run("date", &["-u", "-d", date, "+%s.%N"]);
+    assert!(ok, "{date}: {err}");
+    out.trim().parse().expect("seconds")
+}
+
+#[test]
+fn a_reconnect_continues_the_playlists_and_the_end_comes_after_the_grace_period() {
+    let stack = Stack::start_with(StackOptions { end_grace: Some(8), ..StackOptions::default() });
+    let url = stack.srt_url("cam");
+    // Every URI ever listed keeps its media sequence number, and sequence numbers never go back.
+    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+    let mut last_sequence = 0u64;
+    let mut last_discontinuity_sequence = 0u64;
+    let mut poll = |stack: &Stack| -> Value {
+        let playlist = get_parsed(stack, "/live/cam/360p.m3u8");
+        check_media(&playlist, "/live/cam/360p.m3u8");
+        let sequence = playlist["media_sequence"].as_u64().expect("media sequence");
+        let discontinuity_sequence = playlist["discontinuity_sequence"].as_u64().unwrap_or(0);
+        assert!(sequence >= last_sequence, "media sequence went back: {sequence} < {last_sequence}");
+        assert!(discontinuity_sequence >= last_discontinuity_sequence, "discontinuity sequence went back");
+        for (i, segment) in segments(&playlist).iter().enumerate() {
+            let msn = sequence + i as u64;
+            if let Some(previous) = seen.insert(uri(segment), msn) {
+                assert_eq!(previous, msn, "{} changed its media sequence number", uri(segment));
+            }
+        }
+        (last_sequence, last_discontinuity_sequence) = (sequence, discontinuity_sequence);
+        playlist
+    };
+
+    let mut first = publish(&url, "640x360", 25, 12, 440);
+    eventually(Duration::from_secs(60), "the first session to be live", &stack, || {
+        (stack.get("/live/cam/360p.m3u8").0 == 200).then_some(())
+    });
+    while !first.is_finished() {
+        poll(&stack);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    first.finish();
+    // The publisher is back within the grace period: no ENDLIST in between.
+    let mut second = publish(&url, "640x360", 25, 18, 880);
+    let reconnected = Instant::now();
+    let joined = eventually(Duration::from_secs(60), "the second session in the playlist", &stack, || {
+        let playlist = poll(&stack);
+        assert_eq!(playlist["endlist"], false, "the playlist ended during the grace period");
+        segments(&playlist).iter().any(|s| s["discontinuity"] == true).then_some(playlist)
+    });
+    assert!(reconnected.elapsed() < Duration::from_secs(30));
+    // The discontinuity is where the sessions meet.
+    let at = segments(&joined).iter().position(|s| s["discontinuity"] == true).expect("a discontinuity");
+    let (before, after) = (uri(&segments(&joined)[at - 1]), uri(&segments(&joined)[at]));
+    assert_ne!(before.split('/').nth(4), after.split('/').nth(4), "{before} and {after} are different sessions");
+    assert!(after.ends_with("/00000000.ts"), "the second session starts with its first chunk: {after}");
+    // Playing on: once the join slides out of the window, the discontinuity sequence counts it.
+    eventually(Duration::from_secs(60), "the join to slide out of the window", &stack, || {
+        let playlist = poll(&stack);
+        (playlist["discontinuity_sequence"].as_u64() == Some(1)).then_some(())
+    });
+    while !second.is_finished() {
+        poll(&stack);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let gone = second.finish();
+
+    // The end: not before the grace period, then EXT-X-ENDLIST on live and DVR playlists.
+    let ended = eventually(Duration::from_secs(60), "ENDLIST after the grace period", &stack, || {
+        let playlist = poll(&stack);
+        (playlist["endlist"] == true).then_some(Instant::now())
+    });
+    assert!(ended.duration_since(gone) >= Duration::from_secs(8), "ENDLIST came {:?} after the end", ended - gone);
+
+    // DVR: both sessions whole, with the one discontinuity between them, and it decodes cleanly.
+    let master = get_parsed(&stack, "/dvr/cam/master.m3u8");
+    assert_eq!(master["variants"].as_array().map(Vec::len), Some(1), "{master}");
+    let dvr = get_parsed(&stack, "/dvr/cam/360p.m3u8");
+    check_media(&dvr, "/dvr/cam/360p.m3u8");
+    assert_eq!(dvr["media_sequence"], 0);
+    assert_eq!(dvr["endlist"], true);
+    let all = segments(&dvr);
+    assert!(all.len() >= 13, "12 s and 18 s in 2 s chunks: {} segments", all.len());
+    assert_eq!(all.iter().filter(|s| s["discontinuity"] == true).count(), 1, "{dvr}");
+    // The DVR playlist numbers segments as the live one did.
+    let mut compared = 0;
+    for (msn, segment) in all.iter().enumerate() {
+        if let Some(live) = seen.get(&uri(segment)) {
+            assert_eq!(*live, msn as u64, "{}", uri(segment));
+            compared += 1;
+        }
+    }
+    assert!(compared >= 10, "most segments were seen live: {compared}");
+    let (ok, _, stderr) =
+        run("ffmpeg", &["-v", "error", "-i", &stack.url("/dvr/cam/master.m3u8"), "-map", "0", "-f", "null", "-"]);
+    assert!(ok && stderr.trim().is_empty(), "the DVR playlist decodes: {stderr}");
+
+    // A clip of wall-clock time: from the second segment's date for 3 s, as RFC 3339 and as Unix ms.
+    let from = all[1]["program_date_time"].as_str().expect("date").to_string();
+    let from_ms = (date_seconds(&from) * 1000.0).round() as i64;
+    let rfc3339 = from.replace("+00:00", "Z");
+    for query in [format!("from={}&to={}", from_ms, from_ms + 3000), format!("from={rfc3339}&to={}", from_ms + 3000)] {
+        let master = get_parsed(&stack, &format!("/clip/cam/master.m3u8?{query}"));
+        let variant = master["variants"][0]["uri"].as_str().expect("variant").to_string();
+        assert!(variant.starts_with("360p.m3u8?from="), "{variant}");
+        let clip = get_parsed(&stack, &format!("/clip/cam/{variant}"));
+        check_media(&clip, "clip");
+        assert_eq!(clip["playlist_type"], "vod");
+        assert_eq!(clip["endlist"], true);
+        let uris: Vec<String> = segments(&clip).iter().map(uri).collect();
+        assert_eq!(uris, vec![uri(&all[1]), uri(&all[2])], "the segments the range touches");
+    }
+    assert_eq!(stack.get("/clip/cam/360p.m3u8?from=5&to=1").0, 400);
+    assert_eq!(stack.get("/clip/cam/360p.m3u8").0, 400);
+    assert_eq!(stack.get("/clip/cam/360p.m3u8?from=0&to=1000").0, 404, "nothing recorded then");
+}
+
+/// Response headers of a request, lowercased names.
+fn request(
+    stack: &Stack,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, BTreeMap<String, String>, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let url = stack.url(path);
+    let mut response = match method {
+        "GET" => {
+            let mut request = agent.get(&url);
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            request.call()
+        }
+        "OPTIONS" => {
+            let mut request = agent.options(&url);
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            request.call()
+        }
+        other => panic!("{other}"),
+    }
+    .expect("http request");
+    let names: BTreeMap<String, String> = response
+        .headers()
+        .iter()
+        .map(|(name, value)| (name.as_str().to_ascii_lowercase(), value.to_str().unwrap_or_default().to_string()))
+        .collect();
+    let body = response.body_mut().read_to_string().unwrap_or_default();
+    (response.status().as_u16(), names, body)
+}
+
+#[test]
+fn caching_headers_etags_and_cors() {
+    let stack = Stack::start();
+    let publisher = publish(&stack.srt_url("cam"), "640x360", 25, 10, 440);
+    eventually(Duration::from_secs(60), "cam live", &stack, || {
+        (stack.get("/live/cam/360p.m3u8").0 == 200).then_some(())
+    });
+
+    let playlist_type = "application/vnd.apple.mpegurl";
+    let (status, master, body) = request(&stack, "GET", "/live/cam/master.m3u8", &[]);
+    assert_eq!(status, 200);
+    assert_eq!(master["content-type"], playlist_type);
+    assert_eq!(master["cache-control"], "public, max-age=5");
+    assert_eq!(master["access-control-allow-origin"], "*");
+    let parsed = parse(&stack, &body);
+    let variant = &parsed["variants"][0];
+    assert_eq!(variant["resolution"], serde_json::json!([640, 360]));
+    assert_eq!(variant["frame_rate"], 25.0);
+    assert!(variant["bandwidth"].as_u64() >= variant["average_bandwidth"].as_u64(), "{variant}");
+    assert!(variant["codecs"].as_str().is_some_and(|c| c.starts_with("avc1.") && c.ends_with(",mp4a.40.2")));
+
+    // A live media playlist: half a target duration (2 s) of caching, an ETag, and 304 for a matching one.
+    let (_, media, body) = request(&stack, "GET", "/live/cam/360p.m3u8", &[]);
+    assert_eq!(media["cache-control"], "public, max-age=1");
+    assert_eq!(media["content-type"], playlist_type);
+    let etag = media["etag"].clone();
+    assert!(etag.starts_with('"') && etag.len() > 2, "{etag}");
+    let (status, again, _) = request(&stack, "GET", "/live/cam/360p.m3u8", &[("If-None-Match", &etag)]);
+    if status == 200 {
+        // A new chunk arrived in between: the playlist changed, and so did its ETag.
+        assert_ne!(again["etag"], etag);
+    } else {
+        assert_eq!(status, 304);
+        assert_eq!(again["etag"], etag);
+    }
+    // The same playlist, asked twice in a row, is not sent again.
+    let (_, now, _) = request(&stack, "GET", "/live/cam/360p.m3u8", &[]);
+    let (status, not_modified, empty) =
+        request(&stack, "GET", "/live/cam/360p.m3u8", &[("If-None-Match", &now["etag"])]);
+    assert!(status == 304 || not_modified["etag"] != now["etag"], "{status}");
+    if status == 304 {
+        assert!(empty.is_empty());
+    }
+    let (status, _, _) = request(&stack, "GET", "/live/cam/360p.m3u8", &[("If-None-Match", "\"other\"")]);
+    assert_eq!(status, 200);
+
+    // Segments: a year, immutable, the right type.
+    let first = segments(&parse(&stack, &body)).first().map(uri).expect("a segment");
+    let (status, segment, _) = request(&stack, "GET", &first, &[]);
+    assert_eq!(status, 200);
+    assert_eq!(segment["content-type"], "video/mp2t");
+    assert_eq!(segment["cache-control"], "max-age=31536000, immutable");
+    assert_eq!(segment["access-control-allow-origin"], "*");
+
+    // CORS preflight, for players on other origins.
+    let (status, preflight, _) = request(
+        &stack,
+        "OPTIONS",
+        "/live/cam/master.m3u8",
+        &[("Origin", "https://player.example"), ("Access-Control-Request-Method", "GET")],
+    );
+    assert_eq!(status, 204);
+    assert_eq!(preflight["access-control-allow-origin"], "*");
+    assert!(preflight["access-control-allow-methods"].contains("GET"));
+
+    // Unknown streams and renditions: 404 with a short body, cached only briefly.
+    for path in ["/live/nope/master.m3u8", "/live/cam/1080p.m3u8", "/live/nope/360p.m3u8", "/media/live/x.ts"] {
+        let (status, headers, body) = request(&stack, "GET", path, &[]);
+        assert_eq!(status, 404, "{path}");
+        assert!(body.len() < 40 && body.ends_with("not found\n"), "{path}: {body:?}");
+        assert_eq!(headers.get("cache-control").map(String::as_str), Some("max-age=1"), "{path}");
+    }
+
+    // Ended (grace period of 1 s in the test stack): long caching.
+    publisher.finish();
+    eventually(Duration::from_secs(60), "cam to end", &stack, || {
+        stack.get("/live/cam/360p.m3u8").1.contains("#EXT-X-ENDLIST").then_some(())
+    });
+    let (_, ended, body) = request(&stack, "GET", "/live/cam/360p.m3u8", &[]);
+    assert_eq!(ended["cache-control"], "public, max-age=300");
+    check_media(&parse(&stack, &body), "ended");
+    let (_, ended_master, _) = request(&stack, "GET", "/live/cam/master.m3u8", &[]);
+    assert_eq!(ended_master["cache-control"], "public, max-age=300");
+}
