@@ -25,6 +25,7 @@ deps:
 test-deps:
 	@./scripts/install-garage.sh
 	@./scripts/install-python-deps.sh
+	@./scripts/install-browser-deps.sh
 
 build:
 	$(CARGO) build --workspace

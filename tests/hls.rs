@@ -12,7 +12,7 @@ use std::{
 };
 
 use serde_json::Value;
-use support::{eventually, publish, run, Stack, StackOptions};
+use support::{eventually, publish, republish, run, Stack, StackOptions};
 
 /// The parser's Python: `$LADDER_TEST_PYTHON`, else the virtualenv `make test` makes.
 fn python() -> PathBuf {
@@ -108,7 +108,7 @@ fn a_reconnect_continues_the_playlists_and_the_end_comes_after_the_grace_period(
     }
     first.finish();
     // The publisher is back within the grace period: no ENDLIST in between.
-    let mut second = publish(&url, "640x360", 25, 18, 880);
+    let mut second = republish(&url, "640x360", 25, 18, 880);
     let reconnected = Instant::now();
     let joined = eventually(Duration::from_secs(60), "the second session in the playlist", &stack, || {
         let playlist = poll(&stack);

@@ -247,13 +247,27 @@ pub fn publish(url: &str, size: &str, rate: u32, seconds: u32, tone_hz: u32) -> 
     Publisher { child, started: Instant::now() }
 }
 
+/// Publishes as an encoder reconnecting does: if ingest refuses the connection (the name's previous
+/// connection is not gone yet), tries again every second, for up to 20 s.
+pub fn republish(url: &str, size: &str, rate: u32, seconds: u32, tone_hz: u32) -> Publisher {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut publisher = publish(url, size, rate, seconds, tone_hz);
+        std::thread::sleep(Duration::from_secs(1));
+        let refused = publisher.child.try_wait().ok().flatten().is_some_and(|status| !status.success());
+        if !refused || Instant::now() > deadline {
+            return publisher;
+        }
+    }
+}
+
 impl Publisher {
-    /// Waits for ffmpeg to finish; panics with its stderr if it failed.
     /// Whether the publisher has stopped (its input is over).
     pub fn is_finished(&mut self) -> bool {
         self.child.try_wait().map_or(true, |status| status.is_some())
     }
 
+    /// Waits for ffmpeg to finish; panics with its stderr if it failed.
     pub fn finish(mut self) -> Instant {
         let status = self.child.wait().expect("ffmpeg waits");
         let mut stderr = String::new();

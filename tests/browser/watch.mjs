@@ -1,0 +1,104 @@
+// Plays /watch/<stream> in headless Debian chromium (playwright-core) and checks what a viewer gets:
+//   1. playback time advances for at least 10 s;
+//   2. a forced switch to each rendition plays that rendition (the video's own height changes);
+//   3. after the publisher reconnects (a discontinuity, hls.js's `cc` goes up), playback continues.
+// Prints one JSON line of observations and exits 1 with the reason if a check fails.
+// Usage: node watch.mjs http://127.0.0.1:PORT/watch/STREAM
+import { chromium } from 'playwright-core';
+
+const url = process.argv[2];
+const deadline = (seconds) => Date.now() + seconds * 1000;
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const report = { url, phases: [] };
+let browser;
+
+function fail(why) {
+  report.failure = why;
+  console.log(JSON.stringify(report));
+  process.exitCode = 1;
+  throw new Error(why);
+}
+
+async function main() {
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--autoplay-policy=no-user-gesture-required'],
+  });
+  const page = await browser.newPage();
+  page.on('pageerror', (e) => (report.pageErrors ??= []).push(String(e)));
+  await page.goto(url);
+  const state = () => page.evaluate(() => ({
+    time: document.querySelector('video').currentTime,
+    paused: document.querySelector('video').paused,
+    height: document.querySelector('video').videoHeight,
+    level: window.ladder.hls ? window.ladder.hls.currentLevel : null,
+    levels: window.ladder.hls ? window.ladder.hls.levels.map((l) => l.height) : [],
+    cc: window.ladder.fragments.length ? window.ladder.fragments[window.ladder.fragments.length - 1].cc : null,
+    fragments: window.ladder.fragments.length,
+    latency: document.getElementById('latency').textContent,
+    rendition: document.getElementById('rendition').textContent,
+    options: document.getElementById('picker').options.length,
+    errors: window.ladder.errors,
+  }));
+
+  // 1. Playback starts and advances for 10 s or more.
+  let start;
+  for (const end = deadline(60); !start; await sleep(250)) {
+    const s = await state();
+    if (s.time > 0 && !s.paused) start = s;
+    else if (Date.now() > end) fail(`playback did not start in 60 s: ${JSON.stringify(s)}`);
+  }
+  await sleep(12_000);
+  const after = await state();
+  report.phases.push({ phase: 'advance', from: start.time, to: after.time });
+  if (after.time - start.time < 10) fail(`playback advanced ${after.time - start.time} s in 12 s`);
+  if (!/^\d+\.\d s$/.test(after.latency)) fail(`the page shows no latency: ${after.latency}`);
+  if (!/\d+x\d+/.test(after.rendition)) fail(`the page shows no rendition: ${after.rendition}`);
+  if (after.options !== after.levels.length + 1) fail(`the picker offers ${after.options} for ${after.levels}`);
+  report.latency = after.latency;
+  report.levels = after.levels;
+
+  // 2. Forced switches: pick each rendition in the picker, as a viewer would, and watch it play.
+  for (let i = 0; i < after.levels.length; i++) {
+    await page.selectOption('#picker', String(i));
+    const want = after.levels[i];
+    let switched;
+    for (const end = deadline(30); !switched; await sleep(250)) {
+      const s = await state();
+      if (s.height === want && s.level === i) switched = s;
+      else if (Date.now() > end) fail(`no switch to ${want}p in 30 s: ${JSON.stringify(s)}`);
+    }
+    await sleep(3000);
+    const played = await state();
+    report.phases.push({ phase: `${want}p`, from: switched.time, to: played.time, height: played.height });
+    if (played.height !== want || played.time - switched.time < 2) fail(`${want}p did not play: ${JSON.stringify(played)}`);
+  }
+  await page.selectOption('#picker', '-1');
+
+  // 3. The publisher reconnects (the test does it): playback crosses the discontinuity and goes on.
+  let crossed;
+  for (const end = deadline(120); !crossed; await sleep(250)) {
+    const s = await state();
+    if (s.cc !== null && s.cc >= 1) crossed = s;
+    else if (Date.now() > end) fail(`playback never reached the reconnected session: ${JSON.stringify(s)}`);
+  }
+  await sleep(5000);
+  const continued = await state();
+  report.phases.push({ phase: 'reconnect', from: crossed.time, to: continued.time, cc: continued.cc });
+  if (continued.time - crossed.time < 4 || continued.paused) {
+    fail(`playback stalled after the reconnect: ${JSON.stringify(continued)}`);
+  }
+  report.errors = continued.errors;
+  console.log(JSON.stringify(report));
+}
+
+main()
+  .catch((e) => {
+    if (!report.failure) {
+      report.failure = String(e);
+      console.log(JSON.stringify(report));
+      process.exitCode = 1;
+    }
+  })
+  .finally(() => browser && browser.close());
