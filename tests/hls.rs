@@ -137,7 +137,11 @@ fn a_reconnect_continues_the_playlists_and_the_end_comes_after_the_grace_period(
         let playlist = poll(&stack);
         (playlist["endlist"] == true).then_some(Instant::now())
     });
-    assert!(ended.duration_since(gone) >= Duration::from_secs(8), "ENDLIST came {:?} after the end", ended - gone);
+    // The grace period runs from when ingest saw the connection close, which can precede the moment this test
+    // saw ffmpeg exit by up to a second or so (ffmpeg lingers on close, and the test polls every 500 ms).
+    let after = ended.duration_since(gone);
+    eprintln!("ENDLIST {after:?} after the publisher left");
+    assert!(after >= Duration::from_secs(6), "ENDLIST came {after:?} after the end, with a grace period of 8 s");
 
     // DVR: both sessions whole, with the one discontinuity between them, and it decodes cleanly.
     let master = get_parsed(&stack, "/dvr/cam/master.m3u8");
