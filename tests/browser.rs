@@ -30,7 +30,8 @@ fn the_player_page_plays_switches_renditions_and_survives_a_reconnect() {
 
     let player = Command::new("node")
         .arg(browser_dir.join("watch.mjs"))
-        .arg(stack.url("/watch/cam"))
+        .arg(stack.url("/"))
+        .arg("cam")
         .current_dir(&browser_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

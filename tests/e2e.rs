@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{eventually, garage::Garage, publish, run, video_pts, Stack, StackOptions};
+use support::{eventually, garage::Garage, parse_playlist, publish, run, video_pts, Stack, StackOptions};
 
 /// Variant URIs of a master playlist, with their attribute lines.
 fn variants(master: &str) -> Vec<(String, String)> {
@@ -114,6 +114,7 @@ fn srt_to_hls(stack: &Stack, media_base: &str) {
         full.then_some(master)
     });
     assert!(master.starts_with("#EXTM3U\n"), "{master}");
+    assert_eq!(parse_playlist(stack, &master)["variants"].as_array().map(Vec::len), Some(3), "{master}");
     let cam1_variants = variants(&master);
     let uris: Vec<&str> = cam1_variants.iter().map(|(_, uri)| uri.as_str()).collect();
     assert_eq!(uris, vec!["360p.m3u8", "480p.m3u8", "720p.m3u8"], "{master}");
@@ -126,6 +127,7 @@ fn srt_to_hls(stack: &Stack, media_base: &str) {
         let height = uri.trim_end_matches("p.m3u8");
         assert!(attributes.contains(&format!("x{height},")), "{uri} has its height: {attributes}");
         let (_, playlist) = stack.get(&format!("/live/cam1/{uri}"));
+        parse_playlist(stack, &playlist);
         assert!(playlist.contains("#EXT-X-TARGETDURATION:2\n"), "{playlist}");
         assert!(playlist.lines().filter(|l| l.starts_with("#EXTINF:")).all(|l| l == "#EXTINF:2.000000,"), "{playlist}");
         let window = 6 * (130 + media_base.len()) + 200;
@@ -157,7 +159,10 @@ fn srt_to_hls(stack: &Stack, media_base: &str) {
             (ended && !variants(&master).is_empty()).then_some(())
         });
         let (_, master) = stack.get(&format!("/dvr/{stream}/master.m3u8"));
+        parse_playlist(stack, &master);
         for (_, uri) in variants(&master) {
+            let playlist = stack.get(&format!("/dvr/{stream}/{uri}")).1;
+            assert_eq!(parse_playlist(stack, &playlist)["endlist"], true, "{playlist}");
             decode_cleanly(stack, &stack.url(&format!("/dvr/{stream}/{uri}")));
         }
         decode_cleanly(stack, &stack.url(&format!("/dvr/{stream}/master.m3u8")));

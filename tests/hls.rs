@@ -7,36 +7,16 @@ mod support;
 
 use std::{
     collections::BTreeMap,
-    path::PathBuf,
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
-use support::{eventually, publish, republish, run, Stack, StackOptions};
-
-/// The parser's Python: `$LADDER_TEST_PYTHON`, else the virtualenv `make test` makes.
-fn python() -> PathBuf {
-    std::env::var_os("LADDER_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/hls-venv/bin/python"))
-}
-
-/// Parses `text` with the `m3u8` package; panics with its complaint if it refuses or warns.
-fn parse(stack: &Stack, text: &str) -> Value {
-    let path = stack.data().join(format!("playlist-{}.m3u8", std::process::id()));
-    std::fs::write(&path, text).expect("write playlist");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hls/parse_playlist.py");
-    let python = python();
-    let python = python.to_str().expect("utf-8 path");
-    let (ok, out, err) = run(python, &[script, path.to_str().expect("utf-8 path")]);
-    assert!(ok, "the m3u8 parser refuses the playlist ({err}) (make test installs it):\n{text}");
-    serde_json::from_str(&out).expect("parser output")
-}
+use support::{eventually, parse_playlist, publish, republish, run, Stack, StackOptions};
 
 fn get_parsed(stack: &Stack, path: &str) -> Value {
     let (status, body) = stack.get(path);
     assert_eq!(status, 200, "{path}: {body}");
-    parse(stack, &body)
+    parse_playlist(stack, &body)
 }
 
 fn segments(playlist: &Value) -> &Vec<Value> {
@@ -236,7 +216,7 @@ fn caching_headers_etags_and_cors() {
     assert_eq!(master["content-type"], playlist_type);
     assert_eq!(master["cache-control"], "public, max-age=5");
     assert_eq!(master["access-control-allow-origin"], "*");
-    let parsed = parse(&stack, &body);
+    let parsed = parse_playlist(&stack, &body);
     let variant = &parsed["variants"][0];
     assert_eq!(variant["resolution"], serde_json::json!([640, 360]));
     assert_eq!(variant["frame_rate"], 25.0);
@@ -269,7 +249,7 @@ fn caching_headers_etags_and_cors() {
     assert_eq!(status, 200);
 
     // Segments: a year, immutable, the right type.
-    let first = segments(&parse(&stack, &body)).first().map(uri).expect("a segment");
+    let first = segments(&parse_playlist(&stack, &body)).first().map(uri).expect("a segment");
     let (status, segment, _) = request(&stack, "GET", &first, &[]);
     assert_eq!(status, 200);
     assert_eq!(segment["content-type"], "video/mp2t");
@@ -302,7 +282,7 @@ fn caching_headers_etags_and_cors() {
     });
     let (_, ended, body) = request(&stack, "GET", "/live/cam/360p.m3u8", &[]);
     assert_eq!(ended["cache-control"], "public, max-age=300");
-    check_media(&parse(&stack, &body), "ended");
+    check_media(&parse_playlist(&stack, &body), "ended");
     let (_, ended_master, _) = request(&stack, "GET", "/live/cam/master.m3u8", &[]);
     assert_eq!(ended_master["cache-control"], "public, max-age=300");
 }

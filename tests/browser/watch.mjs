@@ -1,12 +1,14 @@
-// Plays /watch/<stream> in headless Debian chromium (playwright-core) and checks what a viewer gets:
+// Opens the stream list in headless Debian chromium (playwright-core), follows the live stream's link to
+// /watch/<stream>, and checks what a viewer gets:
+//   0. the list shows the stream as live;
 //   1. playback time advances for at least 10 s;
 //   2. a forced switch to each rendition plays that rendition (the video's own height changes);
 //   3. after the publisher reconnects (a discontinuity, hls.js's `cc` goes up), playback continues.
 // Prints one JSON line of observations and exits 1 with the reason if a check fails.
-// Usage: node watch.mjs http://127.0.0.1:PORT/watch/STREAM
+// Usage: node watch.mjs http://127.0.0.1:PORT/ STREAM
 import { chromium } from 'playwright-core';
 
-const url = process.argv[2];
+const [url, stream] = process.argv.slice(2);
 const deadline = (seconds) => Date.now() + seconds * 1000;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const report = { url, phases: [] };
@@ -28,6 +30,10 @@ async function main() {
   const page = await browser.newPage();
   page.on('pageerror', (e) => (report.pageErrors ??= []).push(String(e)));
   await page.goto(url);
+  const entry = page.locator('#streams li', { has: page.locator(`a[href="/watch/${stream}"]`) });
+  await entry.getByText('● live').waitFor({ timeout: 15_000 }).catch(() => fail(`${url} does not list ${stream} as live`));
+  await entry.locator(`a[href="/watch/${stream}"]`).click();
+  await page.waitForURL(`**/watch/${stream}`);
   const state = () => page.evaluate(() => ({
     time: document.querySelector('video').currentTime,
     paused: document.querySelector('video').paused,

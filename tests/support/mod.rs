@@ -316,3 +316,18 @@ pub fn video_pts(path: &Path) -> Vec<i64> {
     pts.sort_unstable();
     pts
 }
+
+/// Parses an HLS playlist with an independent parser, the Python `m3u8` package, strictly
+/// (tests/hls/parse_playlist.py); panics with its complaint if it refuses the playlist or warns. Returns what
+/// the parser found. The Python is `$LADDER_TEST_PYTHON`, or the virtualenv `make test` makes.
+pub fn parse_playlist(stack: &Stack, text: &str) -> serde_json::Value {
+    let python = std::env::var_os("LADDER_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/hls-venv/bin/python"));
+    let path = stack.data().join("playlist-to-parse.m3u8");
+    std::fs::write(&path, text).expect("write playlist");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hls/parse_playlist.py");
+    let (ok, out, err) = run(python.to_str().expect("utf-8 path"), &[script, path.to_str().expect("utf-8 path")]);
+    assert!(ok, "the m3u8 parser refuses the playlist ({err}) (make test installs it):\n{text}");
+    serde_json::from_str(&out).expect("parser output")
+}

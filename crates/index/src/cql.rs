@@ -47,8 +47,11 @@ impl ScyllaConfig {
         let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
         let (hosts, keyspace) = rest.split_once('/').unwrap_or((rest, "ladder"));
         let keyspace = if keyspace.is_empty() { "ladder" } else { keyspace };
-        if !keyspace.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || keyspace.len() > 48 {
-            return Err(invalid("the keyspace must be 1 to 48 letters, digits or underscores"));
+        let valid = keyspace.starts_with(|c: char| c.is_ascii_alphabetic())
+            && keyspace.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && keyspace.len() <= 48;
+        if !valid {
+            return Err(invalid("the keyspace must be 1 to 48 letters, digits or underscores, starting with a letter"));
         }
         let nodes: Vec<String> = hosts
             .split(',')
@@ -70,12 +73,16 @@ impl ScyllaConfig {
             match key {
                 "consistency" => {
                     config.consistency = parse_consistency(value).ok_or_else(|| {
-                        invalid(
-                            "consistency must be one, two, three, quorum, all, local_quorum, each_quorum or local_one",
-                        )
+                        invalid("consistency must be one, two, three, quorum, all, local_quorum or local_one")
                     })?
                 }
-                "ttl" => config.ttl_seconds = value.parse().map_err(|_| invalid("ttl must be whole seconds"))?,
+                "ttl" => {
+                    config.ttl_seconds = value
+                        .parse()
+                        .ok()
+                        .filter(|ttl| *ttl <= MAX_TTL_SECONDS)
+                        .ok_or_else(|| invalid("ttl must be whole seconds, at most 630720000 (20 years)"))?
+                }
                 "replication_factor" => {
                     config.replication_factor = value
                         .parse()
@@ -90,6 +97,10 @@ impl ScyllaConfig {
     }
 }
 
+/// The longest TTL CQL accepts.
+const MAX_TTL_SECONDS: u32 = 630_720_000;
+
+/// Consistency levels that work for reads and writes alike (not each_quorum: writes only).
 fn parse_consistency(value: &str) -> Option<Consistency> {
     Some(match value.to_ascii_lowercase().as_str() {
         "one" => Consistency::One,
@@ -98,7 +109,6 @@ fn parse_consistency(value: &str) -> Option<Consistency> {
         "quorum" => Consistency::Quorum,
         "all" => Consistency::All,
         "local_quorum" => Consistency::LocalQuorum,
-        "each_quorum" => Consistency::EachQuorum,
         "local_one" => Consistency::LocalOne,
         _ => return None,
     })
@@ -207,13 +217,15 @@ impl ScyllaIndex {
             }
         };
         let statements = Statements {
-            add_stream: prepare(format!("INSERT INTO {ks}.streams (shard, stream) VALUES (0, ?) USING TTL ?")).await?,
+            // Streams and sessions are small and never expire: with a TTL, a stream live for longer than the TTL
+            // would vanish. Their chunks expire.
+            add_stream: prepare(format!("INSERT INTO {ks}.streams (shard, stream) VALUES (0, ?)")).await?,
             session_started: prepare(format!(
-                "UPDATE {ks}.sessions USING TTL ? SET started_at_ms = ?, remote_addr = ? WHERE stream = ? AND session_id = ?"
+                "UPDATE {ks}.sessions SET started_at_ms = ?, remote_addr = ? WHERE stream = ? AND session_id = ?"
             ))
             .await?,
             session_ended: prepare(format!(
-                "UPDATE {ks}.sessions USING TTL ? SET ended_at_ms = ?, chunk_count = ? WHERE stream = ? AND session_id = ?"
+                "UPDATE {ks}.sessions SET ended_at_ms = ?, chunk_count = ? WHERE stream = ? AND session_id = ?"
             ))
             .await?,
             chunk: prepare(format!(
@@ -375,14 +387,12 @@ impl Index for ScyllaIndex {
         let ttl = self.ttl;
         match event {
             Event::StreamStarted(e) => {
-                self.write(&s.session_started, (ttl, e.started_at_ms, &e.remote_addr, &e.stream, &e.session_id))
-                    .await?;
-                self.write(&s.add_stream, (&e.stream, ttl)).await
+                self.write(&s.session_started, (e.started_at_ms, &e.remote_addr, &e.stream, &e.session_id)).await?;
+                self.write(&s.add_stream, (&e.stream,)).await
             }
             Event::StreamEnded(e) => {
-                self.write(&s.session_ended, (ttl, e.ended_at_ms, e.chunk_count as i64, &e.stream, &e.session_id))
-                    .await?;
-                self.write(&s.add_stream, (&e.stream, ttl)).await
+                self.write(&s.session_ended, (e.ended_at_ms, e.chunk_count as i64, &e.stream, &e.session_id)).await?;
+                self.write(&s.add_stream, (&e.stream,)).await
             }
             Event::ChunkUploaded(e) => {
                 let values = (
@@ -546,7 +556,15 @@ mod tests {
         assert_eq!(config.ttl_seconds, 86_400);
         let defaults = ScyllaConfig::from_url("scylla://db").expect("valid");
         assert_eq!((defaults.keyspace.as_str(), defaults.consistency), ("ladder", Consistency::LocalQuorum));
-        for bad in ["scylla:///ks", "scylla://db/bad-name", "scylla://db/ks?consistency=most", "scylla://db/ks?x=1"] {
+        for bad in [
+            "scylla:///ks",
+            "scylla://db/bad-name",
+            "scylla://db/1ks",
+            "scylla://db/ks?consistency=most",
+            "scylla://db/ks?consistency=each_quorum",
+            "scylla://db/ks?ttl=630720001",
+            "scylla://db/ks?x=1",
+        ] {
             assert!(ScyllaConfig::from_url(bad).is_err(), "{bad} is refused");
         }
     }

@@ -181,9 +181,6 @@ async fn playlist(
         let cache = if grace_over(latest.ended_at_ms) { CACHE_ENDED } else { CACHE_MASTER };
         return cached(headers, playlist::master(&renditions, &query), PLAYLIST_TYPE, cache);
     }
-    if !renditions.iter().any(|r| r.name == name) {
-        return not_found("rendition");
-    }
     let mut media = Vec::with_capacity(sessions.len());
     for session in sessions {
         let segments = config.index.segments(&stream, &session.session_id, name).await;
@@ -193,7 +190,12 @@ async fn playlist(
             (Err(e), _) | (_, Err(e)) => return index_error(e),
         }
     }
-    let timeline = playlist::timeline(&media);
+    let timeline = playlist::timeline(&media, now_ms());
+    // A rendition is known if the ladder in force has it or a retained session recorded it (DVR and clips of
+    // an earlier ladder).
+    if timeline.entries.is_empty() && !renditions.iter().any(|r| r.name == name) {
+        return not_found("rendition");
+    }
     let ended = timeline.complete && grace_over(timeline.ended_at_ms);
     let kind = match (flavor, range) {
         (Flavor::Clip, Some((from_ms, to_ms))) => playlist::Kind::Clip { from_ms, to_ms },
@@ -203,13 +205,13 @@ async fn playlist(
     let Some(body) = playlist::media(&timeline, kind, ended, &config.media_base) else {
         return not_found("clip");
     };
-    let cache = if ended || flavor == Flavor::Clip {
+    let cache = if body.fixed {
         CACHE_ENDED.to_string()
     } else {
         // About half a target duration, as MediaPackage advises for CDNs in front of live playlists.
         format!("public, max-age={}", (timeline.target_duration / 2).max(1))
     };
-    cached(headers, body, PLAYLIST_TYPE, &cache)
+    cached(headers, body.text, PLAYLIST_TYPE, &cache)
 }
 
 fn now_ms() -> i64 {
@@ -230,7 +232,10 @@ fn cached(request: &HeaderMap, body: String, content_type: &'static str, cache: 
     let matches = request
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*"));
+        // Weak comparison (RFC 9110): a CDN that compressed the body sends the tag back as W/"...".
+        .is_some_and(|v| {
+            v.split(',').map(|tag| tag.trim()).any(|tag| tag.trim_start_matches("W/") == etag || tag == "*")
+        });
     let mut response = if matches { StatusCode::NOT_MODIFIED.into_response() } else { body.into_response() };
     let headers = response.headers_mut();
     if !matches {

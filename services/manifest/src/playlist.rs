@@ -102,30 +102,36 @@ pub struct Timeline {
     pub target_duration: u64,
 }
 
-const PTS_WRAP: u64 = 1 << 33;
+/// How long an earlier session that ended with chunks still missing holds back the sessions after it: time for
+/// its last chunks to be transcoded. After that its missing chunks are treated as lost.
+pub const IN_FLIGHT_WAIT_MS: i64 = 120_000;
 
 /// Puts the sessions (oldest first) on one timeline. Media sequence numbers count every chunk of every earlier
 /// session, so they never go backwards or repeat while the stream's sessions are retained, and each new session
 /// starts with a discontinuity. The timeline stops at the first chunk that is neither ready nor failed for good,
-/// so a player never requests a segment that does not exist yet.
-pub fn timeline(sessions: &[SessionMedia]) -> Timeline {
+/// so a player never requests a segment that does not exist yet. `now_ms` is the current time.
+pub fn timeline(sessions: &[SessionMedia], now_ms: i64) -> Timeline {
     let mut entries: Vec<Entry> = Vec::new();
     let mut base = 0u64;
     let mut complete = false;
     for (k, media) in sessions.iter().enumerate() {
         let newest = k + 1 == sessions.len();
         let listed = playable(&media.segments, &media.failed);
-        // A session's program date anchors on its first segment; later ones follow its media timeline.
-        let anchor = listed.first().map(|(s, _)| (s.wall_clock_ms, s.first_pts));
+        // Program dates anchor on a session's first segment, and again after each discontinuity (a timestamp
+        // jump); in between they follow the media timeline (PTS are unwrapped, so a plain difference).
+        let mut anchor: Option<(i64, u64)> = None;
         let mut session_start = true;
         for (segment, gap) in &listed {
-            let program_date_ms = anchor.map_or(segment.wall_clock_ms, |(wall, pts)| {
-                wall + (((segment.first_pts + PTS_WRAP - pts % PTS_WRAP) % PTS_WRAP) / 90) as i64
-            });
+            let discontinuity = *gap || (session_start && !entries.is_empty());
+            if anchor.is_none() || *gap || segment.discontinuity {
+                anchor = Some((segment.wall_clock_ms, segment.first_pts));
+            }
+            let program_date_ms =
+                anchor.map_or(segment.wall_clock_ms, |(wall, pts)| wall + (segment.first_pts as i64 - pts as i64) / 90);
             entries.push(Entry {
                 msn: base + segment.sequence,
                 segment: segment.clone(),
-                discontinuity: *gap || (session_start && !entries.is_empty()),
+                discontinuity,
                 program_date_ms,
             });
             session_start = false;
@@ -136,9 +142,12 @@ pub fn timeline(sessions: &[SessionMedia]) -> Timeline {
         let all_listed = (next..count).all(|seq| media.failed.contains(&seq));
         if newest {
             complete = media.session.ended_at_ms.is_some() && media.session.chunk_count.is_some() && all_listed;
-        } else if media.session.ended_at_ms.is_some() && !all_listed {
-            // An earlier session still has chunks in flight: later ones wait behind it.
-            break;
+        } else if let (Some(ended_at), false) = (media.session.ended_at_ms, all_listed) {
+            // An earlier session still has chunks in flight: later ones wait behind it, for a while. A rendition
+            // the session never had (a smaller source, another ladder) holds nothing back.
+            if !media.segments.is_empty() && now_ms - ended_at < IN_FLIGHT_WAIT_MS {
+                break;
+            }
         }
         base += count;
     }
@@ -159,11 +168,19 @@ pub enum Kind {
     Clip { from_ms: i64, to_ms: i64 },
 }
 
+/// A media playlist, and whether it is final (has EXT-X-ENDLIST, so it will not change).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaPlaylist {
+    pub text: String,
+    pub fixed: bool,
+}
+
 /// A media playlist of `kind` from the timeline. `ended` adds EXT-X-ENDLIST (the stream is over, grace period
-/// included); clips always have it. Segment URIs are `media_base` followed by the object key: `/media/` when
-/// the manifest serves media itself, or the public base URL of the bucket or CDN in front of it. `None` when
-/// there is nothing to list.
-pub fn media(timeline: &Timeline, kind: Kind, ended: bool, media_base: &str) -> Option<String> {
+/// included). A clip is a VOD playlist once all of its range is available; while its range runs past what is
+/// listed yet, it is an EVENT playlist that grows. Segment URIs are `media_base` followed by the object key:
+/// `/media/` when the manifest serves media itself, or the public base URL of the bucket or CDN in front of it.
+/// `None` when a clip has nothing to list.
+pub fn media(timeline: &Timeline, kind: Kind, ended: bool, media_base: &str) -> Option<MediaPlaylist> {
     let entries = &timeline.entries;
     let (start, end) = match kind {
         Kind::Live { window } => (entries.len().saturating_sub(window), entries.len()),
@@ -196,9 +213,16 @@ pub fn media(timeline: &Timeline, kind: Kind, ended: bool, media_base: &str) -> 
     if discontinuity_sequence > 0 {
         let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{discontinuity_sequence}");
     }
-    let clip = matches!(kind, Kind::Clip { .. });
-    if clip {
-        out.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n");
+    let end_of = |e: &Entry| e.program_date_ms + (e.segment.duration / 90) as i64;
+    let clip_open = match kind {
+        Kind::Clip { to_ms, .. } => !timeline.complete && entries.last().is_none_or(|last| to_ms > end_of(last)),
+        _ => false,
+    };
+    let fixed = ended || (matches!(kind, Kind::Clip { .. }) && !clip_open);
+    match kind {
+        Kind::Clip { .. } if clip_open => out.push_str("#EXT-X-PLAYLIST-TYPE:EVENT\n"),
+        Kind::Clip { .. } => out.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n"),
+        _ => {}
     }
     out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
     for (i, entry) in listed.iter().enumerate() {
@@ -214,10 +238,10 @@ pub fn media(timeline: &Timeline, kind: Kind, ended: bool, media_base: &str) -> 
             entry.segment.object_key
         );
     }
-    if ended || clip {
+    if fixed {
         out.push_str("#EXT-X-ENDLIST\n");
     }
-    Some(out)
+    Some(MediaPlaylist { text: out, fixed })
 }
 
 /// ISO 8601 with milliseconds and a UTC offset, as EXT-X-PROGRAM-DATE-TIME wants.
@@ -273,8 +297,8 @@ mod tests {
     fn live_window_with_real_durations() {
         let mut media = session("a", 0, None, 10, &[]);
         media.segments = (0..10).map(|i| segment("a", i, 180_180)).collect();
-        let timeline = timeline(&[media]);
-        let text = super::media(&timeline, Kind::Live { window: 6 }, false, "/media/").expect("playlist");
+        let timeline = timeline(&[media], 0);
+        let text = super::media(&timeline, Kind::Live { window: 6 }, false, "/media/").expect("playlist").text;
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:4\n"), "{text}");
         assert!(text.contains("#EXT-X-TARGETDURATION:2\n"), "2.002 s rounds to 2: {text}");
         assert_eq!(text.matches("#EXTINF:2.002000,").count(), 6);
@@ -287,14 +311,15 @@ mod tests {
         media.segments.retain(|s| s.sequence != 4);
         let listed: Vec<u64> = playable(&media.segments, &media.failed).iter().map(|(s, _)| s.sequence).collect();
         assert_eq!(listed, vec![0, 1, 3], "4 is not ready, so 5 is not listed yet");
-        let text = super::media(&timeline(&[media]), Kind::Live { window: 6 }, false, "/media/").expect("playlist");
+        let text =
+            super::media(&timeline(&[media], 0), Kind::Live { window: 6 }, false, "/media/").expect("playlist").text;
         assert!(text.contains("00000001.ts\n#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:"), "{text}");
         assert_eq!(uris(&text).last(), Some(&"/media/live/s/a/720p/00000003.ts"));
     }
 
     #[test]
     fn program_dates_follow_the_media_timeline_from_the_session_anchor() {
-        let timeline = timeline(&[session("a", 0, None, 3, &[])]);
+        let timeline = timeline(&[session("a", 0, None, 3, &[])], 0);
         let dates: Vec<i64> = timeline.entries.iter().map(|e| e.program_date_ms).collect();
         assert_eq!(dates, vec![1_700_000_000_037, 1_700_000_002_037, 1_700_000_004_037]);
         assert_eq!(program_date_time(1_700_000_002_037), "2023-11-14T22:13:22.037Z");
@@ -306,15 +331,16 @@ mod tests {
     #[test]
     fn a_reconnect_continues_the_sequence_with_a_discontinuity() {
         let sessions = [session("a", 0, Some((1, 5)), 5, &[]), session("b", 2, None, 4, &[])];
-        let timeline = timeline(&sessions);
+        let timeline = timeline(&sessions, 0);
         let msns: Vec<u64> = timeline.entries.iter().map(|e| e.msn).collect();
         assert_eq!(msns, (0..9).collect::<Vec<_>>(), "b's chunk 0 follows a's chunk 4");
-        let text = super::media(&timeline, Kind::Live { window: 6 }, false, "/media/").expect("playlist");
+        let text = super::media(&timeline, Kind::Live { window: 6 }, false, "/media/").expect("playlist").text;
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:3\n") && !text.contains("DISCONTINUITY-SEQUENCE"), "{text}");
         assert!(text.contains("a/720p/00000004.ts\n#EXT-X-DISCONTINUITY\n"), "{text}");
         // Once the reconnect point slides out, the discontinuity sequence counts it.
         let later = [session("a", 0, Some((1, 5)), 5, &[]), session("b", 2, None, 12, &[])];
-        let text = super::media(&super::timeline(&later), Kind::Live { window: 6 }, false, "/media/").expect("pl");
+        let text =
+            super::media(&super::timeline(&later, 0), Kind::Live { window: 6 }, false, "/media/").expect("pl").text;
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:11\n#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{text}");
         assert!(!text.contains("#EXT-X-DISCONTINUITY\n"), "{text}");
     }
@@ -323,25 +349,30 @@ mod tests {
     fn a_later_session_waits_for_an_earlier_one_still_transcoding() {
         let mut first = session("a", 0, Some((1, 5)), 5, &[]);
         first.segments.retain(|s| s.sequence != 4);
-        let timeline = timeline(&[first, session("b", 2, None, 3, &[])]);
+        let timeline = timeline(&[first, session("b", 2, None, 3, &[])], 0);
         assert_eq!(timeline.entries.len(), 4, "nothing of b before a's chunk 4");
     }
 
     #[test]
     fn ended_dvr_and_clip_playlists() {
-        let done = timeline(&[session("a", 0, Some((1, 10)), 10, &[])]);
+        let done = timeline(&[session("a", 0, Some((1, 10)), 10, &[])], 0);
         assert!(done.complete);
-        let live = super::media(&done, Kind::Live { window: 6 }, true, "/media/").expect("playlist");
+        let live = super::media(&done, Kind::Live { window: 6 }, true, "/media/").expect("playlist").text;
         assert!(live.ends_with("#EXT-X-ENDLIST\n") && live.contains("#EXT-X-MEDIA-SEQUENCE:4\n"), "{live}");
-        let dvr = super::media(&done, Kind::Dvr, false, "/media/").expect("playlist");
+        let dvr = super::media(&done, Kind::Dvr, false, "/media/").expect("playlist").text;
         assert_eq!(uris(&dvr).len(), 10);
         assert!(!dvr.contains("ENDLIST"));
-        let waiting = timeline(&[session("a", 0, Some((1, 10)), 9, &[])]);
+        let waiting = timeline(&[session("a", 0, Some((1, 10)), 9, &[])], 0);
         assert!(!waiting.complete, "the last chunk is still being transcoded");
+        // A clip running past what is listed grows as an EVENT playlist, without ENDLIST, until it is whole.
+        let open = Kind::Clip { from_ms: 1_700_000_006_500, to_ms: 1_700_000_030_000 };
+        let growing = super::media(&waiting, open, false, "/media/").expect("clip");
+        assert!(!growing.fixed && growing.text.contains("#EXT-X-PLAYLIST-TYPE:EVENT\n"), "{}", growing.text);
+        assert!(!growing.text.contains("ENDLIST"));
 
         // Chunks 3 to 5 cover [1_700_000_006_037, 1_700_000_012_037).
         let clip = Kind::Clip { from_ms: 1_700_000_006_500, to_ms: 1_700_000_011_000 };
-        let text = super::media(&done, clip, false, "https://cdn.example.com/").expect("clip");
+        let text = super::media(&done, clip, false, "https://cdn.example.com/").expect("clip").text;
         assert_eq!(
             uris(&text),
             vec![
@@ -353,6 +384,18 @@ mod tests {
         assert!(text.contains("#EXT-X-PLAYLIST-TYPE:VOD\n") && text.ends_with("#EXT-X-ENDLIST\n"), "{text}");
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:3\n"), "{text}");
         assert_eq!(super::media(&done, Kind::Clip { from_ms: 0, to_ms: 1 }, false, "/media/"), None);
+
+        // An earlier session with a chunk missing holds later ones back while it may be in flight, not for ever;
+        // one that never had the rendition holds nothing back.
+        let mut stuck = session("a", 0, Some((1_000, 5)), 5, &[]);
+        stuck.segments.retain(|s| s.sequence != 4);
+        let later = session("b", 2_000, None, 3, &[]);
+        assert_eq!(timeline(&[stuck.clone(), later.clone()], 60_000).entries.len(), 4);
+        let moved_on = timeline(&[stuck, later.clone()], 1_000 + IN_FLIGHT_WAIT_MS);
+        assert_eq!(moved_on.entries.iter().map(|e| e.msn).collect::<Vec<_>>(), vec![0, 1, 2, 3, 5, 6, 7]);
+        let mut absent = session("a", 0, Some((1_000, 5)), 5, &[]);
+        absent.segments.clear();
+        assert_eq!(timeline(&[absent, later], 2_000).entries.first().map(|e| e.msn), Some(5));
     }
 
     #[test]
