@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test lint deps test-deps build
+.PHONY: demo test lint deps test-deps bench build
 
 ## demo: run the whole stack with a test pattern and print the URL to watch
 demo: deps
@@ -13,6 +13,12 @@ demo: deps
 ## test: lint, then every test, with real nats-server, ffmpeg, SRT peers and a Garage S3 server
 test: deps test-deps lint
 	$(CARGO) test --workspace --no-fail-fast
+
+## bench: latency, efficiency and throughput against ffmpeg and nginx; writes bench/RESULTS.md (not in CI)
+bench: deps
+	@./scripts/install-bench-deps.sh
+	$(CARGO) build --release --bin ladder
+	python3 bench/run.py
 
 ## lint: formatting and clippy, warnings are errors
 lint:

@@ -194,3 +194,58 @@ fn a_ladder_change_reaches_the_master_playlist_within_two_chunks() {
         assert!(ok && stderr.trim().is_empty(), "{stderr}");
     }
 }
+
+/// `ladder chunk` cuts a file as the segmenter would: chunks at IDRs, each playable on its own; and names what
+/// is wrong with a file it cannot cut.
+#[test]
+fn ladder_chunk_cuts_a_file_and_refuses_garbage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("in.ts");
+    let (ok, _, err) = run(
+        "ffmpeg",
+        &[
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=sample_rate=48000",
+            "-t",
+            "7",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "50",
+            "-sc_threshold",
+            "0",
+            "-c:a",
+            "aac",
+            "-f",
+            "mpegts",
+            input.to_str().expect("path"),
+        ],
+    );
+    assert!(ok, "{err}");
+    let out = dir.path().join("chunks");
+    let args = ["chunk", input.to_str().expect("path"), "--out", out.to_str().expect("path")];
+    let (ok, stdout, stderr) = run(LADDER, &args);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("chunk ")).count(), 4, "7 s in 2 s chunks: {stdout}");
+    assert!(stdout.contains("dur=2.000s") && stdout.contains("cut "), "{stdout}");
+    for n in 0..4 {
+        let chunk = out.join(format!("{n:08}.ts"));
+        let (ok, _, err) = run("ffmpeg", &["-v", "error", "-i", chunk.to_str().expect("path"), "-f", "null", "-"]);
+        assert!(ok && err.trim().is_empty(), "chunk {n} decodes alone: {err}");
+    }
+    let garbage = dir.path().join("garbage.ts");
+    std::fs::write(&garbage, vec![7u8; 100_000]).expect("write");
+    let (ok, _, stderr) = run(LADDER, &["chunk", garbage.to_str().expect("path")]);
+    assert!(!ok && stderr.contains("not an MPEG transport stream"), "{stderr}");
+}

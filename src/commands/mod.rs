@@ -1,5 +1,6 @@
 //! Command-line interface of the `ladder` binary.
 
+mod chunk;
 mod dev;
 mod events;
 mod reindex;
@@ -77,6 +78,8 @@ pub enum Command {
     Events(events::EventsArgs),
     /// Rebuild an empty index by replaying the retained event log.
     Reindex(reindex::ReindexArgs),
+    /// Cut an MPEG-TS file into chunks as the segmenter does (no NATS, no storage).
+    Chunk(chunk::ChunkArgs),
     /// Per-stream settings: the ABR ladder.
     #[command(subcommand)]
     Stream(stream::StreamCommand),
@@ -234,6 +237,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Events(args) => events::run(args, shutdown).await?,
         Command::Stream(command) => stream::run(command).await?,
         Command::Reindex(args) => reindex::run(args).await?,
+        Command::Chunk(args) => chunk::run(args)?,
     }
     Ok(())
 }

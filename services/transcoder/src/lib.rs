@@ -184,6 +184,7 @@ async fn transcode(bus: &Bus, config: &Config, chunk: &ChunkUploaded) -> Result<
     let source = config.storage.get(&chunk.object_key).await?;
     let ladder = current_ladder(bus, &chunk.stream).await?.unwrap_or_else(|| config.ladder.clone());
     let renditions = ladder::fit(&ladder, chunk.width, chunk.height);
+    let ffmpeg_started_ms = ladder_bus::now_ms();
     let outputs = ffmpeg::transcode(&source, &renditions, &config.preset, chunk.frame_duration).await?;
     let finished_ms = ladder_bus::now_ms();
     for (spec, output) in renditions.iter().zip(outputs) {
@@ -209,6 +210,7 @@ async fn transcode(bus: &Bus, config: &Config, chunk: &ChunkUploaded) -> Result<
             frame_duration: chunk.frame_duration * ladder::frame_step(chunk.frame_duration, spec.max_fps),
             timing: Some(Timing {
                 transcode_started_ms: started_ms,
+                ffmpeg_started_ms,
                 transcode_finished_ms: finished_ms,
                 ..chunk.timing.unwrap_or_default()
             }),

@@ -1,0 +1,530 @@
+#!/usr/bin/env python3
+"""make bench: ladder measured side by side with what users would run instead, on this machine, in one run.
+
+1. Ingest-to-playlist latency per chunk, by stage, from the Timing carried in the events (2 s and 1 s chunks).
+2. Transcode efficiency: CPU seconds per media second, ladder (every process, ffmpeg children included)
+   against one continuous ffmpeg encoding the same ladder from the same source.
+3. Manifest throughput: wrk against a live media playlist, ladder against nginx serving the same bytes.
+4. Segmenter throughput: `ladder chunk` against `ffmpeg -c copy -f segment` on the same long TS file.
+5. Ingest capacity: N SRT publishers at 2 Mb/s into ingest + segmenter, N doubled until chunks fall behind
+   or arrive damaged; the largest N that held is then held for 60 s.
+
+Writes bench/RESULTS.md and bench/results.json. Needs a release build of ladder, ffmpeg, nats-server, wrk and
+nginx (the Makefile installs them). Never part of `make test`.
+"""
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LADDER = os.path.join(ROOT, "target", "release", "ladder")
+WORK = os.path.join(ROOT, "bench", "work")
+COMMANDS = []  # every external command whose result is reported, for RESULTS.md
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_udp_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def log(*args):
+    print("bench:", *args, file=sys.stderr, flush=True)
+
+
+def record(cmd):
+    COMMANDS.append(" ".join(cmd))
+    return cmd
+
+
+def children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run_measured(cmd):
+    """Runs a command to completion: (wall seconds, CPU seconds of it and its children)."""
+    cpu, start = children_cpu(), time.time()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.time() - start, children_cpu() - cpu
+
+
+def proc_cpu(pid, children=True):
+    """CPU seconds of a live process from /proc (its own, plus its waited-for children's)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = int(fields[11]) + int(fields[12])
+    if children:
+        used += int(fields[13]) + int(fields[14])
+    return used / ticks
+
+
+def percentiles(values):
+    values = sorted(values)
+    if not values:
+        return {"p50": None, "p95": None, "max": None, "n": 0}
+    pick = lambda q: values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+    return {"p50": pick(0.5), "p95": pick(0.95), "max": values[-1], "n": len(values)}
+
+
+def http_get(url, timeout=2):
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.read().decode()
+
+
+def ffmpeg(*args):
+    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *args]
+    subprocess.run(cmd, check=True)
+
+
+def make_sources():
+    os.makedirs(WORK, exist_ok=True)
+    sources = {
+        # 720p25 with keyframes every 2 s (and every 1 s), 4 Mb/s, AAC: what an encoder would publish.
+        "source-2s.ts": ["-g", "50", "-keyint_min", "50"],
+        "source-1s.ts": ["-g", "25", "-keyint_min", "25"],
+    }
+    for name, gop in sources.items():
+        path = os.path.join(WORK, name)
+        if not os.path.exists(path):
+            log("making", name)
+            ffmpeg("-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25", "-f", "lavfi", "-i",
+                   "sine=frequency=440:sample_rate=48000", "-t", "60", "-c:v", "libx264", "-preset", "veryfast",
+                   "-b:v", "4M", "-maxrate", "4M", "-bufsize", "4M", *gop, "-sc_threshold", "0", "-pix_fmt", "yuv420p",
+                   "-c:a", "aac", "-b:a", "128k", "-f", "mpegts", path)
+    small = os.path.join(WORK, "stream-2m.ts")
+    if not os.path.exists(small):
+        log("making stream-2m.ts")
+        ffmpeg("-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25", "-f", "lavfi", "-i", "sine=sample_rate=48000",
+               "-t", "75", "-c:v", "libx264", "-preset", "veryfast", "-b:v", "1900k", "-maxrate", "1900k",
+               "-bufsize", "1900k", "-g", "50", "-keyint_min", "50", "-sc_threshold", "0", "-c:a", "aac", "-b:a", "96k",
+               "-f", "mpegts", small)
+    long = os.path.join(WORK, "long.ts")
+    if not os.path.exists(long):
+        log("making long.ts (10 x source-2s.ts)")
+        listing = os.path.join(WORK, "concat.txt")
+        with open(listing, "w") as f:
+            f.write("file 'source-2s.ts'\n" * 10)
+        ffmpeg("-f", "concat", "-safe", "0", "-i", listing, "-c", "copy", "-f", "mpegts", long)
+
+
+class Nats:
+    def __init__(self, directory):
+        self.port = free_port()
+        self.proc = subprocess.Popen(["nats-server", "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", directory],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = f"nats://127.0.0.1:{self.port}"
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("nats-server did not start")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+class Events:
+    """`ladder events --json` in the background: every event of the stream, as it happens."""
+
+    def __init__(self, nats_url):
+        self.events = []
+        self.proc = subprocess.Popen([LADDER, "events", "--nats", nats_url, "--json"], stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            try:
+                self.events.append(json.loads(line))
+            except ValueError:
+                pass
+
+    def of(self, prefix):
+        return [e["event"] for e in self.events if e["subject"].startswith(prefix)]
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def publish(srt_port, stream, source, loop=False):
+    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re"]
+    if loop:
+        cmd += ["-stream_loop", "-1"]
+    cmd += ["-i", source, "-c", "copy", "-f", "mpegts",
+            f"srt://127.0.0.1:{srt_port}?streamid={stream}&pkt_size=1316&latency=120000"]
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def latency_run(target):
+    """One stream through the whole stack (ladder dev on its own nats-server) at `target` s chunks."""
+    directory = tempfile.mkdtemp(prefix="ladder-bench-")
+    nats = Nats(os.path.join(directory, "nats"))
+    http, srt = free_port(), free_udp_port()
+    dev_cmd = record([LADDER, "dev", "--nats", nats.url, "--data-dir", directory, "--http-listen", f"127.0.0.1:{http}",
+                      "--srt-listen", f"127.0.0.1:{srt}", "--target-duration", str(target), "--workers", "2"])
+    dev = subprocess.Popen(dev_cmd, stdout=subprocess.DEVNULL, stderr=open(os.path.join(directory, "dev.log"), "w"))
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", http), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    events = Events(nats.url)
+    time.sleep(0.5)
+    source = os.path.join(WORK, "source-2s.ts" if target >= 2 else "source-1s.ts")
+    seen = {}  # (rendition, sequence) -> first ms listed
+    stop = threading.Event()
+
+    def poll():
+        renditions = []
+        while not stop.is_set():
+            try:
+                if not renditions:
+                    master = http_get(f"http://127.0.0.1:{http}/live/bench/master.m3u8")
+                    renditions = [l[:-5] for l in master.splitlines() if l.endswith(".m3u8")]
+                for r in renditions:
+                    body = http_get(f"http://127.0.0.1:{http}/live/bench/{r}.m3u8")
+                    at = now_ms()
+                    for uri in re.findall(r"/(\d{8})\.ts", body):
+                        seen.setdefault((r, int(uri)), at)
+            except Exception:
+                pass
+            time.sleep(0.05)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    publisher = publish(srt, "bench", source)
+    publisher.wait()
+    # Wait for the last chunks to be transcoded and listed.
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        uploaded = events.of("chunk.uploaded.bench")
+        ready = events.of("rendition.ready.bench")
+        renditions = {e["rendition"] for e in ready}
+        if events.of("stream.ended.bench") and uploaded and len(ready) >= len(uploaded) * max(1, len(renditions)):
+            if all((r, e["sequence"]) in seen for r in renditions for e in uploaded):
+                break
+        time.sleep(0.2)
+    stop.set()
+    poller.join()
+    cpu = proc_cpu(dev.pid) + proc_cpu(nats.proc.pid, children=False)
+    playlist = http_get(f"http://127.0.0.1:{http}/live/bench/720p.m3u8")
+    result = {"target_duration_s": target, "command": " ".join(dev_cmd)}
+    uploaded = {e["sequence"]: e for e in events.of("chunk.uploaded.bench")}
+    ready = events.of("rendition.ready.bench")
+    renditions = sorted({e["rendition"] for e in ready})
+    stages = {k: [] for k in ["segment", "upload", "queue", "fetch", "ffmpeg", "store_index_visible", "total",
+                              "overhead"]}
+    for seq, chunk in sorted(uploaded.items()):
+        t = chunk.get("timing") or {}
+        per = [e for e in ready if e["sequence"] == seq]
+        if len(per) < len(renditions) or any((r, seq) not in seen for r in renditions):
+            continue
+        rt = per[0].get("timing") or {}
+        visible = max(seen[(r, seq)] for r in renditions)
+        ffmpeg_ms = rt["transcode_finished_ms"] - rt["ffmpeg_started_ms"]
+        total = visible - t["ingest_last_packet_ms"]
+        stages["segment"].append(t["segmented_ms"] - t["ingest_last_packet_ms"])
+        stages["upload"].append(t["uploaded_ms"] - t["segmented_ms"])
+        stages["queue"].append(rt["transcode_started_ms"] - t["uploaded_ms"])
+        stages["fetch"].append(rt["ffmpeg_started_ms"] - rt["transcode_started_ms"])
+        stages["ffmpeg"].append(ffmpeg_ms)
+        stages["store_index_visible"].append(visible - rt["transcode_finished_ms"])
+        stages["total"].append(total)
+        stages["overhead"].append(total - ffmpeg_ms)
+    result["stages_ms"] = {k: percentiles(v) for k, v in stages.items()}
+    media_seconds = sum(c["duration"] for c in uploaded.values()) / 90000
+    result["chunks"] = len(uploaded)
+    result["renditions"] = renditions
+    result["media_seconds"] = round(media_seconds, 3)
+    result["cpu_seconds"] = round(cpu, 2)
+    result["cpu_per_media_second"] = round(cpu / media_seconds, 3) if media_seconds else None
+    result["http_port"] = http
+    events.stop()
+    return result, dev, nats, directory, playlist, http
+
+
+def baseline_ffmpeg():
+    """One continuous ffmpeg encoding the default ladder from the same source with the transcoder's settings."""
+    source = os.path.join(WORK, "source-2s.ts")
+    out = tempfile.mkdtemp(prefix="ladder-bench-ffmpeg-")
+    ladder = [("720p", 720, 3000), ("480p", 480, 1500), ("360p", 360, 800)]
+    graph = "[0:v:0]split=3[s0][s1][s2]" + "".join(f";[s{i}]scale=-2:{h}[v{i}]" for i, (_, h, _) in enumerate(ladder))
+    cmd = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", source, "-filter_complex", graph]
+    for i, (name, _, kbps) in enumerate(ladder):
+        cmd += ["-map", f"[v{i}]", "-map", "0:a?", "-c:v", "libx264", "-preset", "veryfast", "-profile:v", "high",
+                "-pix_fmt", "yuv420p", "-b:v", f"{kbps}k", "-maxrate", f"{kbps * 11 // 10}k", "-bufsize", f"{kbps}k",
+                "-x264-params", "vbv-init=0.5", "-g", "50", "-keyint_min", "50", "-sc_threshold", "0",
+                "-c:a", "copy", "-f", "mpegts", os.path.join(out, f"{name}.ts")]
+    wall, cpu = run_measured(record(cmd))
+    shutil.rmtree(out, ignore_errors=True)
+    return {"command": " ".join(cmd), "wall_seconds": round(wall, 2), "cpu_seconds": round(cpu, 2),
+            "media_seconds": 60.0, "cpu_per_media_second": round(cpu / 60.0, 3)}
+
+
+def wrk(url):
+    cmd = record(["wrk", "-t2", "-c32", "-d10s", "--latency", url])
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"requests_per_second": rps, "p99_ms": round(float(p99.group(1)) * scale, 3),
+            "non_2xx": int(errors.group(1)) if errors else 0}
+
+
+def manifest_throughput(http, playlist):
+    ladder = wrk(f"http://127.0.0.1:{http}/live/bench/720p.m3u8")
+    directory = tempfile.mkdtemp(prefix="ladder-bench-nginx-")
+    with open(os.path.join(directory, "720p.m3u8"), "w") as f:
+        f.write(playlist)
+    port = free_port()
+    conf = os.path.join(directory, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""daemon off; worker_processes auto; pid {directory}/nginx.pid; error_log {directory}/error.log;
+events {{ worker_connections 1024; }}
+http {{ access_log off; types {{ application/vnd.apple.mpegurl m3u8; }}
+  server {{ listen 127.0.0.1:{port}; root {directory}; location / {{ add_header Cache-Control "max-age=1"; }} }} }}
+""")
+    nginx = subprocess.Popen(record(["nginx", "-c", conf, "-p", directory]), stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    static = wrk(f"http://127.0.0.1:{port}/720p.m3u8")
+    nginx.terminate()
+    nginx.wait()
+    shutil.rmtree(directory, ignore_errors=True)
+    return {"ladder": ladder, "nginx": static,
+            "ratio_rps": round(ladder["requests_per_second"] / static["requests_per_second"], 3),
+            "playlist_bytes": len(playlist)}
+
+
+def segmenter_throughput():
+    source = os.path.join(WORK, "long.ts")
+    size = os.path.getsize(source)
+    out = tempfile.mkdtemp(prefix="ladder-bench-chunk-")
+    ours_wall, ours_cpu = run_measured(record([LADDER, "chunk", source, "--out", out, "--target-duration", "2"]))
+    shutil.rmtree(out, ignore_errors=True)
+    out = tempfile.mkdtemp(prefix="ladder-bench-segment-")
+    theirs_wall, theirs_cpu = run_measured(record(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-i", source, "-map", "0", "-c", "copy", "-f", "segment",
+         "-segment_time", "2", "-reset_timestamps", "0", os.path.join(out, "%08d.ts")]))
+    shutil.rmtree(out, ignore_errors=True)
+    mb = size / 1e6
+    return {"file_mb": round(mb, 1),
+            "ladder": {"mb_per_s": round(mb / ours_wall, 1), "cpu_seconds": round(ours_cpu, 3),
+                       "wall_seconds": round(ours_wall, 3)},
+            "ffmpeg_segment": {"mb_per_s": round(mb / theirs_wall, 1), "cpu_seconds": round(theirs_cpu, 3),
+                               "wall_seconds": round(theirs_wall, 3)},
+            "ratio_mb_per_s": round((mb / ours_wall) / (mb / theirs_wall), 2),
+            "ratio_cpu": round(ours_cpu / theirs_cpu, 3) if theirs_cpu else None}
+
+
+def ingest_step(n, seconds):
+    """n publishers for `seconds` into nats + ingest + segmenter. Held: every stream's chunks all arrive,
+    undamaged (no discontinuity after the first), within 2 s of their last packet."""
+    directory = tempfile.mkdtemp(prefix="ladder-bench-ingest-")
+    nats = Nats(os.path.join(directory, "nats"))
+    srt = free_udp_port()
+    procs = [subprocess.Popen([LADDER, "ingest", "--nats", nats.url, "--srt-listen", f"127.0.0.1:{srt}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+             subprocess.Popen([LADDER, "segmenter", "--nats", nats.url, "--storage", os.path.join(directory, "media")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    time.sleep(1.5)
+    events = Events(nats.url)
+    time.sleep(0.5)
+    before = sum(proc_cpu(p.pid) for p in procs) + proc_cpu(nats.proc.pid)
+    publishers = [publish(srt, f"s{i}", os.path.join(WORK, "stream-2m.ts"), loop=True) for i in range(n)]
+    time.sleep(seconds)
+    used = sum(proc_cpu(p.pid) for p in procs) + proc_cpu(nats.proc.pid) - before
+    for p in publishers:
+        p.terminate()
+    for p in publishers:
+        p.wait()
+    time.sleep(3)
+    uploaded = events.of("chunk.uploaded.")
+    per_stream = {}
+    damaged, late = 0, 0
+    for e in uploaded:
+        per_stream[e["stream"]] = per_stream.get(e["stream"], 0) + 1
+        if e.get("discontinuity") and e.get("sequence", 0) > 0:
+            damaged += 1
+        t = e.get("timing") or {}
+        if t and t["uploaded_ms"] - t["ingest_last_packet_ms"] > 2000:
+            late += 1
+    expected = int(seconds / 2) - 2
+    short = [s for s in (f"s{i}" for i in range(n)) if per_stream.get(s, 0) < expected]
+    events.stop()
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        p.wait()
+    nats.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+    held = not short and damaged == 0 and late == 0
+    return {"publishers": n, "seconds": seconds, "held": held, "cpu_seconds": round(used, 2),
+            "cpu_per_stream_percent": round(100 * used / seconds / n, 2), "streams_short": len(short),
+            "damaged_chunks": damaged, "late_chunks": late, "chunks": len(uploaded)}
+
+
+def ingest_capacity():
+    steps, best = [], 0
+    n = 1
+    while n <= 64:
+        step = ingest_step(n, 20)
+        log("ingest", step)
+        steps.append(step)
+        if not step["held"]:
+            break
+        best = n
+        n *= 2
+    hold = ingest_step(best, 60) if best else None
+    return {"steps": steps, "largest_held": best, "hold_60s": hold,
+            "publisher_command": "ffmpeg -re -stream_loop -1 -i stream-2m.ts -c copy -f mpegts srt://...",
+            "bitrate": "2 Mb/s (640x360 1.9 Mb/s video + 96 kb/s AAC)"}
+
+
+def machine():
+    cpu = "unknown"
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = int(open("/proc/meminfo").readline().split()[1]) // 1024
+    versions = {}
+    for tool, args in [("ffmpeg", ["-version"]), ("nats-server", ["--version"]), ("nginx", ["-v"]), ("wrk", ["-v"])]:
+        out = subprocess.run([tool, *args], capture_output=True, text=True)
+        versions[tool] = (out.stdout + out.stderr).strip().splitlines()[0] if (out.stdout + out.stderr).strip() else ""
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_mib": mem, "kernel": platform.release(), "tools": versions}
+
+
+def main():
+    started = time.time()
+    make_sources()
+    results = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    log("latency at 2 s chunks")
+    two, dev, nats, directory, playlist, http = latency_run(2)
+    log("manifest throughput")
+    results["manifest"] = manifest_throughput(http, playlist)
+    dev.send_signal(signal.SIGINT)
+    dev.wait()
+    nats.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+    log("latency at 1 s chunks")
+    one, dev, nats, directory, _, _ = latency_run(1)
+    dev.send_signal(signal.SIGINT)
+    dev.wait()
+    nats.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+    results["latency"] = [two, one]
+    log("baseline ffmpeg ladder")
+    base = baseline_ffmpeg()
+    results["efficiency"] = {"ladder": {k: two[k] for k in ["cpu_seconds", "media_seconds", "cpu_per_media_second"]},
+                             "ffmpeg": base,
+                             "ratio": round(two["cpu_per_media_second"] / base["cpu_per_media_second"], 3)}
+    log("segmenter throughput")
+    results["segmenter"] = segmenter_throughput()
+    log("ingest capacity")
+    results["ingest"] = ingest_capacity()
+    results["duration_seconds"] = round(time.time() - started)
+    results["commands"] = COMMANDS
+    with open(os.path.join(ROOT, "bench", "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    with open(os.path.join(ROOT, "bench", "RESULTS.md"), "w") as f:
+        f.write(report(results))
+    log(f"done in {results['duration_seconds']} s: bench/RESULTS.md, bench/results.json")
+
+
+def report(r):
+    m = r["machine"]
+    lines = [f"# ladder benchmark results", "",
+             f"Run on {r['date']} by `make bench` in {r['duration_seconds']} s, on {m['cores']} cores of "
+             f"{m['cpu']}, {m['memory_mib']} MiB, Linux {m['kernel']}. Tools: "
+             + "; ".join(f"{k}: {v}" for k, v in m["tools"].items()) + ".", "",
+             "The raw figures are in [results.json](results.json); the commands are listed at the end.", ""]
+    lines += ["## 1. Ingest-to-playlist latency", "",
+              "From ingest receiving a chunk's last TS packet to the chunk being listed in every variant playlist, "
+              "per chunk, from the Timing in the events (the visible stage is polled every 50 ms). "
+              "One 720p25 stream, 60 s, default ladder (720p, 480p, 360p), 2 transcoder workers, x264 veryfast.", ""]
+    for run in r["latency"]:
+        lines += [f"**{run['target_duration_s']} s chunks** ({run['chunks']} chunks):", "",
+                  "| stage | p50 ms | p95 ms | max ms |", "|---|---|---|---|"]
+        for stage, p in run["stages_ms"].items():
+            lines.append(f"| {stage} | {p['p50']} | {p['p95']} | {p['max']} |")
+        lines.append("")
+    lines += ["`overhead` is total minus the time ffmpeg spent transcoding. `queue` is the wait for a transcoder "
+              "worker, `fetch` reading the source chunk and the stream's ladder, `store_index_visible` storing the "
+              "renditions, the events, the indexer and the manifest.", ""]
+    e = r["efficiency"]
+    lines += ["## 2. Transcode efficiency", "",
+              "| | CPU s | media s | CPU s per media s |", "|---|---|---|---|",
+              f"| ladder (every process, ffmpeg children, nats-server) | {e['ladder']['cpu_seconds']} | "
+              f"{e['ladder']['media_seconds']} | {e['ladder']['cpu_per_media_second']} |",
+              f"| one continuous ffmpeg, same ladder and settings | {e['ffmpeg']['cpu_seconds']} | "
+              f"{e['ffmpeg']['media_seconds']} | {e['ffmpeg']['cpu_per_media_second']} |", "",
+              f"Ratio ladder / ffmpeg: **{e['ratio']}**.", ""]
+    mt = r["manifest"]
+    lines += ["## 3. Manifest throughput", "",
+              f"wrk, 2 threads, 32 connections, 10 s, on the 720p live playlist ({mt['playlist_bytes']} bytes).", "",
+              "| server | requests/s | p99 ms | non-2xx |", "|---|---|---|---|",
+              f"| ladder manifest | {mt['ladder']['requests_per_second']} | {mt['ladder']['p99_ms']} | "
+              f"{mt['ladder']['non_2xx']} |",
+              f"| nginx, same bytes as a static file | {mt['nginx']['requests_per_second']} | {mt['nginx']['p99_ms']} | "
+              f"{mt['nginx']['non_2xx']} |", "",
+              f"Ratio ladder / nginx: **{mt['ratio_rps']}**.", ""]
+    s = r["segmenter"]
+    lines += ["## 4. Segmenter throughput", "",
+              f"Cutting a {s['file_mb']} MB TS file (10 min of 720p25 at 4 Mb/s) into 2 s chunks, written to disk.", "",
+              "| | MB/s | CPU s | wall s |", "|---|---|---|---|",
+              f"| `ladder chunk` | {s['ladder']['mb_per_s']} | {s['ladder']['cpu_seconds']} | "
+              f"{s['ladder']['wall_seconds']} |",
+              f"| `ffmpeg -c copy -f segment` | {s['ffmpeg_segment']['mb_per_s']} | {s['ffmpeg_segment']['cpu_seconds']} | "
+              f"{s['ffmpeg_segment']['wall_seconds']} |", "",
+              f"Ratio ladder / ffmpeg: **{s['ratio_mb_per_s']}x** the throughput, **{s['ratio_cpu']}x** the CPU.", ""]
+    i = r["ingest"]
+    lines += ["## 5. Ingest capacity", "",
+              f"N publishers at {i['bitrate']} (`{i['publisher_command']}`) into nats-server + `ladder ingest` + "
+              "`ladder segmenter`, doubling N. A step holds when every stream gets all its chunks, none damaged "
+              "(a continuity gap or timestamp jump after the first), each stored within 2 s of its last packet.", "",
+              "| N | s | held | CPU % per stream | short streams | damaged | late |", "|---|---|---|---|---|---|---|"]
+    for step in i["steps"] + ([i["hold_60s"]] if i["hold_60s"] else []):
+        lines.append(f"| {step['publishers']} | {step['seconds']} | {step['held']} | {step['cpu_per_stream_percent']} "
+                     f"| {step['streams_short']} | {step['damaged_chunks']} | {step['late_chunks']} |")
+    lines += ["", f"Largest N held: **{i['largest_held']}**"
+              + (f", held for 60 s: {i['hold_60s']['held']}." if i["hold_60s"] else "."), ""]
+    lines += ["## Commands", ""] + [f"- `{c}`" for c in r["commands"]] + [""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
