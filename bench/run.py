@@ -303,8 +303,10 @@ def wrk(url):
 def manifest_throughput(http, playlist):
     ladder = wrk(f"http://127.0.0.1:{http}/live/bench/720p.m3u8")
     directory = tempfile.mkdtemp(prefix="ladder-bench-nginx-")
+    os.chmod(directory, 0o755)  # nginx's workers run as an unprivileged user
     with open(os.path.join(directory, "720p.m3u8"), "w") as f:
         f.write(playlist)
+    os.chmod(os.path.join(directory, "720p.m3u8"), 0o644)
     port = free_port()
     conf = os.path.join(directory, "nginx.conf")
     with open(conf, "w") as f:
@@ -321,9 +323,13 @@ http {{ access_log off; types {{ application/vnd.apple.mpegurl m3u8; }}
         except OSError:
             time.sleep(0.05)
     static = wrk(f"http://127.0.0.1:{port}/720p.m3u8")
+    body = http_get(f"http://127.0.0.1:{port}/720p.m3u8")
     nginx.terminate()
     nginx.wait()
     shutil.rmtree(directory, ignore_errors=True)
+    # A comparison is only worth reporting if both served the playlist, every time.
+    if ladder["non_2xx"] or static["non_2xx"] or body != playlist:
+        raise RuntimeError(f"a server answered with errors or other bytes: ladder {ladder}, nginx {static}")
     return {"ladder": ladder, "nginx": static,
             "ratio_rps": round(ladder["requests_per_second"] / static["requests_per_second"], 3),
             "playlist_bytes": len(playlist)}
