@@ -89,13 +89,11 @@ fn a_reconnect_continues_the_playlists_and_the_end_comes_after_the_grace_period(
     first.finish();
     // The publisher is back within the grace period: no ENDLIST in between.
     let mut second = republish(&url, "640x360", 25, 18, 880);
-    let reconnected = Instant::now();
     let joined = eventually(Duration::from_secs(60), "the second session in the playlist", &stack, || {
         let playlist = poll(&stack);
         assert_eq!(playlist["endlist"], false, "the playlist ended during the grace period");
         segments(&playlist).iter().any(|s| s["discontinuity"] == true).then_some(playlist)
     });
-    assert!(reconnected.elapsed() < Duration::from_secs(30));
     // The discontinuity is where the sessions meet.
     let at = segments(&joined).iter().position(|s| s["discontinuity"] == true).expect("a discontinuity");
     let (before, after) = (uri(&segments(&joined)[at - 1]), uri(&segments(&joined)[at]));
