@@ -26,7 +26,7 @@ use axum::{
     routing::get,
     Router,
 };
-use ladder_index::{Index, IndexError};
+use ladder_index::{Index, IndexError, Rendition, Session};
 use ladder_storage::{ErrorKind, Storage};
 use tokio_util::sync::CancellationToken;
 
@@ -158,22 +158,13 @@ async fn playlist(
         Err(e) => return index_error(e),
     };
     let latest = &sessions[sessions.len() - 1];
-    // The renditions of the newest session that has any: right after a reconnect, the new session has none
-    // until its first chunk is transcoded, and players go on with the previous session's.
-    let mut renditions = Vec::new();
-    for session in sessions.iter().rev() {
-        match config.index.renditions(&stream, &session.session_id).await {
-            Ok(found) if !found.is_empty() => {
-                renditions = playlist::current(found);
-                break;
-            }
-            Ok(_) => {}
-            Err(e) => return index_error(e),
-        }
-    }
     let grace_over =
         |ended_at_ms: Option<i64>| ended_at_ms.is_some_and(|at| now_ms() - at >= config.end_grace.as_millis() as i64);
     if name == "master" {
+        let renditions = match current_renditions(&config, &stream, &sessions).await {
+            Ok(renditions) => renditions,
+            Err(e) => return index_error(e),
+        };
         if renditions.is_empty() {
             return not_found("stream");
         }
@@ -191,10 +182,14 @@ async fn playlist(
         }
     }
     let timeline = playlist::timeline(&media, now_ms());
-    // A rendition is known if the ladder in force has it or a retained session recorded it (DVR and clips of
-    // an earlier ladder).
-    if timeline.entries.is_empty() && !renditions.iter().any(|r| r.name == name) {
-        return not_found("rendition");
+    // A rendition is known if a retained session recorded it (DVR and clips of an earlier ladder) or the
+    // ladder in force has it. The second lookup is only needed when the first finds nothing.
+    if timeline.entries.is_empty() {
+        match current_renditions(&config, &stream, &media.iter().map(|m| m.session.clone()).collect::<Vec<_>>()).await {
+            Ok(renditions) if renditions.iter().any(|r| r.name == name) => {}
+            Ok(_) => return not_found("rendition"),
+            Err(e) => return index_error(e),
+        }
     }
     let ended = timeline.complete && grace_over(timeline.ended_at_ms);
     let kind = match (flavor, range) {
@@ -212,6 +207,18 @@ async fn playlist(
         format!("public, max-age={}", (timeline.target_duration / 2).max(1))
     };
     cached(headers, body.text, PLAYLIST_TYPE, &cache)
+}
+
+/// The renditions of the newest session that has any: right after a reconnect, the new session has none until
+/// its first chunk is transcoded, and players go on with the previous session's. `sessions` oldest first.
+async fn current_renditions(config: &Config, stream: &str, sessions: &[Session]) -> Result<Vec<Rendition>, IndexError> {
+    for session in sessions.iter().rev() {
+        let found = config.index.renditions(stream, &session.session_id).await?;
+        if !found.is_empty() {
+            return Ok(playlist::current(found));
+        }
+    }
+    Ok(Vec::new())
 }
 
 fn now_ms() -> i64 {
