@@ -7,6 +7,7 @@
 //! - [`server`]: starts a real `nats-server -js` as a child process, for `ladder dev` and the tests.
 #![forbid(unsafe_code)]
 
+pub mod kv;
 pub mod server;
 pub mod topology;
 
