@@ -24,6 +24,35 @@ const MAX_FRAME_HEADER: usize = 512 * 1024;
 /// Bytes without any sync pattern, or without a program, before the stream is refused.
 const MAX_GARBAGE: usize = 1 << 20;
 const MAX_WITHOUT_PROGRAM: u64 = 8 << 20;
+/// A chunk longer than this, in 90 kHz ticks or bytes, means the source sends keyframes far too rarely (or never
+/// again): the stream is refused rather than buffered without bound.
+const MAX_CHUNK_TICKS: u64 = 60 * CLOCK;
+const MAX_CHUNK_BYTES: usize = 128 << 20;
+
+/// Everything the chunker knows at the start of a video access unit, before reading it: feeding a
+/// [`Chunker::resume`]d chunker the input from [`Resume::input_offset`] on cuts exactly the chunks the original
+/// would have cut from there. The segmenter checkpoints the one of each chunk's first access unit, so a new owner
+/// of a stream re-cuts the chunk in progress byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Resume {
+    /// Input offset of the access unit's first packet.
+    pub input_offset: u64,
+    pub pat: Option<Vec<u8>>,
+    pub pmt_pid: Option<u16>,
+    pub pmt: Option<Vec<u8>>,
+    pub video_pid: Option<u16>,
+    pub audio_pid: Option<u16>,
+    pub audio_codecs: Option<String>,
+    pub sps: Option<Sps>,
+    pub pts_last: Option<u64>,
+    pub dts_last: Option<u64>,
+    pub last_pts: Option<u64>,
+    pub last_dts: Option<u64>,
+    pub frame_duration: u64,
+    pub discontinuity_next: bool,
+    /// Last continuity counter per elementary-stream PID.
+    pub continuity: Vec<(u16, u8)>,
+}
 
 /// One finished chunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +66,8 @@ pub struct Chunk {
     pub discontinuity: bool,
     /// Every input byte before this offset is in this chunk or an earlier one (or was dropped).
     pub input_end: u64,
+    /// Where the next chunk starts: `None` for the last chunk of a stream.
+    pub next: Option<Resume>,
     pub width: u32,
     pub height: u32,
     /// RFC 6381 codecs of the chunk, e.g. `avc1.64001f,mp4a.40.2`.
@@ -79,6 +110,8 @@ struct Frame {
     pts: Option<u64>,
     es: Vec<u8>,
     is_idr: Option<bool>,
+    /// The chunker's state before this access unit's first packet.
+    resume: Resume,
 }
 
 pub struct Chunker {
@@ -136,6 +169,49 @@ impl Chunker {
             failed: None,
             dropped_frames: 0,
             continuity: HashMap::new(),
+        }
+    }
+
+    /// A chunker that continues from `resume`: the caller feeds it the input from `resume.input_offset` on.
+    pub fn resume(target: u64, resume: Resume) -> Chunker {
+        let mut chunker = Chunker::new(target);
+        chunker.buffer_offset = resume.input_offset;
+        chunker.pat = resume.pat;
+        chunker.pmt_pid = resume.pmt_pid;
+        chunker.pmt = resume.pmt;
+        chunker.video_pid = resume.video_pid;
+        chunker.audio_pid = resume.audio_pid;
+        chunker.audio_codecs = resume.audio_codecs;
+        chunker.sps = resume.sps;
+        chunker.unwrapper = Unwrapper::resume(resume.pts_last);
+        chunker.dts_unwrapper = Unwrapper::resume(resume.dts_last);
+        chunker.last_pts = resume.last_pts;
+        chunker.last_dts = resume.last_dts;
+        chunker.frame_duration = resume.frame_duration;
+        chunker.discontinuity_next = resume.discontinuity_next;
+        chunker.continuity = resume.continuity.into_iter().collect();
+        chunker
+    }
+
+    fn snapshot(&self, input_offset: u64) -> Resume {
+        let mut continuity: Vec<(u16, u8)> = self.continuity.iter().map(|(pid, cc)| (*pid, *cc)).collect();
+        continuity.sort_unstable();
+        Resume {
+            input_offset,
+            pat: self.pat.clone(),
+            pmt_pid: self.pmt_pid,
+            pmt: self.pmt.clone(),
+            video_pid: self.video_pid,
+            audio_pid: self.audio_pid,
+            audio_codecs: self.audio_codecs.clone(),
+            sps: self.sps.clone(),
+            pts_last: self.unwrapper.last(),
+            dts_last: self.dts_unwrapper.last(),
+            last_pts: self.last_pts,
+            last_dts: self.last_dts,
+            frame_duration: self.frame_duration,
+            discontinuity_next: self.discontinuity_next,
+            continuity,
         }
     }
 
@@ -198,9 +274,19 @@ impl Chunker {
             return Err(error);
         }
         if self.input_offset() > MAX_WITHOUT_PROGRAM && self.current.is_none() {
-            let error = MediaError::NoProgram(self.input_offset() as usize);
+            let seen = self.input_offset() as usize;
+            let error =
+                if self.video_pid.is_some() { MediaError::NoKeyframe(seen) } else { MediaError::NoProgram(seen) };
             self.failed = Some(error.clone());
             return Err(error);
+        }
+        if let Some(current) = &self.current {
+            let ticks = current.max_pts.saturating_sub(current.first_pts);
+            if ticks > MAX_CHUNK_TICKS || current.data.len() > MAX_CHUNK_BYTES {
+                let error = MediaError::KeyframeInterval { seconds: ticks / CLOCK, bytes: current.data.len() };
+                self.failed = Some(error.clone());
+                return Err(error);
+            }
         }
         Ok(chunks)
     }
@@ -237,7 +323,7 @@ impl Chunker {
             current.data = data;
         }
         let duration = current.max_pts + self.frame_duration - current.first_pts;
-        Some(self.finish_chunk(current, duration, end))
+        Some(self.finish_chunk(current, duration, end, None))
     }
 
     /// A sync byte is trusted when the next packet (if buffered) starts with one too.
@@ -247,6 +333,8 @@ impl Chunker {
 
     fn packet(&mut self, packet: &[u8; PACKET_SIZE], offset: u64, chunks: &mut Vec<Chunk>) -> Result<(), MediaError> {
         let pid = ts::pid(packet);
+        // Taken before the packet changes anything: a chunk that starts with this access unit resumes from here.
+        let resume = (Some(pid) == self.video_pid && ts::unit_start(packet)).then(|| self.snapshot(offset));
         if pid == PAT_PID {
             if let Some(pmt_pid) = ts::parse_pat(packet) {
                 self.pmt_pid = Some(pmt_pid);
@@ -269,7 +357,9 @@ impl Chunker {
                 frame.is_idr = Some(false);
                 self.decide(frame, chunks);
             }
-            self.start_frame(packet, offset);
+            if let Some(resume) = resume {
+                self.start_frame(packet, offset, resume);
+            }
         } else if let Some(frame) = self.frame.as_mut() {
             frame.packets.extend_from_slice(packet);
             if Some(pid) == self.video_pid {
@@ -333,7 +423,7 @@ impl Chunker {
         Ok(())
     }
 
-    fn start_frame(&mut self, packet: &[u8; PACKET_SIZE], offset: u64) {
+    fn start_frame(&mut self, packet: &[u8; PACKET_SIZE], offset: u64, resume: Resume) {
         let payload = ts::payload(packet).unwrap_or_default();
         let header = ts::parse_pes_header(payload);
         let pts = header.and_then(|h| h.pts).map(|pts| self.unwrapper.unwrap(pts));
@@ -355,7 +445,7 @@ impl Chunker {
             self.last_pts = pts;
         }
         let es = header.map(|h| payload[h.data_offset..].to_vec()).unwrap_or_default();
-        self.frame = Some(Frame { packets: packet.to_vec(), start_offset: offset, pts, es, is_idr: None });
+        self.frame = Some(Frame { packets: packet.to_vec(), start_offset: offset, pts, es, is_idr: None, resume });
     }
 
     fn decide(&mut self, frame: Frame, chunks: &mut Vec<Chunk>) {
@@ -378,7 +468,7 @@ impl Chunker {
             } else {
                 pts - current.first_pts
             };
-            chunks.push(self.finish_chunk(current, duration, frame.start_offset));
+            chunks.push(self.finish_chunk(current, duration, frame.start_offset, Some(frame.resume.clone())));
         }
         if self.discontinuity_next {
             // Counters restart with whatever caused the discontinuity: judge continuity afresh from here, or
@@ -417,7 +507,7 @@ impl Chunker {
         }
     }
 
-    fn finish_chunk(&self, current: Building, duration: u64, input_end: u64) -> Chunk {
+    fn finish_chunk(&self, current: Building, duration: u64, input_end: u64, next: Option<Resume>) -> Chunk {
         let (width, height) = self.sps.as_ref().map_or((0, 0), |sps| (sps.width, sps.height));
         let mut codecs = self.sps.as_ref().map(Sps::codecs).unwrap_or_else(|| "avc1.640028".into());
         if let Some(audio) = &self.audio_codecs {
@@ -429,6 +519,7 @@ impl Chunker {
             duration,
             discontinuity: current.discontinuity,
             input_end,
+            next,
             width,
             height,
             codecs,

@@ -38,7 +38,7 @@ pub fn nal_type(nal: &[u8]) -> Option<u8> {
 }
 
 /// What ladder needs from a sequence parameter set.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Sps {
     pub profile_idc: u8,
     pub constraint_flags: u8,

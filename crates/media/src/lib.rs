@@ -15,7 +15,7 @@ pub mod h264;
 pub mod probe;
 pub mod ts;
 
-pub use chunker::{Chunk, Chunker};
+pub use chunker::{Chunk, Chunker, Resume};
 
 /// Ticks per second of MPEG timestamps.
 pub const CLOCK: u64 = 90_000;
@@ -32,4 +32,6 @@ pub enum MediaError {
     NoProgram(usize),
     #[error("no H.264 keyframe (IDR) in {0} bytes of video")]
     NoKeyframe(usize),
+    #[error("no H.264 keyframe for {seconds} s ({bytes} bytes) of video: set the encoder's keyframe interval to at most the chunk duration")]
+    KeyframeInterval { seconds: u64, bytes: usize },
 }

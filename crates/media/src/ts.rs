@@ -203,6 +203,18 @@ pub struct Unwrapper {
 }
 
 impl Unwrapper {
+    /// An unwrapper that continues from `last`, the previous unwrapped value.
+    pub fn resume(last: Option<u64>) -> Unwrapper {
+        Unwrapper { last }
+    }
+
+    /// The last unwrapped value.
+    pub fn last(&self) -> Option<u64> {
+        self.last
+    }
+}
+
+impl Unwrapper {
     pub fn unwrap(&mut self, raw: u64) -> u64 {
         let raw = raw % PTS_MODULO;
         let value = match self.last {

@@ -197,3 +197,64 @@ fn lost_packets_are_flagged_on_the_next_chunk() {
     assert_eq!(flagged.len(), 2, "the first chunk and the one after the loss: {flagged:?}");
     assert!(flagged[1] >= 1);
 }
+
+/// A chunker resumed from any chunk's checkpoint cuts exactly the chunks the original cut after it, whatever
+/// piece sizes the input comes in: what lets another segmenter take a stream over without cutting anything twice.
+#[test]
+fn a_resumed_chunker_cuts_the_same_chunks_byte_for_byte() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A timestamp jump in the middle (two files joined), B-frames, AAC: the state a resume must carry.
+    let first = encode(
+        dir.path(),
+        "a.ts",
+        "-f lavfi -i testsrc2=size=320x180:rate=30 -f lavfi -i sine=frequency=440:sample_rate=48000 -t 7 \
+         -c:v libx264 -preset ultrafast -bf 2 -g 30 -keyint_min 30 -sc_threshold 0 -c:a aac",
+    );
+    let second = encode(
+        dir.path(),
+        "b.ts",
+        "-f lavfi -i testsrc2=size=320x180:rate=30 -f lavfi -i sine=frequency=660:sample_rate=48000 -t 5 \
+         -c:v libx264 -preset ultrafast -bf 2 -g 30 -keyint_min 30 -sc_threshold 0 -c:a aac \
+         -output_ts_offset 500",
+    );
+    let mut bytes = std::fs::read(&first).expect("a");
+    bytes.extend(std::fs::read(&second).expect("b"));
+    let chunks = cut_stream(&bytes, 2 * CLOCK);
+    assert!(chunks.len() >= 6, "{} chunks", chunks.len());
+    assert!(chunks.iter().skip(1).any(|c| c.discontinuity), "the join is a discontinuity");
+    assert!(chunks.last().is_some_and(|c| c.next.is_none()), "the last chunk has nothing after it");
+
+    for (k, chunk) in chunks.iter().enumerate().take(chunks.len() - 1) {
+        let resume = chunk.next.clone().expect("a chunk followed by another says where it starts");
+        assert_eq!(resume.input_offset, chunk.input_end);
+        let mut resumed = Chunker::resume(2 * CLOCK, resume);
+        let mut again = Vec::new();
+        // Other piece sizes than the original run.
+        for piece in bytes[chunk.input_end as usize..].chunks(1316 * 7 + 13 * k) {
+            again.extend(resumed.push(piece).expect("a valid stream"));
+        }
+        again.extend(resumed.finish());
+        let expected = &chunks[k + 1..];
+        assert_eq!(again.len(), expected.len(), "resumed after chunk {k}");
+        for (a, b) in again.iter().zip(expected) {
+            assert!(a == b, "resumed after chunk {k}: chunk at pts {} differs", b.first_pts);
+        }
+    }
+}
+
+#[test]
+fn a_source_without_keyframes_after_the_first_is_refused_not_buffered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // One IDR, then 70 s of P-frames: the chunk would never end.
+    let source = encode(
+        dir.path(),
+        "one-idr.ts",
+        "-f lavfi -i testsrc2=size=160x90:rate=10 -t 70 -c:v libx264 -preset ultrafast -g 100000 \
+         -keyint_min 100000 -sc_threshold 0",
+    );
+    let bytes = std::fs::read(&source).expect("source");
+    let mut chunker = Chunker::new(2 * CLOCK);
+    let error = bytes.chunks(1316).find_map(|piece| chunker.push(piece).err()).expect("refused");
+    assert!(matches!(error, ladder_media::MediaError::KeyframeInterval { .. }), "{error}");
+    assert!(error.to_string().contains("keyframe interval"), "{error}");
+}
