@@ -13,6 +13,12 @@
 //! | `GET /clip/<stream>/<...>.m3u8?from=&to=` | a VOD clip of a wall-clock range          |
 //! | `GET /media/<key>`                 | a stored chunk (embedded storage)                |
 //! | `GET /api/streams`                 | the streams as JSON                              |
+//!
+//! The manifest keeps no state of its own: every response is computed from the index and the clock when it is
+//! asked for, so any number of instances answer alike (ETags hash the body), and a manifest or indexer restart
+//! loses nothing. The waits that depend on time (a missing chunk, [`playlist::GAP_WAIT_MS`]; an ended session's
+//! last chunks, [`playlist::IN_FLIGHT_WAIT_MS`]; the end grace) count from times recorded in the index, not from
+//! when a request came, so instances disagree only by their clock skew, right at those boundaries.
 #![forbid(unsafe_code)]
 
 pub mod playlist;

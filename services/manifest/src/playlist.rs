@@ -45,16 +45,24 @@ fn bandwidth(r: &Rendition) -> u64 {
     }
 }
 
+/// How long a chunk may be missing while later chunks of its rendition are ready before it is treated as lost
+/// and skipped, counted from the wall clock of the first later chunk (so every manifest instance, at any request
+/// time, decides alike). It covers a transcoder killed mid-chunk (redelivered after the consumer's ack wait)
+/// and a few retries; a chunk that fails for good is skipped as soon as its `chunk.failed` is indexed.
+pub const GAP_WAIT_MS: i64 = 30_000;
+
 /// The segments a playlist may list: in sequence order from the first, stopping at the first chunk that
 /// is neither ready nor failed for good, so a player never requests a missing segment. A failed chunk is
-/// skipped and the next segment carries a discontinuity.
-pub fn playable(segments: &[Segment], failed: &[u64]) -> Vec<(Segment, bool)> {
+/// skipped and the next segment carries a discontinuity; so is a missing chunk once the next ready one is
+/// [`GAP_WAIT_MS`] old at `now_ms`.
+pub fn playable(segments: &[Segment], failed: &[u64], now_ms: i64) -> Vec<(Segment, bool)> {
     let mut out = Vec::new();
     let mut expected = segments.first().map_or(0, |s| s.sequence);
     let mut gap = false;
     for segment in segments {
+        let given_up = now_ms - segment.wall_clock_ms >= GAP_WAIT_MS;
         while expected < segment.sequence {
-            if !failed.contains(&expected) {
+            if !given_up && !failed.contains(&expected) {
                 return out;
             }
             gap = true;
@@ -102,21 +110,23 @@ pub struct Timeline {
     pub target_duration: u64,
 }
 
-/// How long an earlier session that ended with chunks still missing holds back the sessions after it: time for
-/// its last chunks to be transcoded. After that its missing chunks are treated as lost.
+/// How long a session that ended with its last chunks still missing waits for them: time for them to be
+/// transcoded. Meanwhile an earlier session holds back the sessions after it, and the newest one's playlists do
+/// not end. After that its missing chunks are treated as lost.
 pub const IN_FLIGHT_WAIT_MS: i64 = 120_000;
 
 /// Puts the sessions (oldest first) on one timeline. Media sequence numbers count every chunk of every earlier
 /// session, so they never go backwards or repeat while the stream's sessions are retained, and each new session
 /// starts with a discontinuity. The timeline stops at the first chunk that is neither ready nor failed for good,
-/// so a player never requests a segment that does not exist yet. `now_ms` is the current time.
+/// so a player never requests a segment that does not exist yet, unless later chunks have been ready for a
+/// while ([`playable`]). `now_ms` is the current time.
 pub fn timeline(sessions: &[SessionMedia], now_ms: i64) -> Timeline {
     let mut entries: Vec<Entry> = Vec::new();
     let mut base = 0u64;
     let mut complete = false;
     for (k, media) in sessions.iter().enumerate() {
         let newest = k + 1 == sessions.len();
-        let listed = playable(&media.segments, &media.failed);
+        let listed = playable(&media.segments, &media.failed, now_ms);
         // Program dates anchor on a session's first segment, and again after each discontinuity (a timestamp
         // jump); in between they follow the media timeline (PTS are unwrapped, so a plain difference).
         let mut anchor: Option<(i64, u64)> = None;
@@ -141,7 +151,11 @@ pub fn timeline(sessions: &[SessionMedia], now_ms: i64) -> Timeline {
         let count = media.session.chunk_count.or(seen).unwrap_or(0).max(next);
         let all_listed = (next..count).all(|seq| media.failed.contains(&seq));
         if newest {
-            complete = media.session.ended_at_ms.is_some() && media.session.chunk_count.is_some() && all_listed;
+            // The last chunks of an ended session may never come (the transcoder lost them and nobody said so):
+            // like an earlier session's, they are waited for a while, not for ever, so the playlist can end.
+            let waited = media.session.ended_at_ms.is_some_and(|ended_at| now_ms - ended_at >= IN_FLIGHT_WAIT_MS);
+            complete =
+                media.session.ended_at_ms.is_some() && media.session.chunk_count.is_some() && (all_listed || waited);
         } else if let (Some(ended_at), false) = (media.session.ended_at_ms, all_listed) {
             // An earlier session still has chunks in flight: later ones wait behind it, for a while. A rendition
             // the session never had (a smaller source, another ladder) holds nothing back.
@@ -309,12 +323,51 @@ mod tests {
     fn stops_at_a_missing_chunk_and_skips_a_failed_one() {
         let mut media = session("a", 0, None, 6, &[2]);
         media.segments.retain(|s| s.sequence != 4);
-        let listed: Vec<u64> = playable(&media.segments, &media.failed).iter().map(|(s, _)| s.sequence).collect();
+        let listed: Vec<u64> = playable(&media.segments, &media.failed, 0).iter().map(|(s, _)| s.sequence).collect();
         assert_eq!(listed, vec![0, 1, 3], "4 is not ready, so 5 is not listed yet");
         let text =
             super::media(&timeline(&[media], 0), Kind::Live { window: 6 }, false, "/media/").expect("playlist").text;
         assert!(text.contains("00000001.ts\n#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:"), "{text}");
         assert_eq!(uris(&text).last(), Some(&"/media/live/s/a/720p/00000003.ts"));
+    }
+
+    fn msns(timeline: &Timeline) -> Vec<u64> {
+        timeline.entries.iter().map(|e| e.msn).collect()
+    }
+
+    #[test]
+    fn skips_a_chunk_missing_in_the_newest_session_after_a_bounded_wait() {
+        let mut media = session("a", 0, None, 6, &[]);
+        media.segments.retain(|s| s.sequence != 2);
+        // Counted from chunk 3, the first later one, so it does not matter when or where the playlist is asked for.
+        let since = media.segments[2].wall_clock_ms;
+        assert_eq!(msns(&timeline(&[media.clone()], since + GAP_WAIT_MS - 1)), vec![0, 1], "still waiting for 2");
+        let moved_on = timeline(&[media.clone()], since + GAP_WAIT_MS);
+        assert_eq!(msns(&moved_on), vec![0, 1, 3, 4, 5]);
+        let text = super::media(&moved_on, Kind::Live { window: 6 }, false, "/media/").expect("playlist").text;
+        assert!(text.contains("00000001.ts\n#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:"), "{text}");
+        assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{text}");
+        // Should the chunk come after all, it takes its place.
+        let mut late = media.clone();
+        late.segments.insert(2, segment("a", 2, 180_000));
+        let whole = timeline(&[late], since + GAP_WAIT_MS);
+        assert_eq!(msns(&whole), (0..6).collect::<Vec<_>>());
+        assert!(whole.entries.iter().skip(1).all(|e| !e.discontinuity));
+        // A missing chunk with nothing ready after it is waited for: it may be the live edge.
+        let mut edge = session("a", 0, None, 6, &[]);
+        edge.segments.retain(|s| s.sequence != 5);
+        assert_eq!(msns(&timeline(&[edge], i64::MAX / 2)), vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn the_newest_session_ends_without_a_last_chunk_that_never_came() {
+        let mut media = session("a", 0, Some((1_700_000_012_000, 6)), 6, &[]);
+        media.segments.retain(|s| s.sequence != 5);
+        let waiting = timeline(&[media.clone()], 1_700_000_012_000 + IN_FLIGHT_WAIT_MS - 1);
+        assert!(!waiting.complete, "chunk 5 may still be transcoding");
+        let done = timeline(&[media], 1_700_000_012_000 + IN_FLIGHT_WAIT_MS);
+        assert!(done.complete);
+        assert_eq!(msns(&done), vec![0, 1, 2, 3, 4]);
     }
 
     #[test]
