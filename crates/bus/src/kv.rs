@@ -12,7 +12,10 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream::{
+    self, kv,
+    stream::{DiscardPolicy, StorageType},
+};
 
 use crate::BusError;
 
@@ -25,17 +28,27 @@ pub const LEASE_TTL: Duration = Duration::from_secs(3);
 /// How often holders renew their leases: several renewals fit in one [`LEASE_TTL`].
 pub const LEASE_RENEW: Duration = Duration::from_millis(750);
 
-/// The configuration of bucket `name`, with `replicas` copies of each entry.
-pub fn config(name: &str, replicas: usize) -> Option<kv::Config> {
+/// The JetStream stream behind bucket `name`, with `replicas` copies of each entry: what
+/// `Context::create_key_value` would make. Made here because that call first asks for account details that
+/// async-nats 0.51 cannot parse from a nats-server 2.9 (Debian's).
+pub fn stream_config(name: &str, replicas: usize) -> Option<jetstream::stream::Config> {
     let max_age = match name {
         SEGMENTER_LEASES | PUBLISHERS => LEASE_TTL,
         SEGMENTER_CHECKPOINTS => Duration::ZERO,
         _ => return None,
     };
-    Some(kv::Config {
-        bucket: name.to_string(),
-        history: 1,
+    Some(jetstream::stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
         max_age,
+        // The server refuses a duplicate window longer than max_age.
+        duplicate_window: if max_age.is_zero() { Duration::from_secs(120) } else { max_age },
+        storage: StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: DiscardPolicy::New,
         num_replicas: replicas.max(1),
         ..Default::default()
     })
@@ -50,10 +63,11 @@ pub async fn bucket(js: &jetstream::Context, name: &str, replicas: usize) -> Res
     if let Ok(store) = js.get_key_value(name).await {
         return Ok(store);
     }
-    let config = config(name, replicas).ok_or_else(|| error("not declared in kv::BUCKETS".into()))?;
-    match js.create_key_value(config).await {
-        Ok(store) => Ok(store),
-        // Another instance created it at the same moment.
-        Err(create) => js.get_key_value(name).await.map_err(|_| error(create.to_string())),
-    }
+    let config = stream_config(name, replicas).ok_or_else(|| error("not declared in kv::BUCKETS".into()))?;
+    // Another instance may create it at the same moment: then the second create fails and the get succeeds.
+    let created = js.create_stream(config).await;
+    js.get_key_value(name).await.map_err(|e| match created {
+        Err(create) => error(create.to_string()),
+        Ok(_) => error(e.to_string()),
+    })
 }

@@ -1,23 +1,33 @@
 //! # Layout
-//! The segmenter reads raw TS from `ingest.ts.<stream>` (durable consumer `segmenter`), cuts it into chunks
-//! with [`ladder_media::Chunker`], stores each chunk under a deterministic key and announces it with
-//! `chunk.uploaded.<stream>`.
-//!
-//! Delivery: a TS message is acknowledged only once every chunk holding its bytes is stored and announced,
-//! so a crash makes JetStream redeliver what was not yet durable. State is per stream name, one publish
-//! session at a time; a message from a new session closes the previous one.
+//! The segmenter reads raw TS from `ingest.ts.<stream>`, cuts it into chunks with [`ladder_media::Chunker`],
+//! stores each chunk under a write-once key and announces it with `chunk.uploaded.<stream>`. Any number of
+//! instances share the streams:
+//! - this file: the coordinator. It watches which stream names have raw TS (an ordered, headers-only
+//!   consumer over `ingest.ts.>`, from the last message of each name on), and claims a stream that has work
+//!   and no owner by creating its lease in the key-value bucket `ladder_segmenter_leases`. Each stream is
+//!   owned by exactly one instance at a time; an instance that dies stops renewing, the lease expires after
+//!   `LEASE_TTL` (3 s) and another instance claims the stream. On shutdown leases are given back at once.
+//! - [`owner`]: one owned stream, as its own task, so a slow storage put on one stream never stalls
+//!   another: an ordered consumer from the stream's checkpoint on, the cutting, storing and announcing.
+//! - [`checkpoint`]: the durable progress of a stream (session, next chunk number, the message and byte where
+//!   the chunk in progress starts, the chunker's state there), in `ladder_segmenter_checkpoints`.
 #![forbid(unsafe_code)]
 
-use std::{collections::HashMap, time::Duration};
+pub mod checkpoint;
+mod owner;
 
-use async_nats::jetstream::Message;
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use bytes::Bytes;
 use futures::StreamExt;
-use ladder_bus::{header, topology, Bus, BusError};
-use ladder_media::{Chunk, Chunker, CLOCK};
-use ladder_proto::{ChunkFailed, ChunkUploaded, Event, StreamEnded, StreamFailed, Timing};
-use ladder_storage::{keys, Storage};
+use ladder_bus::{kv, topology, Bus, BusError};
+use ladder_media::CLOCK;
+use ladder_storage::Storage;
+use tokio::{task::JoinSet, time::Instant};
 use tokio_util::sync::CancellationToken;
+
+use crate::owner::{Outcome, Shared};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -37,269 +47,151 @@ pub enum SegmenterError {
     Consume { subject: String, message: String },
 }
 
-/// One input message whose acknowledgement waits for its bytes to be in stored chunks.
-struct Held {
-    message: Message,
-    end_offset: u64,
-    received_ms: i64,
-}
+/// How often the coordinator looks for streams to claim.
+const CLAIM_TICK: Duration = Duration::from_millis(250);
+/// Before claiming a new stream an instance waits this long per stream it already owns, so that instances
+/// with fewer streams claim first and streams spread over the instances.
+const CLAIM_DELAY_PER_OWNED: Duration = Duration::from_millis(150);
+/// After a failed claim (someone else owns the stream), the next try.
+const CLAIM_RETRY: Duration = Duration::from_millis(500);
+/// How long owners get to stop when the segmenter shuts down.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-struct Session {
-    id: String,
-    chunker: Chunker,
-    next_sequence: u64,
-    held: Vec<Held>,
-    /// Input offset where the next chunk's bytes begin.
-    chunk_start: u64,
-    failed: bool,
-    last_activity: tokio::time::Instant,
+/// What the coordinator knows of a stream name.
+struct Known {
+    /// Stream sequence of the newest raw TS message seen.
+    last_seq: u64,
+    /// Every message up to this stream sequence is known to be cut (an owner of this instance released it).
+    settled: u64,
+    next_attempt: Instant,
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), SegmenterError> {
     let bus = Bus::connect(&config.nats_url).await?;
-    let consumer = bus.consumer(topology::SEGMENTER).await?;
+    let js = bus.jetstream().clone();
+    let replicas = 1;
+    let shared = Arc::new(Shared {
+        leases: kv::bucket(&js, kv::SEGMENTER_LEASES, replicas).await?,
+        checkpoints: kv::bucket(&js, kv::SEGMENTER_CHECKPOINTS, replicas).await?,
+        bus: bus.clone(),
+        storage: config.storage.clone(),
+        instance: instance_id(),
+        target: (config.target_duration.as_secs_f64() * CLOCK as f64) as u64,
+        idle_timeout: config.idle_timeout,
+    });
     let consume = |e: &dyn std::fmt::Display| SegmenterError::Consume {
         subject: format!("{}.>", topology::INGEST_PREFIX),
         message: e.to_string(),
     };
-    let mut messages = consumer.messages().await.map_err(|e| consume(&e))?;
-    let mut segmenter = Segmenter { bus: bus.clone(), config, sessions: HashMap::new() };
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tracing::info!(target_s = segmenter.config.target_duration.as_secs_f64(), "segmenter started");
+    let mut activity = watch_activity(&bus).await.map_err(|e| consume(&e))?;
+    tracing::info!(
+        target_s = config.target_duration.as_secs_f64(), instance = %shared.instance, "segmenter started"
+    );
+
+    let mut known: HashMap<String, Known> = HashMap::new();
+    let mut owners: JoinSet<(String, Outcome)> = JoinSet::new();
+    let mut owned: HashMap<String, CancellationToken> = HashMap::new();
+    let mut tick = tokio::time::interval(CLAIM_TICK);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tick.tick() => segmenter.close_idle().await,
-            message = messages.next() => match message {
-                Some(Ok(message)) => segmenter.handle(message).await,
-                Some(Err(e)) => tracing::warn!(error = %e, "receiving from ingest stream failed"),
-                None => return Err(consume(&"consumer stream ended")),
+            message = activity.next() => match message {
+                Some(Ok(message)) => {
+                    let Some(stream) = message.subject.strip_prefix(topology::INGEST_PREFIX).and_then(|s| s.strip_prefix('.')) else {
+                        continue;
+                    };
+                    let seq = message.info().map(|info| info.stream_sequence).unwrap_or_default();
+                    let delay = CLAIM_DELAY_PER_OWNED * owned.len() as u32;
+                    let entry = known.entry(stream.to_string()).or_insert_with(|| Known {
+                        last_seq: 0,
+                        settled: 0,
+                        next_attempt: Instant::now() + delay,
+                    });
+                    entry.last_seq = entry.last_seq.max(seq);
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "watching raw ts failed"),
+                None => {
+                    tracing::warn!("raw ts watch ended, watching again");
+                    activity = watch_activity(&bus).await.map_err(|e| consume(&e))?;
+                }
             },
+            Some(joined) = owners.join_next() => {
+                let Ok((stream, outcome)) = joined else { continue };
+                owned.remove(&stream);
+                if let Some(entry) = known.get_mut(&stream) {
+                    match outcome {
+                        Outcome::Released { through } => entry.settled = entry.settled.max(through),
+                        Outcome::Failed(error) => {
+                            tracing::error!(%stream, %error, "cutting the stream failed, retrying");
+                            entry.next_attempt = Instant::now() + Duration::from_secs(1);
+                        }
+                        Outcome::Stopped => entry.next_attempt = Instant::now() + CLAIM_RETRY,
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                for (stream, entry) in known.iter_mut() {
+                    if owned.contains_key(stream) || entry.last_seq <= entry.settled || entry.next_attempt > now {
+                        continue;
+                    }
+                    match shared.leases.create(stream, Bytes::from(shared.instance.clone())).await {
+                        Ok(revision) => {
+                            let stop = shutdown.child_token();
+                            owned.insert(stream.clone(), stop.clone());
+                            let (shared, stream) = (shared.clone(), stream.clone());
+                            owners.spawn(async move {
+                                let outcome = owner::own(shared, stream.clone(), revision, stop).await;
+                                (stream, outcome)
+                            });
+                        }
+                        Err(e) => {
+                            if e.kind() != async_nats::jetstream::kv::CreateErrorKind::AlreadyExists {
+                                tracing::warn!(%stream, error = %e, "claiming the stream failed");
+                            }
+                            entry.next_attempt = now + CLAIM_RETRY;
+                        }
+                    }
+                }
+            }
         }
     }
-    // In-flight chunks are not acknowledged: JetStream redelivers them to the next segmenter.
+    // Owners stop where they are and give their leases back: the next owner resumes from the checkpoints.
+    for stop in owned.values() {
+        stop.cancel();
+    }
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while owners.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!("owners did not stop in time; their leases expire on their own");
+    }
     bus.drain().await;
     tracing::info!("segmenter stopped");
     Ok(())
 }
 
-struct Segmenter {
-    bus: Bus,
-    config: Config,
-    sessions: HashMap<String, Session>,
+/// Every stream name's newest raw TS message, then every new one, as headers only: which streams have work.
+async fn watch_activity(bus: &Bus) -> Result<async_nats::jetstream::consumer::pull::Ordered, String> {
+    let ingest = bus.jetstream().get_stream(topology::INGEST_STREAM).await.map_err(|e| e.to_string())?;
+    let consumer = ingest
+        .create_consumer(OrderedConfig {
+            filter_subject: format!("{}.>", topology::INGEST_PREFIX),
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            headers_only: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    consumer.messages().await.map_err(|e| e.to_string())
 }
 
-fn header_value<'a>(message: &'a Message, name: &str) -> Option<&'a str> {
-    message.headers.as_ref()?.get(name).map(|v| v.as_str())
-}
-
-impl Segmenter {
-    async fn handle(&mut self, message: Message) {
-        let subject = message.subject.to_string();
-        let Some(stream) = subject.strip_prefix(topology::INGEST_PREFIX).and_then(|s| s.strip_prefix('.')) else {
-            ack(&message).await;
-            return;
-        };
-        let stream = stream.to_string();
-        let Some(session_id) = header_value(&message, header::SESSION).map(str::to_string) else {
-            tracing::warn!(%stream, "ts message without a session header, dropped");
-            ack(&message).await;
-            return;
-        };
-        let received_ms =
-            header_value(&message, header::RECEIVED_MS).and_then(|v| v.parse().ok()).unwrap_or_else(ladder_bus::now_ms);
-        let end_reason = header_value(&message, header::END)
-            .map(|_| header_value(&message, header::END_REASON).unwrap_or("disconnected").to_string());
-
-        if self.sessions.get(&stream).is_some_and(|s| s.id != session_id) {
-            // A new publish session under the same name: the old one will send nothing more.
-            self.close(&stream, "replaced by a new session").await;
-        }
-        let target = (self.config.target_duration.as_secs_f64() * CLOCK as f64) as u64;
-        let session = self.sessions.entry(stream.clone()).or_insert_with(|| {
-            tracing::info!(%stream, session = %session_id, "segmenting new session");
-            Session {
-                id: session_id.clone(),
-                chunker: Chunker::new(target),
-                next_sequence: 0,
-                held: Vec::new(),
-                chunk_start: 0,
-                failed: false,
-                last_activity: tokio::time::Instant::now(),
-            }
-        });
-        session.last_activity = tokio::time::Instant::now();
-        if session.failed {
-            // The session was refused: its data is dropped, but its end is still announced.
-            ack(&message).await;
-        } else {
-            let result = session.chunker.push(&message.payload);
-            let end_offset = session.chunker.input_offset();
-            session.held.push(Held { message, end_offset, received_ms });
-            match result {
-                Ok(chunks) => {
-                    for chunk in chunks {
-                        self.publish_chunk(&stream, chunk).await;
-                    }
-                }
-                Err(error) => self.fail_session(&stream, "segmenter", error.to_string()).await,
-            }
-        }
-        if let Some(reason) = end_reason {
-            self.close(&stream, &reason).await;
-        }
-    }
-
-    /// Flushes the last chunk of a session, announces its end with the final chunk count, and forgets it.
-    async fn close(&mut self, stream: &str, reason: &str) {
-        let Some(session) = self.sessions.get_mut(stream) else {
-            return;
-        };
-        if let Some(chunk) = session.chunker.finish() {
-            self.publish_chunk(stream, chunk).await;
-        }
-        // A session that ends in error, or without one chunk, failed: say why, once.
-        let failure =
-            self.sessions.get(stream).filter(|s| !s.failed && s.next_sequence == 0).and_then(|s| {
-                match reason.strip_prefix("error: ") {
-                    Some(error) => Some(("ingest", error.to_string())),
-                    None => s.chunker.diagnose().map(|e| ("segmenter", e.to_string())),
-                }
-            });
-        if let Some((stage, why)) = failure {
-            self.fail_session(stream, stage, why).await;
-        }
-        let Some(session) = self.sessions.remove(stream) else {
-            return;
-        };
-        tracing::info!(%stream, session = %session.id, chunks = session.next_sequence, reason, "session closed");
-        let ended = Event::StreamEnded(StreamEnded {
-            stream: stream.to_string(),
-            session_id: session.id.clone(),
-            ended_at_ms: ladder_bus::now_ms(),
-            bytes_received: session.chunker.input_offset(),
-            reason: reason.to_string(),
-            chunk_count: session.next_sequence,
-        });
-        if let Err(e) = self.bus.publish_event(&ended).await {
-            // Left unacknowledged, the closing message comes back and the end is announced then.
-            tracing::error!(%stream, error = %e, "cannot announce the end of the session");
-            return;
-        }
-        for held in session.held {
-            ack(&held.message).await;
-        }
-    }
-
-    async fn close_idle(&mut self) {
-        let idle: Vec<String> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.last_activity.elapsed() > self.config.idle_timeout)
-            .map(|(stream, _)| stream.clone())
-            .collect();
-        for stream in idle {
-            tracing::warn!(%stream, "no data and no end of session, closing it");
-            self.close(&stream, "idle timeout").await;
-        }
-    }
-
-    async fn fail_session(&mut self, stream: &str, stage: &str, reason: String) {
-        let Some(session) = self.sessions.get_mut(stream) else {
-            return;
-        };
-        tracing::error!(%stream, session = %session.id, %reason, "stream refused");
-        session.failed = true;
-        let event = Event::StreamFailed(StreamFailed {
-            stream: stream.to_string(),
-            session_id: session.id.clone(),
-            stage: stage.into(),
-            reason,
-            failed_at_ms: ladder_bus::now_ms(),
-        });
-        for held in std::mem::take(&mut session.held) {
-            ack(&held.message).await;
-        }
-        if let Err(e) = self.bus.publish_event(&event).await {
-            tracing::error!(%stream, error = %e, "cannot publish stream failure");
-        }
-    }
-
-    async fn publish_chunk(&mut self, stream: &str, chunk: Chunk) {
-        let Some(session) = self.sessions.get_mut(stream) else {
-            return;
-        };
-        let segmented_ms = ladder_bus::now_ms();
-        let sequence = session.next_sequence;
-        session.next_sequence += 1;
-        let received_at = |offset: u64| {
-            session.held.iter().find(|h| h.end_offset > offset).or(session.held.last()).map(|h| h.received_ms)
-        };
-        let wall_clock_ms = received_at(session.chunk_start).unwrap_or(segmented_ms);
-        let last_packet_ms = received_at(chunk.input_end.saturating_sub(1)).unwrap_or(segmented_ms);
-        session.chunk_start = chunk.input_end;
-        let key = keys::source_chunk(stream, &session.id, sequence);
-        let size = chunk.data.len() as u64;
-        let session_id = session.id.clone();
-        if let Err(error) = self.config.storage.put(&key, Bytes::from(chunk.data)).await {
-            // Without its source the chunk cannot be transcoded: it becomes a gap that the manifest skips.
-            tracing::error!(%stream, sequence, %error, "storing chunk failed");
-            let failed = Event::ChunkFailed(ChunkFailed {
-                stream: stream.to_string(),
-                session_id,
-                sequence,
-                has_sequence: true,
-                stage: "segmenter".into(),
-                reason: error.to_string(),
-                permanent: true,
-            });
-            if let Err(e) = self.bus.publish_event(&failed).await {
-                tracing::error!(%stream, error = %e, "cannot publish chunk failure");
-            }
-            return;
-        }
-        let event = Event::ChunkUploaded(ChunkUploaded {
-            stream: stream.to_string(),
-            session_id,
-            sequence,
-            object_key: key,
-            size_bytes: size,
-            first_pts: chunk.first_pts,
-            duration: chunk.duration,
-            wall_clock_ms,
-            discontinuity: chunk.discontinuity,
-            width: chunk.width,
-            height: chunk.height,
-            codecs: chunk.codecs,
-            frame_duration: chunk.frame_duration,
-            timing: Some(Timing {
-                ingest_last_packet_ms: last_packet_ms,
-                segmented_ms,
-                uploaded_ms: ladder_bus::now_ms(),
-                ..Default::default()
-            }),
-        });
-        if let Err(e) = self.bus.publish_event(&event).await {
-            // After the bus's own retries NATS is unreachable: the chunk is stored but unannounced, and the
-            // playlists stop before it (they never list past a missing sequence number).
-            tracing::error!(%stream, sequence, error = %e, "announcing chunk failed");
-            return;
-        }
-        tracing::debug!(%stream, sequence, duration_s = chunk.duration as f64 / CLOCK as f64, size, "chunk uploaded");
-        let Some(session) = self.sessions.get_mut(stream) else {
-            return;
-        };
-        let (done, keep): (Vec<Held>, Vec<Held>) =
-            std::mem::take(&mut session.held).into_iter().partition(|h| h.end_offset <= chunk.input_end);
-        session.held = keep;
-        for held in done {
-            ack(&held.message).await;
-        }
-    }
-}
-
-async fn ack(message: &Message) {
-    if let Err(e) = message.ack().await {
-        tracing::warn!(subject = %message.subject, error = %e, "ack failed");
-    }
+/// Names this process in leases and logs: host, process id and a random suffix.
+fn instance_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &random[..6])
 }
