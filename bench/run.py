@@ -8,6 +8,10 @@
 4. Segmenter throughput: `ladder chunk` against `ffmpeg -c copy -f segment` on the same long TS file.
 5. Ingest capacity: N SRT publishers at 2 Mb/s into ingest + segmenter, N doubled until chunks fall behind
    or arrive damaged; the largest N that held is then held for 60 s.
+6. Segmenter failover: two segmenters, the owner of a live stream killed with SIGKILL again and again; how long
+   the live edge stalls, and how many chunks are lost or repeated per kill.
+
+`python3 bench/run.py failover` runs one section alone (here: 6) and updates the reports with it.
 
 Writes bench/RESULTS.md and bench/results.json. Needs a release build of ladder, ffmpeg, nats-server, wrk and
 nginx (the Makefile installs them). Never part of `make test`.
@@ -154,6 +158,7 @@ class Events:
 
     def __init__(self, nats_url):
         self.events = []
+        self.arrivals = []  # (ms received, subject), in order
         self.proc = subprocess.Popen([LADDER, "events", "--nats", nats_url, "--json"], stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, text=True)
         threading.Thread(target=self._read, daemon=True).start()
@@ -161,9 +166,11 @@ class Events:
     def _read(self):
         for line in self.proc.stdout:
             try:
-                self.events.append(json.loads(line))
+                event = json.loads(line)
             except ValueError:
-                pass
+                continue
+            self.arrivals.append((now_ms(), event["subject"]))
+            self.events.append(event)
 
     def of(self, prefix):
         return [e["event"] for e in self.events if e["subject"].startswith(prefix)]
@@ -420,6 +427,120 @@ def ingest_capacity():
             "bitrate": "2 Mb/s (640x360 1.9 Mb/s video + 96 kb/s AAC)"}
 
 
+def segmenter_owner(directory):
+    """The pid of the segmenter that last took a stream, from the `stream owned ... instance=<host>-<pid>-<id>`
+    lines of the segmenter logs."""
+    newest = None
+    for name in os.listdir(directory):
+        if not name.startswith("segmenter-"):
+            continue
+        for line in open(os.path.join(directory, name), errors="replace"):
+            found = re.search(r"^(\S+).*stream owned.*instance=(\S+)", line)
+            if found and (newest is None or found.group(1) > newest[0]):
+                newest = (found.group(1), int(found.group(2).rsplit("-", 2)[1]))
+    return newest[1] if newest else None
+
+
+def segmenter_failover(kills=10, every=9):
+    """One live stream into ingest, two segmenters, a transcoder, indexer and manifest as separate processes.
+    Every `every` s the segmenter that owns the stream is killed with SIGKILL and a new one started at once.
+    The live edge is the 360p live playlist, polled every 50 ms: its stall is how much longer than the usual
+    cadence the gap between two new segments around a kill lasted."""
+    directory = tempfile.mkdtemp(prefix="ladder-bench-failover-")
+    nats = Nats(os.path.join(directory, "nats"))
+    srt, http = free_udp_port(), free_port()
+    media, index = os.path.join(directory, "media"), os.path.join(directory, "index.db")
+    env = dict(os.environ, LADDER_LOG="info", NO_COLOR="1")
+
+    def spawn(name, *args):
+        return subprocess.Popen([LADDER, *args], env=env, stdout=subprocess.DEVNULL,
+                                stderr=open(os.path.join(directory, f"{name}.log"), "w"))
+
+    cmds = {
+        "ingest": ["ingest", "--nats", nats.url, "--srt-listen", f"127.0.0.1:{srt}"],
+        "transcoder": ["transcoder", "--nats", nats.url, "--storage", media, "--workers", "2", "--preset", "ultrafast"],
+        "indexer": ["indexer", "--nats", nats.url, "--index", index],
+        "manifest": ["manifest", "--index", index, "--storage", media, "--http-listen", f"127.0.0.1:{http}"],
+        "segmenter": ["segmenter", "--nats", nats.url, "--storage", media],
+    }
+    record([LADDER, *cmds["segmenter"]])
+    procs = [spawn(name, *cmd) for name, cmd in cmds.items() if name != "segmenter"]
+    segmenters = [spawn(f"segmenter-{i}", *cmds["segmenter"]) for i in range(2)]
+    time.sleep(2)
+    events = Events(nats.url)
+    seen = {}  # sequence -> first ms listed in the live 360p playlist
+    stop = threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            try:
+                body = http_get(f"http://127.0.0.1:{http}/live/failover/360p.m3u8")
+                at = now_ms()
+                for uri in re.findall(r"/(\d{8})\.ts", body):
+                    seen.setdefault(int(uri), at)
+            except Exception:
+                pass
+            time.sleep(0.05)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    publisher = publish(srt, "failover", os.path.join(WORK, "stream-2m.ts"), loop=True)
+    time.sleep(every + 3)
+    kill_times = []
+    for k in range(kills):
+        owner = segmenter_owner(directory)
+        victim = next((p for p in segmenters if p.pid == owner and p.poll() is None), None)
+        if victim is None:
+            log("failover: no live owner found in the segmenter logs")
+            break
+        victim.send_signal(signal.SIGKILL)
+        kill_times.append(now_ms())
+        victim.wait()
+        segmenters.append(spawn(f"segmenter-{len(segmenters)}", *cmds["segmenter"]))
+        time.sleep(every)
+    publisher.terminate()
+    publisher.wait()
+    deadline = time.time() + 60
+    while time.time() < deadline and not events.of("stream.ended.failover"):
+        time.sleep(0.5)
+    time.sleep(8)  # the last chunks through the transcoder
+    stop.set()
+    poller.join()
+    ended = events.of("stream.ended.failover")
+    count = ended[-1]["chunk_count"] if ended else None
+    announced = [e["sequence"] for e in events.of("chunk.uploaded.failover")]
+    dvr = http_get(f"http://127.0.0.1:{http}/dvr/failover/360p.m3u8")
+    listed = [int(u) for u in re.findall(r"/(\d{8})\.ts", dvr)]
+    appearances = sorted(seen.values())
+    gaps = [b - a for a, b in zip(appearances, appearances[1:])]
+    cadence = statistics.median(gaps) if gaps else 2000
+    stalls, kill_to_next = [], []
+    for t in kill_times:
+        before = [a for a in appearances if a <= t]
+        after = [a for a in appearances if a > t]
+        if before and after:
+            stalls.append(max(0, after[0] - before[-1] - cadence))
+            kill_to_next.append(after[0] - t)
+    lost = (count - len(set(listed))) if count is not None else None
+    result = {
+        "kills": len(kill_times), "seconds_between_kills": every, "chunk_count": count,
+        "cadence_ms": cadence, "stall_ms": percentiles(stalls), "kill_to_next_segment_ms": percentiles(kill_to_next),
+        "chunks_announced": len(announced), "chunks_announced_twice": len(announced) - len(set(announced)),
+        "chunks_listed_dvr": len(listed), "chunks_listed_twice": len(listed) - len(set(listed)),
+        "chunks_lost": lost, "chunks_lost_per_kill": round(lost / len(kill_times), 3) if lost is not None and kill_times else None,
+        "gaps_in_dvr": sorted(set(range(count or 0)) - set(listed)),
+    }
+    events.stop()
+    for p in procs + segmenters:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs + segmenters:
+        p.wait()
+    nats.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+    return result
+
+
 def machine():
     cpu = "unknown"
     for line in open("/proc/cpuinfo"):
@@ -437,6 +558,18 @@ def machine():
 def main():
     started = time.time()
     make_sources()
+    only = sys.argv[1:]
+    if only:
+        # One section: measured now, the others kept from the last full run.
+        results = json.load(open(os.path.join(ROOT, "bench", "results.json")))
+        results["commands"] = [c for c in results.get("commands", []) if " segmenter " not in c]
+        if "failover" in only:
+            log("segmenter failover")
+            results["failover"] = segmenter_failover()
+            results["failover_date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        results["commands"] += COMMANDS
+        write(results)
+        return
     results = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     log("latency at 2 s chunks")
     two, dev, nats, directory, playlist, http = latency_run(2)
@@ -462,13 +595,19 @@ def main():
     results["segmenter"] = segmenter_throughput()
     log("ingest capacity")
     results["ingest"] = ingest_capacity()
+    log("segmenter failover")
+    results["failover"] = segmenter_failover()
     results["duration_seconds"] = round(time.time() - started)
     results["commands"] = COMMANDS
+    write(results)
+
+
+def write(results):
     with open(os.path.join(ROOT, "bench", "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     with open(os.path.join(ROOT, "bench", "RESULTS.md"), "w") as f:
         f.write(report(results))
-    log(f"done in {results['duration_seconds']} s: bench/RESULTS.md, bench/results.json")
+    log(f"done: bench/RESULTS.md, bench/results.json")
 
 
 def report(r):
@@ -528,6 +667,22 @@ def report(r):
                      f"| {step['streams_short']} | {step['damaged_chunks']} | {step['late_chunks']} |")
     lines += ["", f"Largest N held: **{i['largest_held']}**"
               + (f", held for 60 s: {i['hold_60s']['held']}." if i["hold_60s"] else "."), ""]
+    f = r.get("failover")
+    if f:
+        when = f" (measured on {r['failover_date']}, the other sections on {r['date']})" if r.get("failover_date") else ""
+        lines += ["## 6. Segmenter failover", "",
+                  f"One 2 Mb/s stream (2 s chunks) through ingest, two `ladder segmenter` processes, a transcoder, "
+                  f"the indexer and the manifest{when}. Every {f['seconds_between_kills']} s the segmenter that owns "
+                  f"the stream is killed with SIGKILL and a new one is started; {f['kills']} kills. The live edge is the "
+                  f"360p live playlist polled every 50 ms; a stall is how much longer than the usual cadence "
+                  f"({f['cadence_ms']} ms) the wait for the next segment lasted. Goals: stall p95 under 5 s, 0 chunks lost.", "",
+                  "| | p50 ms | p95 ms | max ms |", "|---|---|---|---|",
+                  f"| live edge stall | {f['stall_ms']['p50']} | {f['stall_ms']['p95']} | {f['stall_ms']['max']} |",
+                  f"| kill to next segment listed | {f['kill_to_next_segment_ms']['p50']} | "
+                  f"{f['kill_to_next_segment_ms']['p95']} | {f['kill_to_next_segment_ms']['max']} |", "",
+                  f"Chunks in the session: {f['chunk_count']}; listed in the DVR playlist: {f['chunks_listed_dvr']} "
+                  f"({f['chunks_listed_twice']} twice); announced twice: {f['chunks_announced_twice']}. "
+                  f"**Lost per kill: {f['chunks_lost_per_kill']}**.", ""]
     lines += ["## Commands", ""] + [f"- `{c}`" for c in r["commands"]] + [""]
     return "\n".join(lines)
 
