@@ -162,6 +162,9 @@ pub struct TranscodeArgs {
     /// Default ladder (TOML) for streams without one of their own; built in: 720p, 480p and 360p.
     #[arg(long, env = "LADDER_LADDER")]
     pub ladder: Option<PathBuf>,
+    /// Seconds one ffmpeg run may take before it is killed and the attempt fails.
+    #[arg(long, env = "LADDER_FFMPEG_TIMEOUT", default_value_t = 60.0)]
+    pub ffmpeg_timeout: f64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -303,12 +306,18 @@ fn transcoder_config(
     transcode: &TranscodeArgs,
 ) -> anyhow::Result<ladder_transcoder::Config> {
     anyhow::ensure!(transcode.workers >= 1, "--workers (LADDER_WORKERS) must be at least 1");
+    anyhow::ensure!(
+        (1.0..=3600.0).contains(&transcode.ffmpeg_timeout),
+        "--ffmpeg-timeout (LADDER_FFMPEG_TIMEOUT) must be between 1 and 3600 seconds, got {}",
+        transcode.ffmpeg_timeout
+    );
     Ok(ladder_transcoder::Config {
         nats_url: nats.nats_url.clone(),
         storage: open_storage(storage)?,
         workers: transcode.workers,
         ladder: stream::read_ladder(transcode.ladder.as_deref())?,
         preset: transcode.preset.clone(),
+        ffmpeg_timeout: Duration::from_secs_f64(transcode.ffmpeg_timeout),
     })
 }
 

@@ -16,7 +16,7 @@
 //! - audio is copied unchanged by default, which keeps it free of encoder priming at chunk boundaries; a
 //!   re-encoded (`aac`) rendition has its priming frame removed from each chunk so chunks do not overlap.
 
-use std::process::Stdio;
+use std::{process::Stdio, time::Duration};
 
 use crate::{ladder::frame_step, RenditionSpec};
 
@@ -26,6 +26,8 @@ pub enum FfmpegError {
     Spawn(std::io::Error),
     #[error("ffmpeg failed ({status}): {stderr}")]
     Failed { status: String, stderr: String },
+    #[error("ffmpeg was still running after the {}s wall-clock limit and was killed", limit.as_secs_f64())]
+    Timeout { limit: Duration },
     #[error("ffmpeg output for {rendition} is unreadable: {message}")]
     Output { rendition: String, message: String },
     #[error("{0}")]
@@ -33,6 +35,7 @@ pub enum FfmpegError {
 }
 
 /// One encoded rendition chunk.
+#[derive(Debug, Clone)]
 pub struct Output {
     pub data: Vec<u8>,
     pub width: u32,
@@ -84,27 +87,33 @@ pub fn command(
     args
 }
 
-/// Transcodes one source chunk into every rendition, in the order of `renditions`.
+/// Transcodes one source chunk into every rendition, in the order of `renditions`. ffmpeg is killed if it runs
+/// longer than `limit`: a chunk that makes it hang must not hold a worker for ever.
 pub async fn transcode(
     source: &[u8],
     renditions: &[RenditionSpec],
     preset: &str,
     frame_duration: u64,
+    limit: Duration,
 ) -> Result<Vec<Output>, FfmpegError> {
     let dir = tempfile::Builder::new().prefix("ladder-transcode-").tempdir()?;
     let input = dir.path().join("source.ts");
     tokio::fs::write(&input, source).await?;
+    // Files are named by position, not by rendition name, so no name can reach the file system.
     let outputs: Vec<String> =
-        renditions.iter().map(|r| dir.path().join(format!("{}.ts", r.name)).display().to_string()).collect();
+        (0..renditions.len()).map(|i| dir.path().join(format!("out{i}.ts")).display().to_string()).collect();
     let args = command(&input.display().to_string(), renditions, &outputs, preset, frame_duration);
-    let result = tokio::process::Command::new("ffmpeg")
+    let run = tokio::process::Command::new("ffmpeg")
         .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        // Dropping the run on timeout (or on shutdown) kills ffmpeg.
         .kill_on_drop(true)
-        .output()
+        .output();
+    let result = tokio::time::timeout(limit, run)
         .await
+        .map_err(|_| FfmpegError::Timeout { limit })?
         .map_err(FfmpegError::Spawn)?;
     if !result.status.success() {
         let stderr = String::from_utf8_lossy(&result.stderr);
@@ -121,14 +130,20 @@ pub async fn transcode(
             // the previous chunk's last frame, so it goes.
             data = ladder_media::ts::drop_first_audio_pes(&data);
         }
-        let output = |message: String| FfmpegError::Output { rendition: r.name.clone(), message };
-        let probe = ladder_media::probe::probe(&data)
-            .map_err(|e| output(e.to_string()))?
-            .ok_or_else(|| output("no video frame".into()))?;
-        if !probe.starts_with_idr {
-            return Err(output("does not start with an IDR frame".into()));
-        }
-        encoded.push(Output { data, width: probe.width, height: probe.height, codecs: probe.codecs });
+        encoded.push(check(&r.name, data)?);
     }
     Ok(encoded)
+}
+
+/// Reads a rendition chunk with the segmenter's parser: it must hold video and start with an IDR, and its size
+/// and codecs come from its SPS. Used on fresh ffmpeg output and on a chunk found already stored.
+pub fn check(rendition: &str, data: Vec<u8>) -> Result<Output, FfmpegError> {
+    let output = |message: String| FfmpegError::Output { rendition: rendition.to_string(), message };
+    let probe = ladder_media::probe::probe(&data)
+        .map_err(|e| output(e.to_string()))?
+        .ok_or_else(|| output("no video frame".into()))?;
+    if !probe.starts_with_idr {
+        return Err(output("does not start with an IDR frame".into()));
+    }
+    Ok(Output { data, width: probe.width, height: probe.height, codecs: probe.codecs })
 }

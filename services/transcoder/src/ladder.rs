@@ -155,6 +155,15 @@ pub fn validate(renditions: &[RenditionSpec]) -> Result<(), LadderError> {
     Ok(())
 }
 
+/// The ladder a `ladder.set` event carries, checked with the rules ladder files follow. The event comes from the
+/// bus, where anything with access to NATS may have published it: the rendition names end up in object keys,
+/// so an unchecked one could point outside the stream's keys.
+pub fn from_event(renditions: &[RenditionConfig]) -> Result<Vec<RenditionSpec>, LadderError> {
+    let ladder: Vec<RenditionSpec> = renditions.iter().map(RenditionSpec::from).collect();
+    validate(&ladder)?;
+    Ok(ladder)
+}
+
 impl From<&RenditionConfig> for RenditionSpec {
     fn from(c: &RenditionConfig) -> RenditionSpec {
         RenditionSpec {
@@ -276,6 +285,25 @@ mod tests {
             "rendition[0].width: 853 must be 0 (from the aspect ratio) or even, 64 to 7680"
         );
         assert!(error("[[rendition]]\nname = \"a\"\nheight = 480\nbitrat = 1").starts_with("ladder file:"));
+    }
+
+    #[test]
+    fn refuses_hostile_rendition_names_from_the_bus() {
+        let event = |name: &str| {
+            let spec = RenditionSpec::new(name, 480, 1_000_000);
+            from_event(&[RenditionConfig::from(&spec)])
+        };
+        assert_eq!(event("480p").expect("valid")[0].name, "480p");
+        let long = "a".repeat(33);
+        for name in ["../x", "a/b", "", ".", "..", "x.ts", "/etc", "a\\b", "720p\u{202e}", "é", "Up", &long] {
+            let error = event(name).expect_err(name).to_string();
+            assert!(error.starts_with("rendition[0].name: "), "{name:?}: {error}");
+        }
+        assert!(event(&"a".repeat(32)).is_ok());
+        let mut huge = RenditionConfig::from(&RenditionSpec::new("big", 480, 1_000_000));
+        huge.height = 100_000;
+        assert!(from_event(&[huge]).is_err());
+        assert!(from_event(&[]).is_err(), "an empty ladder would transcode nothing");
     }
 
     #[test]

@@ -1,13 +1,27 @@
 //! # Layout
-//! A pool of pull workers on `chunk.uploaded.<stream>` (durable consumer `transcoder`, shared by every worker
-//! of every transcoder process). For each chunk one ffmpeg run produces every rendition of the ladder
-//! ([`ffmpeg::command`]); the renditions are stored and announced with `rendition.ready.<stream>`, then the
-//! chunk is acknowledged. A failing chunk is retried with a delay, and after [`MAX_ATTEMPTS`] it is announced
-//! with `chunk.failed.<stream>` so the playlists can skip it.
+//! - this file: a pool of pull workers on `chunk.uploaded.<stream>` (durable consumer `transcoder`, shared by
+//!   every worker of every transcoder process). For each chunk one ffmpeg run produces every rendition of the
+//!   ladder; the renditions are stored and announced with `rendition.ready.<stream>`, then the chunk is acked;
+//! - [`ffmpeg`]: the ffmpeg command, its wall-clock limit, and the checks every rendition chunk passes;
+//! - [`ladder`]: ladder files and `ladder.set` events, their validation, and which renditions fit a source.
 //!
 //! The ladder is read for every chunk, as the original design read its config table: the last
-//! `ladder.set.<stream>` event in the event stream if there is one ([`current_ladder`]), the configured
-//! default otherwise. A change therefore applies from the next chunk, with nothing to restart.
+//! `ladder.set.<stream>` event in the event stream if there is one and it is valid ([`current_ladder`]), the
+//! configured default otherwise. A change therefore applies from the next chunk, with nothing to restart.
+//!
+//! # Failures and crashes
+//! - While a chunk is worked on, the worker reports progress every [`PROGRESS_EVERY`], well inside the
+//!   consumer's ack wait; a worker that dies stops reporting, and JetStream hands the chunk to another worker
+//!   after the ack wait (seconds, not the length of a transcode).
+//! - ffmpeg runs under a wall-clock limit ([`Config::ffmpeg_timeout`]) and is killed when it is over.
+//! - An ordinary failure is retried after [`RETRY_DELAY`]; the [`MAX_ATTEMPTS`]th failure is announced with
+//!   `chunk.failed.<stream>` so the playlists skip the chunk. A chunk delivered more than [`MAX_ATTEMPTS`]
+//!   times was left unfinished by workers that died on it: it is not run again, and is announced as failed.
+//! - Storage keys are write-once. A retry after a crash may encode bytes that differ from what the first
+//!   attempt stored (x264's output depends on threads and machine): the stored chunk is then checked like
+//!   fresh output and announced, and the new encoding is dropped.
+//! - On shutdown no new chunk is pulled; chunks in flight get [`SHUTDOWN_GRACE`] to finish, and the rest are
+//!   handed back at once (nak without delay) for another instance.
 #![forbid(unsafe_code)]
 
 pub mod ffmpeg;
@@ -26,8 +40,20 @@ use tokio_util::sync::CancellationToken;
 
 pub use ladder::{default_ladder, LadderError, RenditionSpec};
 
-/// Deliveries of one chunk before it is declared failed for good.
+/// Attempts at one chunk before it is declared failed for good. JetStream's own delivery limit on the consumer
+/// is higher, so the last delivery is always ours to turn into a `chunk.failed` event.
 pub const MAX_ATTEMPTS: i64 = 3;
+/// How often a worker tells JetStream it is still on a chunk; a third of the consumer's ack wait.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// The wait before an ordinary failure is tried again.
+pub const RETRY_DELAY: Duration = Duration::from_secs(2);
+/// How long chunks in flight may take to finish once shutdown begins.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The default wall-clock limit of one ffmpeg run: a 2 s chunk takes about a second on one core.
+pub const DEFAULT_FFMPEG_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time a chunk may take beyond its ffmpeg run (download, uploads, publishing), which have their own retries;
+/// past it the attempt counts as failed rather than holding the chunk with progress reports for ever.
+const JOB_SLACK: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -39,6 +65,8 @@ pub struct Config {
     pub ladder: Vec<RenditionSpec>,
     /// x264 preset.
     pub preset: String,
+    /// Wall-clock limit of one ffmpeg run; ffmpeg is killed and the attempt fails when it is over.
+    pub ffmpeg_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,8 +75,9 @@ pub enum TranscoderError {
     Bus(#[from] BusError),
 }
 
+/// Why one attempt at a chunk failed.
 #[derive(Debug, thiserror::Error)]
-enum JobError {
+pub enum JobError {
     #[error("malformed chunk event: {0}")]
     Malformed(String),
     #[error("{0}")]
@@ -57,16 +86,29 @@ enum JobError {
     Ffmpeg(#[from] ffmpeg::FfmpegError),
     #[error("{0}")]
     Bus(#[from] BusError),
+    #[error("the chunk was not done within {}s", .0.as_secs())]
+    Timeout(Duration),
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), TranscoderError> {
     let bus = Bus::connect(&config.nats_url).await?;
     let workers = config.workers.max(1);
     tracing::info!(workers, renditions = config.ladder.len(), "transcoder started");
+    // Cancelled SHUTDOWN_GRACE after shutdown: chunks still in flight then are handed back.
+    let abandon = CancellationToken::new();
+    let grace = tokio::spawn({
+        let (shutdown, abandon) = (shutdown.clone(), abandon.clone());
+        async move {
+            shutdown.cancelled().await;
+            tracing::info!(grace_s = SHUTDOWN_GRACE.as_secs(), "transcoder stopping, finishing chunks in flight");
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            abandon.cancel();
+        }
+    });
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..workers {
-        let (bus, config, shutdown) = (bus.clone(), config.clone(), shutdown.clone());
-        tasks.spawn(async move { work(worker, bus, config, shutdown).await });
+        let (bus, config, shutdown, abandon) = (bus.clone(), config.clone(), shutdown.clone(), abandon.clone());
+        tasks.spawn(async move { work(worker, bus, config, shutdown, abandon).await });
     }
     let mut result = Ok(());
     while let Some(joined) = tasks.join_next().await {
@@ -75,12 +117,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Tran
             result = Err(e);
         }
     }
+    grace.abort();
     bus.drain().await;
     tracing::info!("transcoder stopped");
     result
 }
 
-async fn work(worker: usize, bus: Bus, config: Config, shutdown: CancellationToken) -> Result<(), TranscoderError> {
+async fn work(
+    worker: usize,
+    bus: Bus,
+    config: Config,
+    shutdown: CancellationToken,
+    abandon: CancellationToken,
+) -> Result<(), TranscoderError> {
     let consumer = bus.consumer(topology::TRANSCODER).await?;
     while !shutdown.is_cancelled() {
         // One message at a time, so a busy worker never sits on chunks another worker could take.
@@ -98,7 +147,9 @@ async fn work(worker: usize, bus: Bus, config: Config, shutdown: CancellationTok
         };
         while let Some(message) = batch.next().await {
             match message {
-                Ok(message) => handle(&bus, &config, message).await,
+                // Pulled as shutdown began: not started, so another instance may take it straight away.
+                Ok(message) if shutdown.is_cancelled() => hand_back(&message).await,
+                Ok(message) => handle(&bus, &config, message, &abandon).await,
                 Err(e) => tracing::warn!(worker, error = %e, "receiving chunk failed"),
             }
         }
@@ -106,7 +157,13 @@ async fn work(worker: usize, bus: Bus, config: Config, shutdown: CancellationTok
     Ok(())
 }
 
-async fn handle(bus: &Bus, config: &Config, message: Message) {
+async fn hand_back(message: &Message) {
+    if let Err(e) = message.ack_with(AckKind::Nak(None)).await {
+        tracing::warn!(subject = %message.subject, error = %e, "handing chunk back failed, it returns after the ack wait");
+    }
+}
+
+async fn handle(bus: &Bus, config: &Config, message: Message, abandon: &CancellationToken) {
     let attempt = message.info().map(|info| info.delivered).unwrap_or(1);
     let chunk = match ChunkUploaded::decode(message.payload.as_ref()) {
         Ok(chunk) => chunk,
@@ -116,16 +173,37 @@ async fn handle(bus: &Bus, config: &Config, message: Message) {
             return;
         }
     };
+    if attempt > MAX_ATTEMPTS {
+        // Every attempt so far ended without an ack or a nak: the workers died (or hung and lost the chunk)
+        // on it. Running it again would likely kill this worker too.
+        let reason =
+            format!("attempted {} times without finishing (workers died, stalled or were stopped)", attempt - 1);
+        tracing::error!(stream = %chunk.stream, sequence = chunk.sequence, attempt, %reason, "giving up on chunk");
+        give_up(bus, &message, &chunk, reason).await;
+        return;
+    }
     let heartbeat = tokio::spawn({
         let message = message.clone();
         async move {
             loop {
-                tokio::time::sleep(Duration::from_secs(10)).await;
+                tokio::time::sleep(PROGRESS_EVERY).await;
                 let _ = message.ack_with(AckKind::Progress).await;
             }
         }
     });
-    let result = transcode(bus, config, &chunk).await;
+    let limit = config.ffmpeg_timeout + JOB_SLACK;
+    let result = tokio::select! {
+        result = tokio::time::timeout(limit, transcode(bus, config, &chunk)) => {
+            result.unwrap_or(Err(JobError::Timeout(limit)))
+        }
+        // Shutdown grace is over: dropping the transcode kills its ffmpeg.
+        _ = abandon.cancelled() => {
+            heartbeat.abort();
+            tracing::info!(stream = %chunk.stream, sequence = chunk.sequence, "shutting down, handing chunk back");
+            hand_back(&message).await;
+            return;
+        }
+    };
     heartbeat.abort();
     match result {
         Ok(()) => {
@@ -135,40 +213,52 @@ async fn handle(bus: &Bus, config: &Config, message: Message) {
         }
         Err(error) if attempt < MAX_ATTEMPTS && !matches!(error, JobError::Malformed(_)) => {
             tracing::warn!(stream = %chunk.stream, sequence = chunk.sequence, attempt, %error, "transcode failed, will retry");
-            let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await;
+            let _ = message.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await;
         }
         Err(error) => {
             tracing::error!(stream = %chunk.stream, sequence = chunk.sequence, attempt, %error, "transcode failed for good");
-            let failed = Event::ChunkFailed(ChunkFailed {
-                stream: chunk.stream.clone(),
-                session_id: chunk.session_id.clone(),
-                sequence: chunk.sequence,
-                has_sequence: true,
-                stage: "transcoder".into(),
-                reason: error.to_string(),
-                permanent: true,
-            });
-            match bus.publish_event(&failed).await {
-                Ok(()) => {
-                    let _ = message.ack_with(AckKind::Term).await;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot publish chunk failure, leaving it for redelivery");
-                    let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
-                }
-            }
+            give_up(bus, &message, &chunk, error.to_string()).await;
         }
     }
 }
 
-/// The ladder last set for `stream` with a `ladder.set.<stream>` event, if any.
+/// Announces that `chunk` failed for good, then terminates its message.
+async fn give_up(bus: &Bus, message: &Message, chunk: &ChunkUploaded, reason: String) {
+    let failed = Event::ChunkFailed(ChunkFailed {
+        stream: chunk.stream.clone(),
+        session_id: chunk.session_id.clone(),
+        sequence: chunk.sequence,
+        has_sequence: true,
+        stage: "transcoder".into(),
+        reason,
+        permanent: true,
+    });
+    match bus.publish_event(&failed).await {
+        Ok(()) => {
+            let _ = message.ack_with(AckKind::Term).await;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot publish chunk failure, leaving it for redelivery");
+            let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
+        }
+    }
+}
+
+/// The ladder last set for `stream` with a `ladder.set.<stream>` event, if any. An event that does not pass
+/// [`ladder::validate`] is logged and ignored (`None`): the default ladder applies.
 pub async fn current_ladder(bus: &Bus, stream: &str) -> Result<Option<Vec<RenditionSpec>>, BusError> {
     let subject = format!("{}.{stream}", ladder_proto::subject::LADDER_SET);
     let Some(payload) = bus.last_message(topology::EVENTS_STREAM, &subject).await? else {
         return Ok(None);
     };
     match Event::decode(&subject, &payload) {
-        Ok(Event::LadderSet(set)) => Ok(Some(set.renditions.iter().map(RenditionSpec::from).collect())),
+        Ok(Event::LadderSet(set)) => match ladder::from_event(&set.renditions) {
+            Ok(ladder) => Ok(Some(ladder)),
+            Err(error) => {
+                tracing::error!(%stream, %error, "invalid ladder event, using the default ladder");
+                Ok(None)
+            }
+        },
         _ => {
             tracing::error!(%stream, "undecodable ladder event, using the default ladder");
             Ok(None)
@@ -176,37 +266,42 @@ pub async fn current_ladder(bus: &Bus, stream: &str) -> Result<Option<Vec<Rendit
     }
 }
 
+/// A name that may be one level of an object key: no separator, no `.` or `..`.
+fn key_part_ok(part: &str) -> bool {
+    !part.is_empty() && part != "." && part != ".." && !part.contains(['/', '\\'])
+}
+
 async fn transcode(bus: &Bus, config: &Config, chunk: &ChunkUploaded) -> Result<(), JobError> {
-    if chunk.stream.is_empty() || chunk.object_key.is_empty() {
-        return Err(JobError::Malformed("missing stream or object key".into()));
+    if chunk.object_key.is_empty() || !key_part_ok(&chunk.stream) || !key_part_ok(&chunk.session_id) {
+        return Err(JobError::Malformed("missing object key, or a stream or session that is not a key part".into()));
     }
     let started_ms = ladder_bus::now_ms();
     let source = config.storage.get(&chunk.object_key).await?;
     let ladder = current_ladder(bus, &chunk.stream).await?.unwrap_or_else(|| config.ladder.clone());
     let renditions = ladder::fit(&ladder, chunk.width, chunk.height);
     let ffmpeg_started_ms = ladder_bus::now_ms();
-    let outputs = ffmpeg::transcode(&source, &renditions, &config.preset, chunk.frame_duration).await?;
+    let outputs =
+        ffmpeg::transcode(&source, &renditions, &config.preset, chunk.frame_duration, config.ffmpeg_timeout).await?;
     let finished_ms = ladder_bus::now_ms();
     for (spec, output) in renditions.iter().zip(outputs) {
         let key = keys::rendition_chunk(&chunk.stream, &chunk.session_id, &spec.name, chunk.sequence);
-        let size = output.data.len() as u64;
-        config.storage.put(&key, Bytes::from(output.data)).await?;
+        let stored = store(&config.storage, &key, &spec.name, output).await?;
         let event = Event::RenditionReady(RenditionReady {
             stream: chunk.stream.clone(),
             session_id: chunk.session_id.clone(),
             sequence: chunk.sequence,
             rendition: spec.name.clone(),
             object_key: key,
-            size_bytes: size,
+            size_bytes: stored.size,
             // Timestamps are kept from the source, so the source chunk's are the rendition's.
             first_pts: chunk.first_pts,
             duration: chunk.duration,
             wall_clock_ms: chunk.wall_clock_ms,
             discontinuity: chunk.discontinuity,
-            width: output.width,
-            height: output.height,
+            width: stored.width,
+            height: stored.height,
             bitrate: spec.bitrate,
-            codecs: output.codecs,
+            codecs: stored.codecs,
             frame_duration: chunk.frame_duration * ladder::frame_step(chunk.frame_duration, spec.max_fps),
             timing: Some(Timing {
                 transcode_started_ms: started_ms,
@@ -219,4 +314,25 @@ async fn transcode(bus: &Bus, config: &Config, chunk: &ChunkUploaded) -> Result<
     }
     tracing::debug!(stream = %chunk.stream, sequence = chunk.sequence, ms = finished_ms - started_ms, "chunk transcoded");
     Ok(())
+}
+
+/// What a stored rendition chunk is announced with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub size: u64,
+    pub width: u32,
+    pub height: u32,
+    pub codecs: String,
+}
+
+/// Stores a rendition chunk at its write-once key. If an earlier attempt already stored a different encoding
+/// there (it crashed before acking), that one stays and is announced instead, once it passes the checks fresh
+/// output passes: players may already have fetched it, so it must never change.
+pub async fn store(storage: &Storage, key: &str, _rendition: &str, output: ffmpeg::Output) -> Result<Stored, JobError> {
+    let fresh =
+        Stored { size: output.data.len() as u64, width: output.width, height: output.height, codecs: output.codecs };
+    match storage.put(key, Bytes::from(output.data)).await {
+        Ok(_) => Ok(fresh),
+        Err(e) => Err(e.into()),
+    }
 }
