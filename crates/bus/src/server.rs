@@ -170,6 +170,11 @@ impl NatsCluster {
             node.wait_listening().await?;
         }
         wait_jetstream(&cluster.url()).await?;
+        // A meta leader needs only a majority: wait for the full mesh too, so a client that counts the nodes
+        // (`Bus::connect`) sees all of them.
+        for node in &cluster.nodes {
+            wait_routed(&node.url(), size).await?;
+        }
         Ok(cluster)
     }
 
@@ -230,6 +235,32 @@ async fn wait_jetstream(url: &str) -> Result<(), ServerError> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Err(not_ready(last_error))
+}
+
+/// Polls until the server at `url` lists the client URLs of `nodes` servers (itself included) in its INFO.
+async fn wait_routed(url: &str, nodes: usize) -> Result<(), ServerError> {
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    let not_ready = |last_error: String| ServerError::JetStreamNotReady {
+        url: url.to_string(),
+        timeout: READY_TIMEOUT,
+        last_error,
+    };
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(2))
+        .connect(url)
+        .await
+        .map_err(|e| not_ready(e.to_string()))?;
+    loop {
+        // The server sends a new INFO to its clients whenever a route comes or goes.
+        let known = client.server_info().connect_urls.len();
+        if known >= nodes {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(not_ready(format!("routed to {} of {nodes} nodes", known.max(1))));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// One JetStream account info request. Read as plain JSON: async-nats' `query_account` expects fields that

@@ -73,3 +73,33 @@ async fn a_replicated_stream_takes_writes_with_a_node_down() {
         .expect("the message published while the node was down");
     assert_eq!(&message.payload[..], b"during");
 }
+
+#[tokio::test]
+async fn a_bus_on_three_nodes_replicates_everything_three_times() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = NatsCluster::start(dir.path(), 3).await.expect("3-node cluster starts");
+    let bus = ladder_bus::Bus::connect_with(&cluster.url(), None).await.expect("connects");
+    assert_eq!(bus.replicas(), 3);
+    let js = bus.jetstream();
+    for name in [ladder_bus::topology::INGEST_STREAM, ladder_bus::topology::EVENTS_STREAM] {
+        let mut stream = js.get_stream(name).await.expect("stream");
+        let info = stream.info().await.expect("info");
+        assert_eq!(info.config.num_replicas, 3, "{name}");
+        assert_eq!(info.cluster.as_ref().map(|c| c.replicas.len()), Some(2), "{name}: a leader and two followers");
+    }
+    for spec in &ladder_bus::topology::CONSUMERS {
+        let info =
+            js.get_stream(spec.stream).await.expect("stream").consumer_info(spec.durable).await.expect("consumer");
+        assert_eq!(info.config.num_replicas, 3, "{}", spec.durable);
+        assert_eq!(info.cluster.map(|c| c.replicas.len()), Some(2), "{}", spec.durable);
+    }
+    for name in ladder_bus::kv::BUCKETS {
+        let status = js.get_key_value(name).await.expect("bucket").status().await.expect("status");
+        assert_eq!(status.info.config.num_replicas, 3, "{name}");
+    }
+    // An instance that starts later, told to use one replica, changes nothing that exists.
+    let later = ladder_bus::Bus::connect_with(&cluster.node_url(1), Some("1")).await.expect("connects");
+    assert_eq!(later.replicas(), 1);
+    let info = js.get_stream(ladder_bus::topology::EVENTS_STREAM).await.expect("stream").cached_info().clone();
+    assert_eq!(info.config.num_replicas, 3);
+}
