@@ -1,24 +1,33 @@
-//! A real ladder deployment for the integration tests: a `nats-server -js` on a free port and the services
-//! as separate `ladder` processes, talking only through NATS, sharing one data directory. Everything is
-//! killed when the [`Stack`] is dropped.
+//! A real ladder deployment for the integration tests: nats-server (one, or a cluster on loopback) and the
+//! services as separate `ladder` processes, talking only through NATS, sharing one data directory (its
+//! `media/` and one `index.db`). A service may run as several instances, each named (`segmenter-1`), with its
+//! own log file (`<data>/<name>.log`), and each can be killed, terminated and restarted with the same command
+//! line. Everything is killed when the [`Stack`] is dropped.
 #![allow(dead_code)]
 
+pub mod checks;
 pub mod garage;
 
 use std::{
-    io::{BufRead, BufReader},
+    collections::BTreeMap,
+    ffi::OsString,
+    io::{BufRead, BufReader, Write},
     net::UdpSocket,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use ladder_bus::server::{free_port, NatsServer};
+use futures::StreamExt;
+use ladder_bus::server::{free_port, NatsCluster, NatsServer};
 
 pub const LADDER: &str = env!("CARGO_BIN_EXE_ladder");
 
-/// Where a [`Stack`] keeps media: its data directory by default, or an S3 bucket.
+/// The five services, in the order a stack starts them.
+pub const SERVICES: [&str; 5] = ["indexer", "segmenter", "transcoder", "manifest", "ingest"];
+
+/// How a [`Stack`] is deployed: where media goes, the NATS topology and how many instances of each service.
 #[derive(Default)]
 pub struct StackOptions {
     /// `--storage` for segmenter, transcoder and manifest; `None`: `<data>/media`.
@@ -29,16 +38,46 @@ pub struct StackOptions {
     pub media_base_url: Option<String>,
     /// `--end-grace` of the manifest in seconds; `None`: 1.
     pub end_grace: Option<u32>,
+    /// Nodes of a NATS cluster on loopback; 0 or 1: a single nats-server.
+    pub nats_nodes: usize,
+    /// Instances to start, per service, in this order; each is named `<service>-<n>`. Empty: one instance of
+    /// each of the five services, named after the service.
+    pub instances: Vec<(&'static str, usize)>,
+    /// The transcoders' default ladder, as the text of a ladder file; `None`: the built-in ladder.
+    pub ladder: Option<String>,
+}
+
+/// The NATS side of a stack.
+enum Nats {
+    Single(Box<NatsServer>),
+    Cluster(NatsCluster),
+}
+
+/// One process of a service, with the command line it was started with, so that it can start again.
+struct Instance {
+    name: String,
+    service: String,
+    args: Vec<OsString>,
+    env: Vec<(String, String)>,
+    /// The manifest's HTTP port or the ingest's SRT port.
+    port: Option<u16>,
+    /// `None` once the test killed or terminated it.
+    child: Option<Child>,
 }
 
 pub struct Stack {
     pub dir: tempfile::TempDir,
     options: StackOptions,
+    /// Every NATS client URL, comma-separated (one for a single server).
     pub nats_url: String,
+    /// The SRT port of the first ingest.
     pub srt_port: u16,
+    /// The HTTP port of the first manifest.
     pub http_port: u16,
-    services: Vec<(String, Child)>,
-    nats: Option<NatsServer>,
+    services: Vec<Instance>,
+    /// Instances started so far, per service, to number the next one.
+    counts: BTreeMap<String, usize>,
+    nats: Option<Nats>,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -48,25 +87,50 @@ impl Stack {
         Stack::start_with(StackOptions::default())
     }
 
-    /// Starts nats-server and the five services, with media where `options` says.
+    /// Starts NATS and the services as `options` say.
     pub fn start_with(options: StackOptions) -> Stack {
         let dir = tempfile::tempdir().expect("tempdir");
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        let nats = runtime
-            .block_on(NatsServer::start(&dir.path().join("nats"), None))
-            .expect("nats-server starts (make test installs it)");
+        let nats = if options.nats_nodes > 1 {
+            let cluster = runtime
+                .block_on(NatsCluster::start(&dir.path().join("nats"), options.nats_nodes))
+                .expect("nats-server cluster starts (make test installs nats-server)");
+            Nats::Cluster(cluster)
+        } else {
+            let server = runtime
+                .block_on(NatsServer::start(&dir.path().join("nats"), None))
+                .expect("nats-server starts (make test installs it)");
+            Nats::Single(Box::new(server))
+        };
+        let nats_url = match &nats {
+            Nats::Single(server) => server.url(),
+            Nats::Cluster(cluster) => cluster.url(),
+        };
+        if let Some(ladder) = &options.ladder {
+            std::fs::write(dir.path().join("default-ladder.toml"), ladder).expect("write the ladder file");
+        }
+        let instances = options.instances.clone();
         let mut stack = Stack {
-            nats_url: nats.url(),
+            nats_url,
             srt_port: free_udp_port(),
             http_port: free_port().expect("free port"),
             dir,
             options,
             services: Vec::new(),
+            counts: BTreeMap::new(),
             nats: Some(nats),
             runtime,
         };
-        for service in ["indexer", "segmenter", "transcoder", "manifest", "ingest"] {
-            stack.start_service(service);
+        if instances.is_empty() {
+            for service in SERVICES {
+                stack.start_service(service);
+            }
+        } else {
+            for (service, count) in instances {
+                for _ in 0..count {
+                    stack.start_instance(service);
+                }
+            }
         }
         stack.wait_for_http();
         stack
@@ -76,68 +140,238 @@ impl Stack {
         self.dir.path().to_path_buf()
     }
 
-    pub fn start_service(&mut self, service: &str) {
+    /// Starts an instance of `service` named after the service (`segmenter`, log `segmenter.log`), or
+    /// `<service>-<n>` if that name is taken. Returns its name.
+    pub fn start_service(&mut self, service: &str) -> String {
+        let name = if self.services.iter().any(|i| i.name == service) {
+            self.next_name(service)
+        } else {
+            *self.counts.entry(service.to_string()).or_default() += 1;
+            service.to_string()
+        };
+        self.launch(service, name)
+    }
+
+    /// Starts one more instance of `service`, named `<service>-<n>`, with its own log file (`<name>.log`) and,
+    /// for a manifest or an ingest, its own port. Returns its name.
+    pub fn start_instance(&mut self, service: &str) -> String {
+        let name = self.next_name(service);
+        self.launch(service, name)
+    }
+
+    fn next_name(&mut self, service: &str) -> String {
+        let count = self.counts.entry(service.to_string()).or_default();
+        *count += 1;
+        let mut n = *count;
+        while self.services.iter().any(|i| i.name == format!("{service}-{n}")) {
+            n += 1;
+        }
+        format!("{service}-{n}")
+    }
+
+    fn launch(&mut self, service: &str, name: String) -> String {
         let data = self.data();
         let storage = self.options.storage.clone().unwrap_or_else(|| data.join("media").display().to_string());
-        let storage_env = self.options.storage_env.iter().map(|(k, v)| (*k, v.as_str()));
-        let mut command = Command::new(LADDER);
-        command.arg(service).env("LADDER_LOG", "info").env("NO_COLOR", "1");
+        let nats = self.nats_url.clone();
+        // The first manifest (ingest) gets the stack's port; the others a free one each.
+        let port_taken = |port: u16| self.services.iter().any(|i| i.service == service && i.port == Some(port));
+        let mut args: Vec<OsString> = Vec::new();
+        let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
+        let mut port = None;
         match service {
             "ingest" => {
-                command.args(["--nats", &self.nats_url, "--srt-listen", &format!("127.0.0.1:{}", self.srt_port)])
+                let srt = if port_taken(self.srt_port) { free_udp_port() } else { self.srt_port };
+                port = Some(srt);
+                push(&["--nats", &nats, "--srt-listen", &format!("127.0.0.1:{srt}")]);
             }
-            "segmenter" => command.args(["--nats", &self.nats_url, "--storage", &storage]).envs(storage_env),
-            "transcoder" => command
-                .args(["--nats", &self.nats_url, "--workers", "2", "--preset", "ultrafast", "--storage", &storage])
-                .envs(storage_env),
-            "indexer" => command.args(["--nats", &self.nats_url, "--index"]).arg(data.join("index.db")),
-            "manifest" => {
-                command
-                    .args(["--http-listen", &format!("127.0.0.1:{}", self.http_port), "--index"])
-                    .arg(data.join("index.db"))
-                    .args(["--storage", &storage])
-                    .envs(storage_env);
-                let grace = self.options.end_grace.unwrap_or(1).to_string();
-                command.args(["--end-grace", &grace]);
-                if let Some(base) = &self.options.media_base_url {
-                    command.args(["--media-base-url", base]);
+            "segmenter" => push(&["--nats", &nats, "--storage", &storage]),
+            "transcoder" => {
+                push(&["--nats", &nats, "--workers", "2", "--preset", "ultrafast", "--storage", &storage]);
+                if self.options.ladder.is_some() {
+                    push(&["--ladder", &data.join("default-ladder.toml").display().to_string()]);
                 }
-                &mut command
+            }
+            "indexer" => push(&["--nats", &nats, "--index", &data.join("index.db").display().to_string()]),
+            "manifest" => {
+                let http = if port_taken(self.http_port) { free_port().expect("free port") } else { self.http_port };
+                port = Some(http);
+                push(&["--http-listen", &format!("127.0.0.1:{http}")]);
+                push(&["--index", &data.join("index.db").display().to_string(), "--storage", &storage]);
+                push(&["--end-grace", &self.options.end_grace.unwrap_or(1).to_string()]);
+                if let Some(base) = &self.options.media_base_url {
+                    push(&["--media-base-url", base]);
+                }
             }
             other => panic!("unknown service {other}"),
-        };
-        let log = std::fs::File::create(data.join(format!("{service}.log"))).expect("log file");
-        let child = command
+        }
+        let mut env: Vec<(String, String)> = vec![
+            ("LADDER_LOG".into(), "info".into()),
+            ("NO_COLOR".into(), "1".into()),
+            // How an instance may name itself (in leases and logs); ignored by a service that does not read it.
+            ("LADDER_INSTANCE".into(), name.clone()),
+        ];
+        if matches!(service, "segmenter" | "transcoder" | "manifest") {
+            env.extend(self.options.storage_env.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        }
+        let mut instance = Instance { name: name.clone(), service: service.to_string(), args, env, port, child: None };
+        self.spawn(&mut instance, false);
+        self.services.push(instance);
+        name
+    }
+
+    fn log_path(&self, name: &str) -> PathBuf {
+        self.data().join(format!("{name}.log"))
+    }
+
+    /// Starts the process of `instance`; its log is appended to, so a restarted instance keeps its history.
+    fn spawn(&self, instance: &mut Instance, again: bool) {
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(&instance.name))
+            .expect("log file");
+        if again {
+            let _ = writeln!(log, "=== test harness: {} started again", instance.name);
+        }
+        let child = Command::new(LADDER)
+            .arg(&instance.service)
+            .args(&instance.args)
+            .envs(instance.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .stdin(Stdio::null())
             .spawn()
             .expect("ladder binary runs");
-        self.services.push((service.to_string(), child));
+        instance.child = Some(child);
     }
 
-    /// Kills a service started by [`Stack::start_service`] and waits for it to exit.
-    pub fn stop_service(&mut self, service: &str) {
-        for (_, child) in self.services.iter_mut().filter(|(name, _)| name == service) {
-            let _ = child.kill();
-            let _ = child.wait();
+    fn instance_mut(&mut self, name: &str) -> &mut Instance {
+        let names: Vec<String> = self.services.iter().map(|i| i.name.clone()).collect();
+        self.services.iter_mut().find(|i| i.name == name).unwrap_or_else(|| panic!("no instance {name} in {names:?}"))
+    }
+
+    fn note(&self, name: &str, what: &str) {
+        if let Ok(mut log) = std::fs::OpenOptions::new().append(true).open(self.log_path(name)) {
+            let _ = writeln!(log, "=== test harness: {what}");
         }
-        self.services.retain(|(name, _)| name != service);
+        eprintln!("[stack] {what}");
     }
 
+    /// Names of the instances of `service` that run (were not killed or terminated by the test).
+    pub fn running(&self, service: &str) -> Vec<String> {
+        self.services.iter().filter(|i| i.service == service && i.child.is_some()).map(|i| i.name.clone()).collect()
+    }
+
+    /// Every instance name, in start order.
+    pub fn instances(&self) -> Vec<String> {
+        self.services.iter().map(|i| i.name.clone()).collect()
+    }
+
+    /// The process id of a running instance.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.services.iter().find(|i| i.name == name).and_then(|i| i.child.as_ref()).map(Child::id)
+    }
+
+    /// Kills an instance with SIGKILL and waits for it to exit.
+    pub fn kill(&mut self, name: &str) {
+        self.note(name, &format!("SIGKILL {name}"));
+        let instance = self.instance_mut(name);
+        let mut child = instance.child.take().unwrap_or_else(|| panic!("{name} is not running"));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Stops an instance with SIGTERM and waits up to 30 s for it to exit; returns how it exited. Panics (after
+    /// a SIGKILL) if it is still running then: shutdown is bounded by a grace period.
+    pub fn terminate(&mut self, name: &str) -> ExitStatus {
+        self.note(name, &format!("SIGTERM {name}"));
+        let instance = self.instance_mut(name);
+        let mut child = instance.child.take().unwrap_or_else(|| panic!("{name} is not running"));
+        let (ok, _, stderr) = run("kill", &["-TERM", &child.id().to_string()]);
+        assert!(ok, "kill -TERM {name}: {stderr}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{name} did not exit within 30 s of SIGTERM\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts a killed or terminated instance again with the same command line (and port); for a manifest,
+    /// returns once it accepts connections.
+    pub fn restart(&mut self, name: &str) {
+        self.note(name, &format!("restart {name}"));
+        let index = self.services.iter().position(|i| i.name == name).unwrap_or_else(|| panic!("no instance {name}"));
+        let mut instance = self.services.remove(index);
+        assert!(instance.child.is_none(), "{name} is still running");
+        self.spawn(&mut instance, true);
+        let http = (instance.service == "manifest").then_some(instance.port).flatten();
+        self.services.insert(index, instance);
+        if let Some(port) = http {
+            self.wait_listening(port);
+        }
+    }
+
+    /// Kills every instance of a service with SIGKILL, waits for them to exit and forgets them.
+    pub fn stop_service(&mut self, service: &str) {
+        for instance in self.services.iter_mut().filter(|i| i.service == service) {
+            if let Some(mut child) = instance.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        self.services.retain(|i| i.service != service);
+    }
+
+    /// Waits for every running manifest to accept connections.
     pub fn wait_for_http(&self) {
+        let ports: Vec<u16> = self
+            .services
+            .iter()
+            .filter(|i| i.service == "manifest" && i.child.is_some())
+            .filter_map(|i| i.port)
+            .collect();
+        for port in ports {
+            self.wait_listening(port);
+        }
+    }
+
+    fn wait_listening(&self, port: u16) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.http_port)).is_ok() {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("manifest did not listen on {} within 20 s:\n{}", self.http_port, self.logs());
+        panic!("manifest did not listen on {port} within 20 s:\n{}", self.logs());
     }
 
+    /// The HTTP port requests go to: the first manifest's while it runs, else another running manifest's.
+    fn serving_port(&self) -> u16 {
+        let manifests: Vec<&Instance> =
+            self.services.iter().filter(|i| i.service == "manifest" && i.child.is_some()).collect();
+        if manifests.is_empty() || manifests.iter().any(|i| i.port == Some(self.http_port)) {
+            return self.http_port;
+        }
+        manifests[0].port.unwrap_or(self.http_port)
+    }
+
+    /// A URL on a running manifest (the first one while it runs).
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.http_port)
+        format!("http://127.0.0.1:{}{path}", self.serving_port())
+    }
+
+    /// A URL on one manifest instance.
+    pub fn instance_url(&self, name: &str, path: &str) -> String {
+        let port = self.services.iter().find(|i| i.name == name).and_then(|i| i.port).expect("a manifest instance");
+        format!("http://127.0.0.1:{port}{path}")
     }
 
     /// The streamid goes in verbatim: ffmpeg 5.1 does not percent-decode it.
@@ -147,25 +381,40 @@ impl Stack {
 
     /// GET: (status, body).
     pub fn get(&self, path: &str) -> (u16, String) {
-        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-        let mut response = agent.get(&self.url(path)).call().expect("http request");
-        let status = response.status().as_u16();
-        (status, response.body_mut().read_to_string().unwrap_or_default())
+        let (status, body) = get_url(&self.url(path));
+        (status, String::from_utf8_lossy(&body).into_owned())
     }
 
-    /// Every service's log, for failure messages.
+    /// Every instance's log and the NATS servers' logs, for failure messages.
     pub fn logs(&self) -> String {
+        let mut logs: Vec<(String, PathBuf)> =
+            self.services.iter().map(|i| (i.name.clone(), self.log_path(&i.name))).collect();
+        let nodes = match &self.nats {
+            Some(Nats::Cluster(cluster)) => cluster.size(),
+            _ => 0,
+        };
+        if nodes == 0 {
+            logs.push(("nats-server".into(), self.data().join("nats/nats-server.log")));
+        }
+        for i in 0..nodes {
+            logs.push((format!("nats-server n{i}"), self.data().join(format!("nats/n{i}/nats-server.log"))));
+        }
         let mut out = String::new();
-        for (service, _) in &self.services {
-            let log = std::fs::read_to_string(self.data().join(format!("{service}.log"))).unwrap_or_default();
+        for (name, path) in logs {
+            let log = std::fs::read_to_string(path).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(30).collect();
-            out.push_str(&format!("--- {service} (last lines)\n"));
+            out.push_str(&format!("--- {name} (last lines)\n"));
             for line in tail.into_iter().rev() {
                 out.push_str(line);
                 out.push('\n');
             }
         }
         out
+    }
+
+    /// The whole log of an instance.
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.log_path(name)).unwrap_or_default()
     }
 
     /// Runs `ladder events` in the background, collecting its lines with the time each arrived.
@@ -188,18 +437,167 @@ impl Stack {
         });
         Events { child, lines }
     }
+
+    // --- NATS
+
+    /// Kills node `i` of the NATS cluster with SIGKILL.
+    pub fn kill_nats_node(&mut self, i: usize) {
+        eprintln!("[stack] SIGKILL nats node n{i}");
+        match self.nats.as_mut() {
+            Some(Nats::Cluster(cluster)) => self.runtime.block_on(cluster.kill(i)),
+            _ => panic!("the stack has no NATS cluster"),
+        }
+    }
+
+    /// Starts node `i` of the NATS cluster again, on the same ports and store; returns once JetStream answers.
+    pub fn restart_nats_node(&mut self, i: usize) {
+        eprintln!("[stack] restart nats node n{i}");
+        let result = match self.nats.as_mut() {
+            Some(Nats::Cluster(cluster)) => self.runtime.block_on(cluster.restart(i)),
+            _ => panic!("the stack has no NATS cluster"),
+        };
+        if let Err(e) = result {
+            panic!("nats node n{i} restarts: {e}\n{}", self.logs());
+        }
+    }
+
+    /// Kills the single nats-server with SIGKILL and starts it again on the same port and file store.
+    pub fn restart_nats(&mut self) {
+        eprintln!("[stack] restart nats-server");
+        let result = match self.nats.as_mut() {
+            Some(Nats::Single(server)) => self.runtime.block_on(server.restart()),
+            _ => panic!("the stack has no single nats-server"),
+        };
+        if let Err(e) = result {
+            panic!("nats-server restarts: {e}\n{}", self.logs());
+        }
+    }
+
+    /// Runs `f` with a JetStream context on the stack's NATS, within `timeout`.
+    fn with_jetstream<T, F>(&self, timeout: Duration, f: impl FnOnce(async_nats::jetstream::Context) -> F) -> Option<T>
+    where
+        F: std::future::Future<Output = Option<T>>,
+    {
+        let servers: Vec<String> = self.nats_url.split(',').map(str::to_string).collect();
+        self.runtime.block_on(async {
+            tokio::time::timeout(timeout, async {
+                let client = async_nats::ConnectOptions::new()
+                    .connection_timeout(Duration::from_secs(2))
+                    .connect(servers)
+                    .await
+                    .ok()?;
+                f(async_nats::jetstream::new(client)).await
+            })
+            .await
+            .ok()
+            .flatten()
+        })
+    }
+
+    /// The value of a key in a JetStream key-value bucket, if both exist.
+    pub fn kv_get(&self, bucket: &str, key: &str) -> Option<String> {
+        let (bucket, key) = (bucket.to_string(), key.to_string());
+        self.with_jetstream(Duration::from_secs(5), |js| async move {
+            let store = js.get_key_value(bucket).await.ok()?;
+            let value = store.get(key).await.ok()??;
+            Some(String::from_utf8_lossy(&value).into_owned())
+        })
+    }
+
+    /// What the segmenter lease of `stream` says (the holder), if there is one.
+    pub fn segmenter_lease(&self, stream: &str) -> Option<String> {
+        self.kv_get(ladder_bus::kv::SEGMENTER_LEASES, stream)
+    }
+
+    /// The segmenter instance holding the lease of `stream`: the one the lease names (the segmenter names itself
+    /// `<host>-<pid>-<random>`; `LADDER_INSTANCE` is the test's name for it), or whose log names the holder.
+    pub fn segmenter_owner(&self, stream: &str) -> Option<String> {
+        let lease = self.segmenter_lease(stream)?;
+        let holder = lease.trim();
+        let tokens: Vec<&str> = holder.split(|c: char| !c.is_ascii_alphanumeric()).collect();
+        let segmenters: Vec<&Instance> =
+            self.services.iter().filter(|i| i.service == "segmenter" && i.child.is_some()).collect();
+        let named = |i: &&&Instance| {
+            holder == i.name
+                || holder.match_indices(&i.name).any(|(at, _)| {
+                    !holder[at + i.name.len()..].starts_with(|c: char| c.is_ascii_digit())
+                        && !holder[..at].ends_with(|c: char| c.is_ascii_alphanumeric())
+                })
+        };
+        let by_pid = |i: &&&Instance| {
+            let pid = i.child.as_ref().map(|c| c.id().to_string()).unwrap_or_default();
+            tokens.contains(&pid.as_str())
+        };
+        let in_log = |i: &&&Instance| !holder.is_empty() && self.log(&i.name).contains(holder);
+        segmenters
+            .iter()
+            .find(named)
+            .or_else(|| segmenters.iter().find(by_pid))
+            .or_else(|| segmenters.iter().find(in_log))
+            .map(|i| i.name.clone())
+    }
+
+    /// Every event retained in the event log, in order.
+    pub fn events(&self) -> Vec<ladder_proto::Event> {
+        use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+        let events = self.with_jetstream(Duration::from_secs(60), |js| async move {
+            let mut stream = js.get_stream(ladder_bus::topology::EVENTS_STREAM).await.ok()?;
+            let last = stream.info().await.ok()?.state.last_sequence;
+            let mut events = Vec::new();
+            if last == 0 {
+                return Some(events);
+            }
+            let consumer = stream
+                .create_consumer(OrderedConfig { deliver_policy: DeliverPolicy::All, ..Default::default() })
+                .await
+                .ok()?;
+            let mut messages = consumer.messages().await.ok()?;
+            while let Some(Ok(message)) = messages.next().await {
+                let sequence = message.info().ok()?.stream_sequence;
+                let event = ladder_proto::Event::decode(&message.subject, &message.payload)
+                    .unwrap_or_else(|e| panic!("undecodable event on {}: {e}", message.subject));
+                events.push(event);
+                if sequence >= last {
+                    return Some(events);
+                }
+            }
+            None
+        });
+        events.unwrap_or_else(|| panic!("cannot read the event log within 60 s\n{}", self.logs()))
+    }
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        for (_, child) in &mut self.services {
-            let _ = child.kill();
-            let _ = child.wait();
+        // LADDER_TEST_KEEP=1 keeps the data directory (logs, media, index) of a failed test to look into.
+        if std::thread::panicking() && std::env::var_os("LADDER_TEST_KEEP").is_some() {
+            self.dir.disable_cleanup(true);
+            eprintln!("[stack] kept {}", self.dir.path().display());
         }
-        if let Some(nats) = self.nats.take() {
-            self.runtime.block_on(nats.stop());
+        for instance in &mut self.services {
+            if let Some(mut child) = instance.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        match self.nats.take() {
+            Some(Nats::Single(server)) => self.runtime.block_on((*server).stop()),
+            Some(Nats::Cluster(mut cluster)) => self.runtime.block_on(async {
+                for i in 0..cluster.size() {
+                    cluster.kill(i).await;
+                }
+            }),
+            None => {}
         }
     }
+}
+
+/// GET a URL: (status, body).
+pub fn get_url(url: &str) -> (u16, Vec<u8>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut response = agent.get(url).call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_to_vec().unwrap_or_default())
 }
 
 pub struct Events {
@@ -231,6 +629,17 @@ pub struct Publisher {
 }
 
 pub fn publish(url: &str, size: &str, rate: u32, seconds: u32, tone_hz: u32) -> Publisher {
+    publish_at(url, size, rate, "2500k", seconds, tone_hz)
+}
+
+/// A small, cheap publisher for the tests that run many processes at once: 320x180 at 25 fps and 400 kb/s,
+/// an IDR every 2 s.
+pub fn publish_small(url: &str, seconds: u32, tone_hz: u32) -> Publisher {
+    publish_at(url, "320x180", 25, "400k", seconds, tone_hz)
+}
+
+/// [`publish`] at a video bitrate of `bitrate` (ffmpeg syntax, `400k`).
+pub fn publish_at(url: &str, size: &str, rate: u32, bitrate: &str, seconds: u32, tone_hz: u32) -> Publisher {
     let child = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
         .args(["-f", "lavfi", "-i", &format!("testsrc2=size={size}:rate={rate}")])
@@ -238,7 +647,7 @@ pub fn publish(url: &str, size: &str, rate: u32, seconds: u32, tone_hz: u32) -> 
         .args(["-t", &seconds.to_string()])
         .args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-bf", "2"])
         .args(["-g", &(rate * 2).to_string(), "-keyint_min", &(rate * 2).to_string(), "-sc_threshold", "0"])
-        .args(["-b:v", "2500k", "-c:a", "aac", "-b:a", "128k", "-f", "mpegts", url])
+        .args(["-b:v", bitrate, "-c:a", "aac", "-b:a", "128k", "-f", "mpegts", url])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -250,9 +659,18 @@ pub fn publish(url: &str, size: &str, rate: u32, seconds: u32, tone_hz: u32) -> 
 /// Publishes as an encoder reconnecting does: if ingest refuses the connection (the name's previous
 /// connection is not gone yet), tries again every second, for up to 20 s.
 pub fn republish(url: &str, size: &str, rate: u32, seconds: u32, tone_hz: u32) -> Publisher {
+    retry_refused(|| publish(url, size, rate, seconds, tone_hz))
+}
+
+/// [`republish`] with [`publish_small`]'s settings.
+pub fn republish_small(url: &str, seconds: u32, tone_hz: u32) -> Publisher {
+    retry_refused(|| publish_small(url, seconds, tone_hz))
+}
+
+fn retry_refused(start: impl Fn() -> Publisher) -> Publisher {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let mut publisher = publish(url, size, rate, seconds, tone_hz);
+        let mut publisher = start();
         std::thread::sleep(Duration::from_secs(1));
         let refused = publisher.child.try_wait().ok().flatten().is_some_and(|status| !status.success());
         if !refused || Instant::now() > deadline {
@@ -262,6 +680,16 @@ pub fn republish(url: &str, size: &str, rate: u32, seconds: u32, tone_hz: u32) -
 }
 
 impl Publisher {
+    /// Waits up to `timeout` for ffmpeg to exit by itself (say, once ingest went away), then kills it.
+    pub fn stop(mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline && !self.is_finished() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Whether the publisher has stopped (its input is over).
     pub fn is_finished(&mut self) -> bool {
         self.child.try_wait().map_or(true, |status| status.is_some())
@@ -276,6 +704,14 @@ impl Publisher {
         }
         assert!(status.success(), "publisher ffmpeg failed: {stderr}");
         Instant::now()
+    }
+}
+
+impl Drop for Publisher {
+    /// A test that fails midway leaves no ffmpeg behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
