@@ -1,10 +1,19 @@
 //! # Layout
 //! Everything ladder knows about NATS JetStream, in one place:
-//! - [`topology`]: the two JetStream streams and the durable consumers, declared once and created
-//!   idempotently by [`Bus::connect`];
-//! - [`Bus`]: a connection with typed publishing of [`Event`]s (deterministic `Nats-Msg-Id`, waits for the
-//!   publish acknowledgement) and of raw TS;
-//! - [`server`]: starts a real `nats-server -js` as a child process, for `ladder dev` and the tests.
+//! - [`topology`]: the two JetStream streams and the durable consumers, declared once and brought in place
+//!   by [`Bus::connect`] without overriding what an operator changed (see its module doc);
+//! - [`kv`]: the key-value buckets (segmenter leases and checkpoints, publisher claims);
+//! - [`Bus`]: a connection with typed publishing of [`Event`]s (deterministic `Nats-Msg-Id`) and of raw TS.
+//!   A publish waits for the JetStream acknowledgement and retries the same message for up to 30 s (a NATS
+//!   restart, a leader election); a publish that JetStream drops as a duplicate is compared with the stored
+//!   message, and different content is [`BusError::DuplicateConflict`], never a silent success;
+//! - [`server`]: starts real `nats-server -js` processes, one or a cluster, for `ladder dev` and the tests.
+//!
+//! # Replicas
+//! Streams, consumers and key-value buckets that ladder creates get [`Bus::replicas`] copies: 3 on a cluster
+//! of three nodes or more, one per node on a smaller cluster, 1 on a single server (counted from the server's
+//! `INFO` at connect time), or the value of `LADDER_NATS_REPLICAS` ([`REPLICAS_ENV`], 1 to 5) when it is set.
+//! Existing streams and buckets keep the replicas they have; consumers follow their stream's.
 #![forbid(unsafe_code)]
 
 pub mod kv;
@@ -13,7 +22,12 @@ pub mod topology;
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::PullConsumer, message::PublishMessage};
+use async_nats::jetstream::{
+    self,
+    consumer::PullConsumer,
+    message::{OutboundMessage, PublishMessage},
+    publish::PublishAck,
+};
 use bytes::Bytes;
 use ladder_proto::Event;
 
@@ -41,6 +55,10 @@ pub const REPLICAS_ENV: &str = "LADDER_NATS_REPLICAS";
 const AUTO_REPLICAS: usize = 3;
 /// JetStream's limit.
 const MAX_REPLICAS: usize = 5;
+/// A publish is retried until it is stored or this much time has passed.
+const PUBLISH_DEADLINE: Duration = Duration::from_secs(30);
+const PUBLISH_RETRY_FIRST: Duration = Duration::from_millis(100);
+const PUBLISH_RETRY_MAX: Duration = Duration::from_secs(2);
 /// How long [`Bus::connect`] waits for a first server to answer.
 const FIRST_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -58,6 +76,10 @@ pub enum BusError {
     Topology { what: String, message: String },
     #[error("publish to {subject} failed: {message}")]
     Publish { subject: String, message: String },
+    /// JetStream already holds a message with this `Nats-Msg-Id` whose content differs: the publish was
+    /// dropped as a duplicate. A bug (two writers disagree about one fact), never retried.
+    #[error("publish to {subject} conflicts with the stored message {message_id:?}: same id, different content")]
+    DuplicateConflict { subject: String, message_id: String },
 }
 
 /// A connection to NATS with the ladder topology in place.
@@ -135,37 +157,127 @@ impl Bus {
         self.replicas
     }
 
-    /// Publishes an event and waits until JetStream has stored it.
+    /// Publishes an event and waits until JetStream has stored it (see [`Bus::publish_ts`] for the retries).
+    /// If JetStream already holds an event with the same `Nats-Msg-Id`, the stored one must have the same
+    /// content ([`Event::same_content`]), otherwise this is [`BusError::DuplicateConflict`].
     pub async fn publish_event(&self, event: &Event) -> Result<(), BusError> {
         let subject = event.subject();
         let message = PublishMessage::build().payload(Bytes::from(event.encode())).message_id(event.message_id());
-        self.publish(subject, message).await
+        self.publish(subject, message, Expected::Event(event)).await
     }
 
-    /// Publishes raw TS bytes of one session; `id` must be unique and deterministic for the bytes.
+    /// Publishes raw TS bytes of one session and waits until JetStream has stored them; the message's
+    /// `Nats-Msg-Id` must be unique and deterministic for the bytes. A failed attempt (NATS unreachable, no
+    /// acknowledgement, no stream leader for the moment) is retried with the same message, so the same
+    /// `Nats-Msg-Id`, backing off from 100 ms to 2 s, for up to 30 s: a NATS restart or a leader election
+    /// takes seconds. If JetStream already holds a message with this id, its payload and `Ladder-*` headers
+    /// must be the same byte for byte, otherwise this is [`BusError::DuplicateConflict`].
     pub async fn publish_ts(&self, stream: &str, message: PublishMessage) -> Result<(), BusError> {
-        self.publish(topology::ingest_subject(stream), message).await
+        self.publish(topology::ingest_subject(stream), message, Expected::Raw).await
     }
 
-    async fn publish(&self, subject: String, message: PublishMessage) -> Result<(), BusError> {
-        let error = |e: &dyn std::fmt::Display| BusError::Publish { subject: subject.clone(), message: e.to_string() };
-        // Retried: with a deterministic Nats-Msg-Id a retry after a lost acknowledgement is de-duplicated.
-        let mut attempt = 0;
+    async fn publish(&self, subject: String, message: PublishMessage, expected: Expected<'_>) -> Result<(), BusError> {
+        // The builder keeps its fields private; its outbound form shows what is sent, for the duplicate check.
+        let sent = message.clone().outbound_message(subject.clone());
+        let message_id = sent
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
+            .map(|id| id.as_str().to_string())
+            .unwrap_or_default();
+        let started = tokio::time::Instant::now();
+        let mut pause = PUBLISH_RETRY_FIRST;
+        let mut attempt: u32 = 0;
         loop {
-            let result = match self.js.send_publish(subject.clone(), message.clone()).await {
-                Ok(ack) => ack.await.map(|_| ()).map_err(|e| error(&e)),
-                Err(e) => Err(error(&e)),
+            attempt += 1;
+            let stored = match self.js.send_publish(subject.clone(), message.clone()).await {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
             };
-            match result {
-                Ok(()) => return Ok(()),
-                Err(e) if attempt >= 4 => return Err(e),
-                Err(e) => {
-                    attempt += 1;
-                    tracing::warn!(%subject, attempt, error = %e, "publish failed, retrying");
-                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            let failure = match stored {
+                Ok(ack) if !ack.duplicate => {
+                    if attempt > 1 {
+                        tracing::info!(%subject, attempts = attempt, "publish stored after retries");
+                    }
+                    return Ok(());
                 }
+                // A retry after a lost acknowledgement, or another instance that published the same fact.
+                Ok(ack) => match self.check_duplicate(&subject, &message_id, &sent, &ack, &expected).await {
+                    Ok(()) => return Ok(()),
+                    Err(conflict @ BusError::DuplicateConflict { .. }) => return Err(conflict),
+                    Err(e) => e.to_string(),
+                },
+                Err(e) if is_refusal(&e) => {
+                    return Err(BusError::Publish { subject, message: format!("refused by jetstream: {e}") })
+                }
+                Err(e) => e.to_string(),
+            };
+            if started.elapsed() + pause > PUBLISH_DEADLINE {
+                return Err(BusError::Publish {
+                    subject,
+                    message: format!("not stored after {attempt} attempts in {:?}: {failure}", started.elapsed()),
+                });
             }
+            tracing::warn!(%subject, message_id, attempt, error = %failure, "publish failed, retrying");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(PUBLISH_RETRY_MAX);
         }
+    }
+
+    /// JetStream answered `duplicate`: it stored a message with this `Nats-Msg-Id` before. Its publish
+    /// acknowledgement carries the stored message's sequence (nats-server 2.9 and later; `tests/publish.rs`
+    /// checks it), so the stored message is fetched and compared with the one sent.
+    async fn check_duplicate(
+        &self,
+        subject: &str,
+        message_id: &str,
+        sent: &OutboundMessage,
+        ack: &PublishAck,
+        expected: &Expected<'_>,
+    ) -> Result<(), BusError> {
+        use async_nats::jetstream::stream::RawMessageErrorKind;
+        let error = |e: &dyn std::fmt::Display| BusError::Publish {
+            subject: subject.to_string(),
+            message: format!("cannot read the message this one duplicates ({} #{}): {e}", ack.stream, ack.sequence),
+        };
+        let stream = self.js.get_stream(&ack.stream).await.map_err(|e| error(&e))?;
+        let stored = match stream.get_raw_message(ack.sequence).await {
+            Ok(stored) => stored,
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => {
+                // Removed by the stream's limits since: there is nothing left to disagree with.
+                tracing::warn!(%subject, message_id, stream = %ack.stream, sequence = ack.sequence, "the message a duplicate publish repeats is gone, cannot compare");
+                return Ok(());
+            }
+            Err(e) => return Err(error(&e)),
+        };
+        let stored_id = stored.headers.get(async_nats::header::NATS_MESSAGE_ID).map(|id| id.as_str());
+        if stored_id != Some(message_id) {
+            tracing::warn!(%subject, message_id, stored_id, sequence = ack.sequence, "the duplicate's sequence holds another message, cannot compare");
+            return Ok(());
+        }
+        let same = stored.subject.as_str() == subject
+            && match expected {
+                Expected::Event(event) => {
+                    Event::decode(subject, &stored.payload).is_ok_and(|stored| event.same_content(&stored))
+                }
+                Expected::Raw => {
+                    stored.payload == sent.payload
+                        && ladder_headers(Some(&stored.headers)) == ladder_headers(sent.headers.as_ref())
+                }
+            };
+        if same {
+            tracing::debug!(%subject, message_id, sequence = ack.sequence, "publish was a duplicate of the same content");
+            return Ok(());
+        }
+        tracing::error!(
+            %subject,
+            message_id,
+            stream = %ack.stream,
+            sequence = ack.sequence,
+            stored_subject = %stored.subject,
+            "jetstream holds different content under this message id: the publish is dropped as a duplicate"
+        );
+        Err(BusError::DuplicateConflict { subject: subject.to_string(), message_id: message_id.to_string() })
     }
 
     /// The payload of the last message on `subject` in `stream`, if there is one.
@@ -216,6 +328,44 @@ fn replicas_for_cluster(info: &async_nats::ServerInfo) -> usize {
         return 1;
     }
     info.connect_urls.len().min(AUTO_REPLICAS)
+}
+
+/// What a publish carries, to compare with what JetStream stored under the same message id.
+enum Expected<'a> {
+    Event(&'a Event),
+    /// Payload and `Ladder-*` headers, byte for byte.
+    Raw,
+}
+
+/// The `Ladder-*` headers of a message, sorted, with all their values.
+fn ladder_headers(headers: Option<&async_nats::HeaderMap>) -> Vec<(String, Vec<String>)> {
+    let mut ladder: Vec<_> = headers
+        .into_iter()
+        .flat_map(|headers| headers.iter())
+        .filter(|(name, _)| name.to_string().to_ascii_lowercase().starts_with("ladder-"))
+        .map(|(name, values)| (name.to_string(), values.iter().map(|v| v.as_str().to_string()).collect()))
+        .collect();
+    ladder.sort();
+    ladder
+}
+
+/// Whether JetStream looked at the message and refused it (too large, a failed expectation, an API error),
+/// as opposed to no answer, which a retry can fix: NATS unreachable, JetStream restarting (no responders),
+/// a lost acknowledgement, or a cluster without a leader for the moment.
+fn is_refusal(error: &jetstream::context::PublishError) -> bool {
+    use async_nats::jetstream::context::PublishErrorKind;
+    match error.kind() {
+        PublishErrorKind::MaxPayloadExceeded
+        | PublishErrorKind::WrongLastMessageId
+        | PublishErrorKind::WrongLastSequence => true,
+        PublishErrorKind::Other => std::error::Error::source(error)
+            .and_then(|source| source.downcast_ref::<jetstream::Error>())
+            .is_some_and(|api| api.error_code() != jetstream::ErrorCode::CLUSTER_NOT_AVAILABLE),
+        PublishErrorKind::StreamNotFound
+        | PublishErrorKind::TimedOut
+        | PublishErrorKind::BrokenPipe
+        | PublishErrorKind::MaxAckPending => false,
+    }
 }
 
 /// Current wall-clock time in Unix milliseconds.

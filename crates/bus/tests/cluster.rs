@@ -103,3 +103,26 @@ async fn a_bus_on_three_nodes_replicates_everything_three_times() {
     let info = js.get_stream(ladder_bus::topology::EVENTS_STREAM).await.expect("stream").cached_info().clone();
     assert_eq!(info.config.num_replicas, 3);
 }
+
+#[tokio::test]
+async fn a_bus_publish_rides_out_the_loss_of_the_stream_leader() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster = NatsCluster::start(dir.path(), 3).await.expect("3-node cluster starts");
+    let bus = ladder_bus::Bus::connect(&cluster.url()).await.expect("connects");
+    let js = bus.jetstream();
+    let mut stream = js.get_stream(ladder_bus::topology::EVENTS_STREAM).await.expect("stream");
+    let leader = stream.info().await.expect("info").cluster.clone().and_then(|c| c.leader).expect("a leader");
+    cluster.kill(leader.trim_start_matches('n').parse().expect("nodes are named n<i>")).await;
+
+    let event = ladder_proto::Event::StreamStarted(ladder_proto::StreamStarted {
+        stream: "cam1".into(),
+        session_id: "s1".into(),
+        started_at_ms: 1,
+        remote_addr: "127.0.0.1:9000".into(),
+    });
+    bus.publish_event(&event).await.expect("stored once a new leader is elected");
+    bus.publish_event(&event).await.expect("a retry is a harmless duplicate");
+    let info = stream.info().await.expect("info");
+    assert_eq!(info.state.messages, 1);
+    assert_ne!(info.cluster.as_ref().and_then(|c| c.leader.clone()), Some(leader));
+}

@@ -96,6 +96,26 @@ impl Event {
         }
     }
 
+    /// Whether `other` states the same fact as `self`, as a retried publish of it would: JetStream answers
+    /// a publish whose `Nats-Msg-Id` it already stored with `duplicate`, and the stored event must then be
+    /// this one. Compared field by field except what is measured anew on every attempt:
+    /// - `ChunkUploaded.timing` and `RenditionReady.timing` (instrumentation: when each stage ran);
+    /// - nothing else. `StreamStarted`, `StreamEnded`, `ChunkFailed`, `StreamFailed` and `LadderSet` are
+    ///   compared whole: their times (`started_at_ms`, `ended_at_ms`, `failed_at_ms`, `set_at_ms`) and the
+    ///   chunks' `wall_clock_ms` are facts about the stream that the index and the playlists use, so whoever
+    ///   publishes an event again must derive them from the same input.
+    pub fn same_content(&self, other: &Event) -> bool {
+        match (self, other) {
+            (Event::ChunkUploaded(a), Event::ChunkUploaded(b)) => {
+                ChunkUploaded { timing: None, ..a.clone() } == ChunkUploaded { timing: None, ..b.clone() }
+            }
+            (Event::RenditionReady(a), Event::RenditionReady(b)) => {
+                RenditionReady { timing: None, ..a.clone() } == RenditionReady { timing: None, ..b.clone() }
+            }
+            (a, b) => a == b,
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         match self {
             Event::StreamStarted(e) => e.encode_to_vec(),
@@ -173,6 +193,80 @@ mod tests {
             hex,
             "0a0563616d2d3112027331180722206c6976652f63616d2d312f73312f736f757263652f30303030303030372e747328e80730a0f73638a0fe0a4080d095ffbc3150800a58d0056215617663312e3634303031662c6d7034612e34302e32"
         );
+    }
+
+    fn rendition() -> RenditionReady {
+        RenditionReady {
+            stream: "cam-1".into(),
+            session_id: "s1".into(),
+            sequence: 7,
+            rendition: "720p".into(),
+            object_key: "live/cam-1/s1/720p/00000007.ts".into(),
+            size_bytes: 500,
+            first_pts: 900_000,
+            duration: 180_000,
+            wall_clock_ms: 1_700_000_000_000,
+            discontinuity: false,
+            width: 1280,
+            height: 720,
+            bitrate: 3_000_000,
+            codecs: "avc1.64001f,mp4a.40.2".into(),
+            timing: Some(Timing { transcode_started_ms: 1, ..Default::default() }),
+            frame_duration: 3000,
+        }
+    }
+
+    #[test]
+    fn a_retry_with_other_timing_has_the_same_content() {
+        let first = Event::ChunkUploaded(ChunkUploaded {
+            timing: Some(Timing { segmented_ms: 1, ..Default::default() }),
+            ..chunk()
+        });
+        let retry = Event::ChunkUploaded(ChunkUploaded {
+            timing: Some(Timing { segmented_ms: 2, uploaded_ms: 3, ..Default::default() }),
+            ..chunk()
+        });
+        assert!(first.same_content(&retry));
+        assert!(first.same_content(&Event::ChunkUploaded(chunk())), "no timing at all");
+        let retry = Event::RenditionReady(RenditionReady { timing: None, ..rendition() });
+        assert!(Event::RenditionReady(rendition()).same_content(&retry));
+    }
+
+    #[test]
+    fn any_other_field_makes_the_content_differ() {
+        let first = Event::ChunkUploaded(chunk());
+        for other in [
+            ChunkUploaded { object_key: "live/cam-1/s1/source/00000008.ts".into(), ..chunk() },
+            ChunkUploaded { size_bytes: 1001, ..chunk() },
+            ChunkUploaded { first_pts: 1, ..chunk() },
+            ChunkUploaded { duration: 1, ..chunk() },
+            ChunkUploaded { wall_clock_ms: 1, ..chunk() },
+            ChunkUploaded { discontinuity: true, ..chunk() },
+            ChunkUploaded { frame_duration: 3000, ..chunk() },
+        ] {
+            assert!(!first.same_content(&Event::ChunkUploaded(other.clone())), "{other:?}");
+        }
+        let first = Event::RenditionReady(rendition());
+        for other in [
+            RenditionReady { size_bytes: 501, ..rendition() },
+            RenditionReady { codecs: "avc1.4d401f".into(), ..rendition() },
+            RenditionReady { bitrate: 1, ..rendition() },
+        ] {
+            assert!(!first.same_content(&Event::RenditionReady(other.clone())), "{other:?}");
+        }
+        let ended = StreamEnded {
+            stream: "cam-1".into(),
+            session_id: "s1".into(),
+            ended_at_ms: 5,
+            bytes_received: 10,
+            reason: "disconnected".into(),
+            chunk_count: 3,
+        };
+        let first = Event::StreamEnded(ended.clone());
+        assert!(first.same_content(&Event::StreamEnded(ended.clone())));
+        assert!(!first.same_content(&Event::StreamEnded(StreamEnded { chunk_count: 4, ..ended.clone() })));
+        assert!(!first.same_content(&Event::StreamEnded(StreamEnded { ended_at_ms: 6, ..ended })));
+        assert!(!first.same_content(&Event::ChunkUploaded(chunk())), "another kind");
     }
 
     #[test]
