@@ -1,24 +1,37 @@
 //! # Layout
 //! The ingest service: one SRT listener that accepts many publishers and forwards their MPEG-TS, unchanged
-//! but cut into whole-packet batches, to JetStream on `ingest.ts.<stream>`.
+//! but cut into whole-packet batches, to JetStream on `ingest.ts.<stream>`. Any number of ingest instances
+//! (hosts or ports) may share one NATS: they share one namespace of stream names.
 //!
-//! - [`run`] (this file): connects to NATS, binds the SRT listener and decides at the handshake whether a
-//!   publisher is accepted: its streamid must name a valid stream ([`parse_stream_id`]), its encryption must
-//!   match the configured passphrase, and no other publisher may be live on the same name (`LiveNames`).
-//!   One task per connection. If srt-tokio's listener task dies, a new one takes over the same UDP socket.
-//!   On shutdown it stops accepting, lets every session end (bounded), then closes the listener.
+//! - [`run`] (this file): connects to NATS, binds the SRT listener and decides whether a publisher is
+//!   accepted. At the handshake its streamid must name a valid stream ([`parse_stream_id`]), its encryption
+//!   must match the configured passphrase, no other publisher may be live on the same name on this instance
+//!   (`LiveNames`, which also settles two handshakes racing here) nor, as far as a read of the claims bucket
+//!   tells, on another one: these are refused with an SRT reject code. Once the handshake has succeeded
+//!   (passphrase verified) the name is claimed cluster-wide; if another instance won it meanwhile, the
+//!   connection is closed. One task per connection. If srt-tokio's listener task dies, a new one takes over
+//!   the same UDP socket. On shutdown it stops accepting, lets every session end (bounded), then closes the
+//!   listener.
+//! - [`claims`]: the cluster-wide claim of a stream name (JetStream KV `ladder_publishers`): taken after the
+//!   handshake, renewed while the session lives, released when it ends, expired by NATS a few seconds after
+//!   its ingest died. Independent of the SRT library.
 //! - [`stream_id`]: the two streamid syntaxes and the stream name rules.
 //! - `session`: one accepted publisher: `StreamStarted`, the TS messages (headers `Ladder-Session`,
-//!   `Ladder-Seq`, `Ladder-Received-Ms`), the END marker (`Ladder-End`, `Ladder-End-Reason`).
+//!   `Ladder-Seq`, `Ladder-Received-Ms`), the END marker (`Ladder-End`, `Ladder-End-Reason`). Each message
+//!   is retried with the same id until JetStream stores it, while SRT keeps being read into a queue bounded
+//!   in bytes, so a NATS outage of seconds (a restart, an election) loses nothing.
 //! - `ts`: re-alignment of SRT payloads to 188-byte TS packets and batching (64 KiB or 50 ms).
 //!
 //! What a consumer can rely on, per session: `stream.started.<stream>` is stored before any TS message; TS
-//! messages carry whole TS packets and consecutive sequence numbers from 0; the last message of a session is
-//! an empty one with `Ladder-End: 1` and `Ladder-End-Reason` (`disconnected`, `shutdown` or `error: ...`).
-//! Ingest does not publish `stream.ended`: the segmenter does, once it has cut the session's last chunk and
-//! knows the chunk count (a second `stream.ended` from ingest would be de-duplicated in its place).
+//! messages carry whole TS packets and consecutive sequence numbers from 0, each stored once; the last
+//! message of a session is an empty one with `Ladder-End: 1` and `Ladder-End-Reason` (`disconnected`,
+//! `shutdown` or `error: ...`), except when the session's claim was lost to another publisher or its ingest
+//! died: then the session stops without one. Sessions of one name never interleave. Ingest does not publish
+//! `stream.ended`: the segmenter does, once it has cut the session's last chunk and knows the chunk count (a
+//! second `stream.ended` from ingest would be de-duplicated in its place).
 #![forbid(unsafe_code)]
 
+pub mod claims;
 mod session;
 pub mod stream_id;
 mod ts;
@@ -30,8 +43,9 @@ use std::{
     time::Duration,
 };
 
+use claims::{Claims, Holder};
 use futures::StreamExt;
-use ladder_bus::{Bus, BusError};
+use ladder_bus::{now_ms, Bus, BusError};
 use srt_protocol::{
     options::{KeySize, Passphrase},
     packet::CoreRejectReason,
@@ -46,8 +60,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use stream_id::{parse_stream_id, StreamIdError};
 
-/// How long sessions get to publish their last batch and END marker after shutdown starts.
-/// It covers the bus's publish retries (about 3 s per message) for a couple of messages.
+/// How long sessions get to publish what they queued and their END marker after shutdown starts. A session
+/// still waiting for NATS then is aborted; its claim expires on its own.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How long the SRT handshake may take after ingest accepted the request.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -98,6 +112,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
         bus = Bus::connect(&config.nats_url) => bus?,
         _ = shutdown.cancelled() => return Ok(()),
     };
+    let claims = tokio::select! {
+        claims = Claims::open(&bus) => claims?,
+        _ = shutdown.cancelled() => return Ok(()),
+    };
     let addr = config.srt_listen;
     let bind_error = |source| IngestError::Bind { addr, source };
     // Ingest owns the UDP socket and hands srt-tokio a duplicate, so that a listener task that died can be
@@ -111,7 +129,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
         "srt listener started"
     );
 
-    let acceptor = Arc::new(Acceptor { bus: bus.clone(), passphrase, live: LiveNames::default() });
+    let acceptor = Arc::new(Acceptor {
+        bus: bus.clone(),
+        claims,
+        host: claims::hostname(),
+        listen: addr.to_string(),
+        passphrase,
+        live: LiveNames::default(),
+    });
     let mut sessions = JoinSet::new();
     let listener = loop {
         let socket = udp.try_clone().and_then(tokio::net::UdpSocket::from_std).map_err(bind_error)?;
@@ -204,6 +229,10 @@ fn log_task_end(done: Result<(), tokio::task::JoinError>) {
 /// Decides about connection requests and starts sessions.
 struct Acceptor {
     bus: Bus,
+    claims: Claims,
+    /// This instance, as named in its claims.
+    host: String,
+    listen: String,
     passphrase: Option<Passphrase>,
     live: LiveNames,
 }
@@ -229,6 +258,23 @@ impl Acceptor {
             }
         };
         let stream = live.name().to_string();
+        // Another instance's live publisher is refused here, with the reject code a publisher understands.
+        // Only a read: nothing is claimed before the passphrase is verified. If NATS does not answer, the
+        // claim below decides.
+        match self.claims.holder(&stream).await {
+            Ok(Some(holder)) => {
+                let reason = format!("stream {stream} already has a live publisher: {holder}");
+                tracing::warn!(%remote, streamid = ?stream_id, %reason, "publisher refused");
+                if let Err(e) = request.reject(RejectReason::Server(ServerRejectReason::Conflict)).await {
+                    tracing::debug!(%remote, error = %e, "cannot send the rejection");
+                }
+                return;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(%stream, %remote, error = %e, "cannot check the publisher claim before the handshake")
+            }
+        }
         let accepted = tokio::select! {
             accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, request.accept(key_settings)) => accepted,
             _ = shutdown.cancelled() => {
@@ -253,7 +299,27 @@ impl Acceptor {
                 return;
             }
         };
-        session::run(self.bus.clone(), live, remote, socket, shutdown).await;
+        let started_at_ms = now_ms();
+        let session = session::new_session_id(started_at_ms);
+        let holder = Holder {
+            host: self.host.clone(),
+            pid: std::process::id(),
+            listen: self.listen.clone(),
+            session: session.clone(),
+            remote: remote.to_string(),
+        };
+        let claim = match self.claims.claim(&stream, &holder).await {
+            Ok(claim) => claim,
+            Err(e) => {
+                // Won by a publisher on another instance since the check above, or NATS is unreachable.
+                tracing::warn!(%stream, %remote, reason = %e, "publisher refused, closing the connection");
+                let mut socket = socket;
+                session::close(&mut socket).await;
+                return;
+            }
+        };
+        let admitted = session::Admitted { live, claim, session, started_at_ms };
+        session::run(self.bus.jetstream().clone(), admitted, remote, socket, shutdown).await;
     }
 
     /// The stream name (claimed) and key settings of an acceptable request.
