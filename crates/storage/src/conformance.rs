@@ -1,16 +1,25 @@
 //! The storage conformance suite: every backend must pass [`run`]. It is public so that each backend's
 //! tests (the local directory here, S3 servers in their own tests) run the very same checks.
+//!
+//! Write-once is checked three ways: the same bytes again are [`PutOutcome::Unchanged`]; other bytes are
+//! [`ErrorKind::Conflict`] and leave the object as it was; and concurrent puts of one new key never report a
+//! refusal or a retry that is not true. On a backend with [`Storage::atomic_create`] exactly one of them
+//! creates the key and its bytes are what is stored; on S3, where the server may ignore `If-None-Match`, the
+//! suite only checks that some writer that created the key holds it (see [`Storage::put`] for the race).
 
 use bytes::Bytes;
 
-use crate::{ErrorKind, Storage};
+use crate::{ErrorKind, PutOutcome, Storage};
+
+/// Rounds of the concurrent-create race, each on a new key.
+const RACE_ROUNDS: usize = 8;
 
 /// Runs every check against `storage`, using keys under `conformance/`. Panics on the first failure.
 pub async fn run(storage: &Storage) {
     let data = |n: u8| Bytes::from(vec![n; 1000 + usize::from(n)]);
 
-    // put, then get returns what was put
-    storage.put("conformance/a/1.ts", data(1)).await.expect("put");
+    // put creates, then get returns what was put
+    assert_eq!(storage.put("conformance/a/1.ts", data(1)).await.expect("put"), PutOutcome::Created);
     assert_eq!(storage.get("conformance/a/1.ts").await.expect("get"), data(1));
 
     // content type, where the backend keeps one (S3 serves it to players and CDNs)
@@ -23,16 +32,14 @@ pub async fn run(storage: &Storage) {
     let range = storage.get_range("conformance/a/1.ts", 10..20).await.expect("range get");
     assert_eq!(range, Bytes::from(vec![1; 10]));
 
-    // overwrite replaces the whole object
-    storage.put("conformance/a/1.ts", data(2)).await.expect("overwrite");
-    assert_eq!(storage.get("conformance/a/1.ts").await.expect("get").len(), 1002);
+    write_once(storage, "conformance/a/1.ts", data(1), data(2)).await;
 
     // missing key
     let missing = storage.get("conformance/a/none.ts").await.expect_err("missing");
     assert_eq!(missing.kind, ErrorKind::NotFound, "{missing}");
 
     // list by prefix: only what is under it, sorted
-    storage.put("conformance/a/2.ts", data(3)).await.expect("put");
+    assert_eq!(storage.put("conformance/a/2.ts", data(3)).await.expect("put"), PutOutcome::Created);
     storage.put("conformance/ab/1.ts", data(4)).await.expect("put");
     let listed = storage.list("conformance/a/").await.expect("list");
     assert_eq!(listed, vec!["conformance/a/1.ts".to_string(), "conformance/a/2.ts".to_string()]);
@@ -43,10 +50,14 @@ pub async fn run(storage: &Storage) {
         async move { storage.put(&format!("conformance/many/{n:02}.ts"), data(n)).await }
     });
     for result in futures::future::join_all(writes).await {
-        result.expect("concurrent put");
+        assert_eq!(result.expect("concurrent put"), PutOutcome::Created);
     }
     assert_eq!(storage.list("conformance/many/").await.expect("list").len(), 16);
     assert_eq!(storage.get("conformance/many/07.ts").await.expect("get"), data(7));
+
+    for round in 0..RACE_ROUNDS {
+        race(storage, &format!("conformance/race/{round:02}.ts")).await;
+    }
 
     // delete, and deleting again is fine
     for key in storage.list("conformance/").await.expect("list") {
@@ -54,4 +65,63 @@ pub async fn run(storage: &Storage) {
     }
     storage.delete("conformance/a/1.ts").await.expect("deleting a missing key");
     assert!(storage.list("conformance/").await.expect("list").is_empty());
+}
+
+/// Objects are write-once: `first` is stored at `key`; the same bytes again are a retry, other bytes (here
+/// `other`, and `first` with one byte changed) are refused and leave the object as it was.
+async fn write_once(storage: &Storage, key: &str, first: Bytes, other: Bytes) {
+    assert_ne!(first, other);
+    assert_eq!(storage.put(key, first.clone()).await.expect("same bytes again"), PutOutcome::Unchanged);
+
+    let mut almost = first.to_vec();
+    let middle = almost.len() / 2;
+    almost[middle] ^= 1;
+    for different in [other, Bytes::from(almost)] {
+        let refused = storage.put(key, different.clone()).await.expect_err("a put of different bytes is refused");
+        assert_eq!(refused.kind, ErrorKind::Conflict, "{refused}");
+        assert!(refused.to_string().contains(key), "the error names the key: {refused}");
+        assert_eq!(storage.get(key).await.expect("get"), first, "the refused put left the object as it was");
+    }
+    if storage.keeps_attributes() {
+        let stored = storage.stored_content_type(key).await.expect("head");
+        assert_eq!(stored.as_deref(), Some("video/mp2t"), "the refused put left the attributes as they were");
+    }
+    // And a retry is still a retry after a refusal.
+    assert_eq!(storage.put(key, first).await.expect("same bytes again"), PutOutcome::Unchanged);
+}
+
+/// Concurrent puts of one new key: four writers of different bytes and a fifth with the first one's bytes.
+async fn race(storage: &Storage, key: &str) {
+    let mut writers: Vec<Bytes> = (0..4u8).map(|w| Bytes::from(vec![b'a' + w; 64 * 1024 + usize::from(w)])).collect();
+    writers.push(writers[0].clone());
+    let puts = writers.iter().map(|bytes| storage.put(key, bytes.clone()));
+    let outcomes: Vec<Result<PutOutcome, ErrorKind>> =
+        futures::future::join_all(puts).await.into_iter().map(|result| result.map_err(|e| e.kind)).collect();
+    let stored = storage.get(key).await.expect("get the raced key");
+    let holds = |w: usize| writers[w] == stored;
+    assert!((0..writers.len()).any(holds), "{key} holds the bytes of one of the writers");
+
+    for (w, outcome) in outcomes.iter().enumerate() {
+        match outcome {
+            // A refusal or a retry is only ever reported truthfully.
+            Ok(PutOutcome::Unchanged) => assert!(holds(w), "{key}: writer {w} saw its bytes stored: {outcomes:?}"),
+            Err(ErrorKind::Conflict) => assert!(!holds(w), "{key}: writer {w} was refused but won: {outcomes:?}"),
+            Ok(PutOutcome::Created) => {}
+            Err(kind) => panic!("{key}: writer {w} failed with {kind:?}: {outcomes:?}"),
+        }
+    }
+    let created: Vec<usize> = (0..writers.len()).filter(|&w| outcomes[w] == Ok(PutOutcome::Created)).collect();
+    assert!(created.iter().any(|&w| holds(w)), "{key}: one writer that created it won: {outcomes:?}");
+    if storage.atomic_create() {
+        // Exactly one create, and everybody else told the truth about what is stored.
+        assert_eq!(created.len(), 1, "{key}: exactly one writer created it: {outcomes:?}");
+        assert!(holds(created[0]), "{key}: the one that created it won: {outcomes:?}");
+    } else {
+        // Not atomic (see `Storage::put`): a writer that created and read its own ETag back may have been
+        // overwritten by an overlapping create after all. Counted so that the test output shows how often.
+        let overwritten = created.iter().filter(|&&w| !holds(w)).count();
+        if overwritten > 0 {
+            eprintln!("{key}: {overwritten} writer(s) created it and were overwritten in the race: {outcomes:?}");
+        }
+    }
 }

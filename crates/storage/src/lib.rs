@@ -1,7 +1,8 @@
 //! # Layout
 //! Object storage for media, selected by URL. [`Storage`] wraps an [`object_store::ObjectStore`] and adds
-//! what ladder needs on top: keys laid out in one place ([`keys`]), retries with backoff on transient errors,
-//! content types, and errors with a kind callers map to a decision (retry the message, or give up on it).
+//! what ladder needs on top: keys laid out in one place ([`keys`]), write-once puts ([`Storage::put`]), retries
+//! with backoff on transient errors, content types, and errors with a kind callers map to a decision (retry the
+//! message, or give up on it).
 //!
 //! Backends:
 //! - `file:///absolute/path` or a plain directory path: the embedded default.
@@ -17,11 +18,13 @@ use object_store::{
     local::LocalFileSystem,
     path::Path,
     prefix::PrefixStore,
-    Attribute, Attributes, BackoffConfig, ClientConfigKey, GetOptions, ObjectStore, ObjectStoreExt, PutOptions,
-    PutPayload, RetryConfig,
+    Attribute, Attributes, BackoffConfig, ClientConfigKey, GetOptions, ObjectStore, ObjectStoreExt, PutMode,
+    PutOptions, PutPayload, PutResult, RetryConfig,
 };
 
-/// Where each object lives. Keys are deterministic, so a retried upload overwrites the same object.
+/// Where each object lives. Keys are deterministic and objects write-once: a retried upload of the same bytes
+/// finds them already stored ([`PutOutcome::Unchanged`]), and other bytes under a key already used are refused
+/// ([`ErrorKind::Conflict`]), so an object a player may have fetched never changes.
 pub mod keys {
     /// `live/<stream>/<session>/source/<seq>.ts`
     pub fn source_chunk(stream: &str, session: &str, sequence: u64) -> String {
@@ -42,6 +45,29 @@ pub enum ErrorKind {
     Transient,
     /// Retrying will not help: bad configuration, permissions, invalid key.
     Permanent,
+    /// A put found the key already holding different bytes. Objects are write-once, so the put was refused and
+    /// the stored object left as it was; retrying will not help. It means two writers disagree about one key
+    /// (for example a chunk cut twice, differently): report it, never paper over it.
+    Conflict,
+}
+
+/// What a successful [`Storage::put`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The key was free and now holds the bytes.
+    Created,
+    /// The key already held exactly these bytes (a retried upload); nothing was written.
+    Unchanged,
+}
+
+/// How a backend keeps a put from replacing an existing object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Create {
+    /// The backend itself refuses, atomically, to create a key that exists: `link(2)` in a local directory.
+    Atomic,
+    /// Look first, create, then look again; see [`Storage::put`] for the race this leaves. `conditional` sends
+    /// the create with `If-None-Match: *`, which makes it atomic on servers that honour it.
+    Checked { conditional: bool },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +108,7 @@ pub struct Storage {
     attributes: bool,
     /// Attempts of our own per operation. The S3 client retries transient HTTP failures itself, with backoff.
     attempts: u32,
+    create: Create,
 }
 
 impl std::fmt::Debug for Storage {
@@ -91,6 +118,10 @@ impl std::fmt::Debug for Storage {
 }
 
 const LOCAL_ATTEMPTS: u32 = 5;
+
+/// How often a put starts over when the object it was refused by is gone by the time it is read (deleted in
+/// between, or an S3 409 for a create still in flight).
+const CREATE_ROUNDS: u32 = 3;
 
 /// The content type of an object, from its key.
 pub fn content_type(key: &str) -> &'static str {
@@ -162,12 +193,22 @@ impl Storage {
             max_retries: 6,
             retry_timeout: Duration::from_secs(60),
         };
+        // `If-None-Match: *` on every create (object_store's default, `etag`), unless the operator switched it
+        // off with `AWS_CONDITIONAL_PUT=disabled` for a server that rejects the header instead of ignoring it.
+        let conditional =
+            builder.get_config_value(&AmazonS3ConfigKey::ConditionalPut).is_none_or(|value| value.trim() != "disabled");
         let store = builder.with_retry(retry).build().map_err(|e| error(e.to_string()))?;
         let store: Arc<dyn ObjectStore> = match prefix.trim_matches('/') {
             "" => Arc::new(store),
             prefix => Arc::new(PrefixStore::new(store, prefix)),
         };
-        Ok(Storage { store, description: url.to_string(), attributes: true, attempts: 1 })
+        Ok(Storage {
+            store,
+            description: url.to_string(),
+            attributes: true,
+            attempts: 1,
+            create: Create::Checked { conditional },
+        })
     }
 
     /// Objects as files under `dir`, which is created if needed.
@@ -177,19 +218,49 @@ impl Storage {
             message: e.to_string(),
         };
         std::fs::create_dir_all(dir).map_err(|e| directory(&e))?;
-        let store = LocalFileSystem::new_with_prefix(dir).map_err(|e| directory(&e))?;
+        // A create writes a staging file `<key>#<n>` of its own (opened with O_EXCL), closes it and hard-links it
+        // to the key: link(2) fails if the key exists, so a concurrent writer is refused rather than clobbered,
+        // and the key never names a partly written file. A process killed mid-write leaves only the staging
+        // file, which listings skip and the next put of that key steps around. With fsync on, the file and the
+        // directory entry are on disk before a put returns, so a power cut cannot leave an empty or torn file
+        // at a key either; a chunk every two seconds per rendition makes that cost small.
+        let store = LocalFileSystem::new_with_prefix(dir).map_err(|e| directory(&e))?.with_fsync(true);
         Ok(Storage {
             store: Arc::new(store),
             description: format!("file://{}", dir.display()),
             attributes: false,
             attempts: LOCAL_ATTEMPTS,
+            create: Create::Atomic,
         })
     }
 
-    /// Stores an object, retrying transient failures with exponential backoff.
-    pub async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+    /// Stores an object write-once, retrying transient failures with exponential backoff.
+    ///
+    /// A free key is created ([`PutOutcome::Created`]). A key that already holds these very bytes is left alone
+    /// ([`PutOutcome::Unchanged`]): that is a retried upload. A key that holds other bytes is refused with
+    /// [`ErrorKind::Conflict`], and the stored object stays as it was.
+    ///
+    /// A local directory refuses an existing key atomically (see [`Storage::local`]), so of two concurrent puts
+    /// of one key exactly one creates it.
+    ///
+    /// On S3 the put reads the key first, creates it with `If-None-Match: *`, then compares the object's ETag
+    /// with the one its create was answered with. Where the server honours the header (AWS S3 since 2024,
+    /// MinIO, R2) the create itself is atomic and a loser gets 412, then reads and compares. Garage 2.5 ignores
+    /// the header and answers 200, overwriting (last writer wins), so there the reads around the create are all
+    /// the protection there is: a put that finds the key taken, before or after its create, never reports
+    /// success for bytes that are not stored. What remains is a race between writers of different bytes whose
+    /// creates overlap: a writer that created, read its own ETag back and reported `Created` can still be
+    /// overwritten by another one that had looked before the first create landed and whose create lands after
+    /// that read-back (the other one then reports `Created` too). The window is about one upload long. ladder
+    /// keeps it shut by having one writer per key at a time (a stream has one segmenter owner) and by keys whose
+    /// bytes are deterministic (a re-cut chunk is byte for byte the same), so writers that overlap agree.
+    pub async fn put(&self, key: &str, data: Bytes) -> Result<PutOutcome, StorageError> {
         let path = self.path(key, "put")?;
-        let mut options = PutOptions::default();
+        let mut options = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
+        if let Create::Checked { conditional: false } = self.create {
+            // Plain PUT: the checks before and after are the only guard.
+            options.mode = PutMode::Overwrite;
+        }
         if self.attributes {
             options.attributes = Attributes::from_iter([
                 (Attribute::ContentType, content_type(key)),
@@ -197,9 +268,84 @@ impl Storage {
                 (Attribute::CacheControl, "public, max-age=31536000, immutable"),
             ]);
         }
-        self.retry("put", key, || self.store.put_opts(&path, PutPayload::from(data.clone()), options.clone()))
-            .await
-            .map(|_| ())
+        for _ in 0..CREATE_ROUNDS {
+            if let Create::Checked { .. } = self.create {
+                if let Some(stored) = self.stored(key).await? {
+                    return compare(key, &stored, &data);
+                }
+            }
+            let created = self
+                .retry("put", key, || async {
+                    match self.store.put_opts(&path, PutPayload::from(data.clone()), options.clone()).await {
+                        Ok(result) => Ok(Some(result)),
+                        // The key exists: local link(2) said EEXIST, or S3 answered 412 (or 409, a create of it
+                        // still in flight).
+                        Err(object_store::Error::AlreadyExists { .. }) => Ok(None),
+                        Err(e) => Err(e),
+                    }
+                })
+                .await?;
+            match created {
+                Some(result) => return self.confirm(key, &path, &result, &data).await,
+                None => match self.stored(key).await? {
+                    Some(stored) => return compare(key, &stored, &data),
+                    // Gone again before it could be read: start over.
+                    None => continue,
+                },
+            }
+        }
+        Err(StorageError {
+            kind: ErrorKind::Transient,
+            operation: "put",
+            key: key.to_string(),
+            message: format!("the key existed but was gone when read, {CREATE_ROUNDS} times"),
+        })
+    }
+
+    /// After a create that succeeded: on a backend whose create may not be atomic, checks that the key holds
+    /// our object and not a concurrent writer's.
+    async fn confirm(
+        &self,
+        key: &str,
+        path: &Path,
+        result: &PutResult,
+        data: &Bytes,
+    ) -> Result<PutOutcome, StorageError> {
+        if self.create == Create::Atomic {
+            return Ok(PutOutcome::Created);
+        }
+        let meta = self.retry("put", key, || self.store.head(path)).await?;
+        if result.e_tag.is_some() && result.e_tag == meta.e_tag {
+            return Ok(PutOutcome::Created);
+        }
+        // A different ETag may still be the same bytes (a server whose ETags are not content hashes, or an
+        // identical upload in between): only the bytes decide.
+        match self.stored(key).await? {
+            Some(stored) if stored == *data => Ok(PutOutcome::Created),
+            Some(stored) => Err(conflict(key, &stored, data, "another writer stored them at the same moment")),
+            None => Err(StorageError {
+                kind: ErrorKind::Transient,
+                operation: "put",
+                key: key.to_string(),
+                message: "the object was gone right after it was stored".into(),
+            }),
+        }
+    }
+
+    /// The bytes stored at `key`, or `None` if there is no such object.
+    async fn stored(&self, key: &str) -> Result<Option<Bytes>, StorageError> {
+        match self.get(key).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StorageError { operation: "put", ..e }),
+        }
+    }
+
+    /// Whether the backend itself refuses to create a key that exists, so that of two concurrent puts of one
+    /// key exactly one can create it. True for a local directory; false for S3, where [`Storage::put`] checks
+    /// around the create because a server may ignore `If-None-Match` (Garage does).
+    pub fn atomic_create(&self) -> bool {
+        self.create == Create::Atomic
     }
 
     /// The content type the store serves `key` with, if the backend keeps one (a local directory does not).
@@ -283,6 +429,35 @@ impl Storage {
     }
 }
 
+/// The outcome of a put that found `stored` at `key`: the same bytes are a retry, others a conflict.
+fn compare(key: &str, stored: &Bytes, data: &Bytes) -> Result<PutOutcome, StorageError> {
+    if stored == data {
+        return Ok(PutOutcome::Unchanged);
+    }
+    Err(conflict(key, stored, data, "the key was already taken"))
+}
+
+fn conflict(key: &str, stored: &Bytes, data: &Bytes, how: &str) -> StorageError {
+    // Logged here as well as returned, so that a refused overwrite is never silent, whatever the caller does.
+    tracing::error!(
+        key,
+        stored_bytes = stored.len(),
+        new_bytes = data.len(),
+        how,
+        "refused to overwrite an object with different bytes"
+    );
+    StorageError {
+        kind: ErrorKind::Conflict,
+        operation: "put",
+        key: key.to_string(),
+        message: format!(
+            "refused: {how} by {} different bytes (these are {} bytes) and objects are write-once",
+            stored.len(),
+            data.len()
+        ),
+    }
+}
+
 fn classify(error: &object_store::Error) -> ErrorKind {
     use object_store::Error as E;
     match error {
@@ -308,6 +483,24 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let storage = Storage::from_url(&format!("file://{}", dir.path().display())).expect("local storage");
         conformance::run(&storage).await;
+    }
+
+    /// A process killed while writing leaves its staging file `<key>#<n>` behind (see [`Storage::local`]): the
+    /// key itself stays free, listings do not show the leftover, and the next put creates the key in full.
+    #[tokio::test]
+    async fn a_write_cut_short_leaves_the_key_free() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Storage::local(dir.path()).expect("local storage");
+        std::fs::create_dir_all(dir.path().join("live/cam1")).expect("mkdir");
+        std::fs::write(dir.path().join("live/cam1/00000000.ts#1"), b"half a ch").expect("leftover");
+
+        let missing = storage.get("live/cam1/00000000.ts").await.expect_err("nothing at the key");
+        assert_eq!(missing.kind, ErrorKind::NotFound, "{missing}");
+        assert!(storage.list("live/cam1/").await.expect("list").is_empty(), "the leftover is not listed");
+        let chunk = Bytes::from(vec![0x47; 188 * 10]);
+        assert_eq!(storage.put("live/cam1/00000000.ts", chunk.clone()).await.expect("put"), PutOutcome::Created);
+        assert_eq!(storage.get("live/cam1/00000000.ts").await.expect("get"), chunk);
+        assert_eq!(storage.list("live/cam1/").await.expect("list"), vec!["live/cam1/00000000.ts".to_string()]);
     }
 
     #[test]
