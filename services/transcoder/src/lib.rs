@@ -34,7 +34,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use ladder_bus::{topology, Bus, BusError};
 use ladder_proto::{ChunkFailed, ChunkUploaded, Event, RenditionReady, Timing};
-use ladder_storage::{keys, Storage};
+use ladder_storage::{keys, ErrorKind, Storage};
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 
@@ -328,11 +328,23 @@ pub struct Stored {
 /// Stores a rendition chunk at its write-once key. If an earlier attempt already stored a different encoding
 /// there (it crashed before acking), that one stays and is announced instead, once it passes the checks fresh
 /// output passes: players may already have fetched it, so it must never change.
-pub async fn store(storage: &Storage, key: &str, _rendition: &str, output: ffmpeg::Output) -> Result<Stored, JobError> {
+pub async fn store(storage: &Storage, key: &str, rendition: &str, output: ffmpeg::Output) -> Result<Stored, JobError> {
     let fresh =
         Stored { size: output.data.len() as u64, width: output.width, height: output.height, codecs: output.codecs };
     match storage.put(key, Bytes::from(output.data)).await {
         Ok(_) => Ok(fresh),
+        Err(e) if e.kind == ErrorKind::Conflict => {
+            let existing = storage.get(key).await?;
+            let size = existing.len() as u64;
+            let checked = ffmpeg::check(rendition, existing.to_vec())?;
+            tracing::warn!(
+                key,
+                fresh_bytes = fresh.size,
+                stored_bytes = size,
+                "another encoding of this chunk is already stored, announcing that one"
+            );
+            Ok(Stored { size, width: checked.width, height: checked.height, codecs: checked.codecs })
+        }
         Err(e) => Err(e.into()),
     }
 }
