@@ -3,7 +3,7 @@
 //!
 //! | stream          | subjects                                             | consumers                 |
 //! |-----------------|------------------------------------------------------|---------------------------|
-//! | `LADDER_INGEST` | `ingest.ts.<stream>`                                 | `segmenter`               |
+//! | `LADDER_INGEST` | `ingest.ts.<stream>`                                 | none: each segmenter reads the streams it owns with ordered consumers |
 //! | `LADDER_EVENTS` | `stream.started/ended/failed.<stream>`, `chunk.uploaded.<stream>`, `rendition.ready.<stream>`, `chunk.failed.<stream>`, `ladder.set.<stream>` | `transcoder` (chunk.uploaded), `indexer` (all) |
 //!
 //! The event stream is the source of truth: it keeps events for a long time so the index can be rebuilt by
@@ -41,7 +41,9 @@ pub const INGEST_STREAM: &str = "LADDER_INGEST";
 pub const EVENTS_STREAM: &str = "LADDER_EVENTS";
 pub const INGEST_PREFIX: &str = "ingest.ts";
 
-pub const SEGMENTER: &str = "segmenter";
+/// The durable consumer of the segmenter before streams were owned by one instance each (lease and checkpoint
+/// in key-value buckets, ordered consumers): deleted by [`ensure`] where an older ladder left it.
+pub const LEGACY_SEGMENTER: &str = "segmenter";
 pub const TRANSCODER: &str = "transcoder";
 pub const INDEXER: &str = "indexer";
 
@@ -60,17 +62,7 @@ pub struct ConsumerSpec {
     pub max_deliver: i64,
 }
 
-pub const CONSUMERS: [ConsumerSpec; 3] = [
-    // The segmenter holds the acks of a chunk's messages until the chunk is stored and announced: with many
-    // streams that is many messages, hence the large max_ack_pending.
-    ConsumerSpec {
-        durable: SEGMENTER,
-        stream: INGEST_STREAM,
-        filter: "ingest.ts.>",
-        ack_wait: Duration::from_secs(60),
-        max_ack_pending: 50_000,
-        max_deliver: -1,
-    },
+pub const CONSUMERS: [ConsumerSpec; 2] = [
     // Workers send a progress ack every 2 s while ffmpeg runs, so the ack wait only has to notice a dead
     // worker: another one gets the chunk 6 s later. The transcoder gives a chunk up itself after 3 attempts;
     // max_deliver is only the backstop for a chunk that kills its worker before it can count.
@@ -132,10 +124,24 @@ pub async fn ensure(js: &jetstream::Context, replicas: usize) -> Result<(), BusE
     for spec in &CONSUMERS {
         ensure_consumer(js, spec).await?;
     }
+    remove_legacy_consumers(js).await;
     for name in kv::BUCKETS {
         kv::bucket(js, name, replicas).await?;
     }
     Ok(())
+}
+
+/// Left in place, the old segmenter durable would keep 15 minutes of raw TS pending for nobody.
+async fn remove_legacy_consumers(js: &jetstream::Context) {
+    let Ok(stream) = js.get_stream(INGEST_STREAM).await else {
+        return;
+    };
+    if stream.consumer_info(LEGACY_SEGMENTER).await.is_ok() {
+        match stream.delete_consumer(LEGACY_SEGMENTER).await {
+            Ok(_) => tracing::info!(consumer = LEGACY_SEGMENTER, "deleted the consumer of an older segmenter"),
+            Err(e) => tracing::warn!(consumer = LEGACY_SEGMENTER, error = %e, "cannot delete an unused consumer"),
+        }
+    }
 }
 
 // === streams ===

@@ -69,7 +69,7 @@ struct Known {
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), SegmenterError> {
     let bus = Bus::connect(&config.nats_url).await?;
     let js = bus.jetstream().clone();
-    let replicas = 1;
+    let replicas = bus.replicas();
     let shared = Arc::new(Shared {
         leases: kv::bucket(&js, kv::SEGMENTER_LEASES, replicas).await?,
         checkpoints: kv::bucket(&js, kv::SEGMENTER_CHECKPOINTS, replicas).await?,

@@ -410,7 +410,7 @@ impl Owner {
             reason: reason.to_string(),
             chunk_count: open.next_sequence,
         });
-        self.shared.bus.publish_event(&ended).await?;
+        self.publish(&ended).await?;
         tracing::info!(stream = %self.stream, session = %open.id, chunks = open.next_sequence, reason, "session closed");
         let checkpoint = Checkpoint {
             session: open.id.clone(),
@@ -455,7 +455,7 @@ impl Owner {
             reason,
             failed_at_ms: open.last_received_ms,
         });
-        self.shared.bus.publish_event(&event).await?;
+        self.publish(&event).await?;
         Ok(())
     }
 
@@ -500,7 +500,7 @@ impl Owner {
                     }),
                 });
                 // Unannounced, the chunk would never be transcoded: not checkpointed, so the next owner redoes it.
-                self.shared.bus.publish_event(&event).await?;
+                self.publish(&event).await?;
                 tracing::debug!(
                     stream = %self.stream, sequence, duration_s = chunk.duration as f64 / CLOCK as f64, size,
                     "chunk uploaded"
@@ -518,7 +518,7 @@ impl Owner {
                     reason,
                     permanent: true,
                 });
-                self.shared.bus.publish_event(&failed).await?;
+                self.publish(&failed).await?;
             }
         }
 
@@ -549,6 +549,21 @@ impl Owner {
         self.save(checkpoint).await
     }
 
+    /// Publishes an event. A duplicate with other content is a bug the bus reports: said loudly, and left as
+    /// stored (the first announcement stands) rather than retried for ever.
+    async fn publish(&self, event: &Event) -> Result<(), OwnerError> {
+        match self.shared.bus.publish_event(event).await {
+            Err(BusError::DuplicateConflict { subject, message_id }) => {
+                tracing::error!(
+                    stream = %self.stream, %subject, %message_id,
+                    "an event with this id was already published with other content; the first one stands"
+                );
+                Ok(())
+            }
+            other => other.map_err(OwnerError::from),
+        }
+    }
+
     /// Stores a chunk write-once. `Err` with the reason when it cannot be stored.
     async fn store(&self, key: &str, data: Bytes) -> Result<(), String> {
         let mut round = 0;
@@ -556,7 +571,7 @@ impl Owner {
             round += 1;
             match self.shared.storage.put(key, data.clone()).await {
                 Ok(_) => return Ok(()),
-                Err(e) if false /*CONFLICT*/ => {
+                Err(e) if e.kind == ErrorKind::Conflict => {
                     return Err(format!("{e}: the key already holds other bytes and objects are write-once"))
                 }
                 Err(e) if e.kind == ErrorKind::Transient && round < PUT_ROUNDS => {
