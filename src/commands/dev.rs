@@ -64,7 +64,11 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
     let transcoder = transcoder_config(&nats, &storage, &args.transcode)?;
     let index = open_index(&index).await.map_err(Failure::into_error)?;
     let manifest = manifest_config(&storage, index, &args.http)?;
-    let indexer = ladder_indexer::Config { nats_url: nats.nats_url.clone(), index: manifest.index.clone() };
+    let indexer = ladder_indexer::Config {
+        nats_url: nats.nats_url.clone(),
+        index: manifest.index.clone(),
+        consumer: ladder_bus::topology::INDEXER.to_string(),
+    };
     // Create the JetStream topology once before the services race to it.
     ladder_bus::Bus::connect(&nats.nats_url).await?;
 

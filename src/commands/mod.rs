@@ -62,6 +62,10 @@ pub enum Command {
         nats: NatsArgs,
         #[command(flatten)]
         index: IndexArgs,
+        /// Durable consumer to read events with. Indexers sharing one index (ScyllaDB) share `indexer`; an
+        /// indexer with an index of its own (a SQLite file) needs a name of its own, e.g. `indexer-b`.
+        #[arg(long, env = "LADDER_INDEXER_CONSUMER", default_value = "indexer")]
+        consumer: String,
     },
     /// Serve HLS playlists, media and the player page.
     Manifest {
@@ -227,9 +231,14 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Transcoder { nats, storage, transcode } => {
             ladder_transcoder::run(config(transcoder_config(&nats, &storage, &transcode))?, shutdown).await?;
         }
-        Command::Indexer { nats, index } => {
+        Command::Indexer { nats, index, consumer } => {
+            if consumer.is_empty() || !consumer.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err(Failure::Config(anyhow::anyhow!(
+                    "--consumer {consumer:?}: use letters, digits, '-' and '_' (a JetStream durable name)"
+                )));
+            }
             let index = open_index(&index).await?;
-            ladder_indexer::run(ladder_indexer::Config { nats_url: nats.nats_url, index }, shutdown).await?;
+            ladder_indexer::run(ladder_indexer::Config { nats_url: nats.nats_url, index, consumer }, shutdown).await?;
         }
         Command::Manifest { storage, index, http } => {
             let index = open_index(&index).await?;

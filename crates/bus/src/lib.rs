@@ -294,6 +294,11 @@ impl Bus {
     }
 
     /// The durable pull consumer of a service, as declared in [`topology::CONSUMERS`].
+    pub async fn consumer_named(&self, declared: &str, name: &str) -> Result<PullConsumer, BusError> {
+        topology::consumer_named(&self.js, declared, name).await
+    }
+
+    /// The durable pull consumer of a service, as declared in [`topology::CONSUMERS`].
     pub async fn consumer(&self, durable: &str) -> Result<PullConsumer, BusError> {
         topology::consumer(&self.js, durable).await
     }

@@ -253,22 +253,36 @@ fn covers(wide: &str, narrow: &str) -> bool {
 /// Gets the durable consumer named `durable` as declared in [`CONSUMERS`], creating it if it is missing and
 /// updating it if its declared settings differ.
 pub async fn consumer(js: &jetstream::Context, durable: &str) -> Result<PullConsumer, BusError> {
-    let spec = CONSUMERS.iter().find(|spec| spec.durable == durable).ok_or_else(|| BusError::Topology {
-        what: format!("consumer {durable}"),
+    consumer_named(js, durable, durable).await
+}
+
+/// A durable consumer with the settings declared for `declared` under another name: an indexer with an
+/// index of its own (a SQLite file) reads every event through a consumer of its own.
+pub async fn consumer_named(js: &jetstream::Context, declared: &str, name: &str) -> Result<PullConsumer, BusError> {
+    let spec = CONSUMERS.iter().find(|spec| spec.durable == declared).ok_or_else(|| BusError::Topology {
+        what: format!("consumer {declared}"),
         message: "not declared in topology::CONSUMERS".into(),
     })?;
-    ensure_consumer(js, spec).await
+    ensure_named_consumer(js, spec, name).await
 }
 
 async fn ensure_consumer(js: &jetstream::Context, spec: &ConsumerSpec) -> Result<PullConsumer, BusError> {
+    ensure_named_consumer(js, spec, spec.durable).await
+}
+
+async fn ensure_named_consumer(
+    js: &jetstream::Context,
+    spec: &ConsumerSpec,
+    durable: &str,
+) -> Result<PullConsumer, BusError> {
     use async_nats::jetstream::context::ConsumerInfoErrorKind;
-    let durable = spec.durable;
     let error = |message: String| BusError::Topology { what: format!("consumer {durable}"), message };
     let stream = js.get_stream(spec.stream).await.map_err(|e| error(e.to_string()))?;
     // A consumer cannot have more replicas than its stream, and needs no fewer: it follows the stream, whose
     // replicas the operator may have changed.
     let replicas = stream.cached_info().config.num_replicas.max(1);
-    let declared = consumer_config(spec, replicas);
+    let mut declared = consumer_config(spec, replicas);
+    declared.durable_name = Some(durable.to_string());
     let current = match stream.consumer_info(durable).await {
         Ok(info) => info.config,
         Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {

@@ -2,6 +2,10 @@
 //! The indexer folds every event of `LADDER_EVENTS` (durable consumer `indexer`) into the index with
 //! [`Index::apply`], and acknowledges each event once it is written. Applying is idempotent, so redelivery
 //! and replay (`ladder reindex`) are safe.
+//!
+//! Instances: indexers that share one index (ScyllaDB) share the durable consumer `indexer` and split the
+//! events between them. An indexer with an index of its own (a SQLite file) needs every event: it gets a
+//! consumer of its own ([`Config::consumer`], e.g. `indexer-b`), with the same settings.
 #![forbid(unsafe_code)]
 
 use std::{sync::Arc, time::Duration};
@@ -17,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Config {
     pub nats_url: String,
     pub index: Arc<dyn Index>,
+    /// Name of the durable consumer: `indexer` (shared) unless this indexer's index is its own.
+    pub consumer: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -29,9 +35,9 @@ pub enum IndexerError {
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), IndexerError> {
     let bus = Bus::connect(&config.nats_url).await?;
-    let consumer = bus.consumer(topology::INDEXER).await?;
+    let consumer = bus.consumer_named(topology::INDEXER, &config.consumer).await?;
     let mut messages = consumer.messages().await.map_err(|e| IndexerError::Consume(e.to_string()))?;
-    tracing::info!("indexer started");
+    tracing::info!(consumer = %config.consumer, "indexer started");
     loop {
         let message = tokio::select! {
             _ = shutdown.cancelled() => break,
