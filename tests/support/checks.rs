@@ -45,6 +45,8 @@ pub enum Sent {
 /// with `variants` (rendition names) expected in its master playlist. Waits (bounded) for every DVR playlist to
 /// end, then checks the event log, the playlists, the segments and the stored objects.
 pub fn check_stream(stack: &Stack, stream: &str, sent: &[Sent], variants: &[&str]) {
+    let crashed = stack.crashed();
+    assert!(crashed.is_empty(), "instances exited by themselves: {crashed:?}\n{}", stack.logs());
     wait_ended(stack, stream);
     let sessions = check_events(stack, stream, sent, variants);
     let (_, master) = stack.get(&format!("/dvr/{stream}/master.m3u8"));
@@ -545,4 +547,60 @@ fn watch_pass(
             }
         }
     }
+}
+
+// === segmenter ownership ===
+
+/// A time a segmenter instance owned a stream, by its log's timestamps.
+#[derive(Debug, Clone)]
+pub struct Ownership {
+    pub instance: String,
+    pub from: String,
+    /// `None`: still owned when the log ends.
+    pub until: Option<String>,
+}
+
+/// When each segmenter instance owned `stream`, from its log: from `stream owned` to `stream released` or
+/// `taken over`, or to the harness's SIGKILL, or to the instance starting again after it exited.
+pub fn segmenter_ownership(stack: &Stack, stream: &str) -> Vec<Ownership> {
+    let field = format!("stream={stream}");
+    let mut ownership = Vec::new();
+    for name in stack.services.iter().filter(|i| i.service == "segmenter").map(|i| i.name.clone()) {
+        let mut open: Option<String> = None;
+        for line in stack.log(&name).lines() {
+            let at = line.split_whitespace().next().unwrap_or_default().to_string();
+            let about = line.split_whitespace().any(|w| w == field);
+            let ends = if line.contains("=== test harness:") {
+                line.contains("SIGKILL") || line.contains("started again")
+            } else {
+                about && (line.contains("stream released") || line.contains("taken over"))
+            };
+            if ends {
+                if let Some(from) = open.take() {
+                    ownership.push(Ownership { instance: name.clone(), from, until: Some(at) });
+                }
+            } else if about && line.contains("stream owned") && open.is_none() {
+                open = Some(at);
+            }
+        }
+        if let Some(from) = open {
+            ownership.push(Ownership { instance: name.clone(), from, until: None });
+        }
+    }
+    ownership.sort_by(|a, b| a.from.cmp(&b.from));
+    ownership
+}
+
+/// Fails unless the segmenters' logs show `stream` owned at least once, and never by two instances at once.
+/// Returns who owned it when.
+pub fn check_one_owner_at_a_time(stack: &Stack, stream: &str) -> Vec<Ownership> {
+    let ownership = segmenter_ownership(stack, stream);
+    assert!(!ownership.is_empty(), "no segmenter log says it owned {stream} (`stream owned stream={stream}`)");
+    for (i, earlier) in ownership.iter().enumerate() {
+        for later in &ownership[i + 1..] {
+            let apart = earlier.until.as_ref().is_some_and(|until| *until <= later.from);
+            assert!(apart, "{stream} owned by two segmenters at once: {earlier:?} and {later:?}\n{ownership:#?}");
+        }
+    }
+    ownership
 }

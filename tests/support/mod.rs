@@ -121,19 +121,55 @@ impl Stack {
             nats: Some(nats),
             runtime,
         };
+        // One after another, each once it says it serves: the first creates the JetStream streams, consumers and
+        // buckets, and the tests are about what happens after start-up. (All at once on a fresh cluster, some
+        // instances have exited on a timed-out creation request.)
         if instances.is_empty() {
             for service in SERVICES {
-                stack.start_service(service);
+                let name = stack.start_service(service);
+                stack.wait_ready(&name);
             }
         } else {
             for (service, count) in instances {
                 for _ in 0..count {
-                    stack.start_instance(service);
+                    let name = stack.start_instance(service);
+                    stack.wait_ready(&name);
                 }
             }
         }
         stack.wait_for_http();
         stack
+    }
+
+    /// Waits (up to 60 s) until an instance's log since it last started says it is serving; panics if it exits
+    /// first.
+    pub fn wait_ready(&self, name: &str) {
+        let instance = self.services.iter().find(|i| i.name == name).unwrap_or_else(|| panic!("no instance {name}"));
+        let marker = match instance.service.as_str() {
+            "ingest" => "srt listener started",
+            "manifest" => "manifest serving http",
+            other => &format!("{other} started"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let log = self.log(name);
+            let current = log.rsplit(&format!("{name} started again")).next().unwrap_or_default();
+            if current.contains(marker) {
+                return;
+            }
+            if instance.child.as_ref().is_some_and(has_exited) {
+                panic!("{name} exited during start-up:\n{log}\n{}", self.logs());
+            }
+            if Instant::now() > deadline {
+                panic!("{name} did not log {marker:?} within 60 s\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Instances that exited by themselves (the test did not kill or stop them).
+    pub fn crashed(&self) -> Vec<String> {
+        self.services.iter().filter(|i| i.child.as_ref().is_some_and(has_exited)).map(|i| i.name.clone()).collect()
     }
 
     pub fn data(&self) -> PathBuf {
@@ -231,7 +267,7 @@ impl Stack {
             .open(self.log_path(&instance.name))
             .expect("log file");
         if again {
-            let _ = writeln!(log, "=== test harness: {} started again", instance.name);
+            let _ = writeln!(log, "{} === test harness: {} started again", utc_now(), instance.name);
         }
         let child = Command::new(LADDER)
             .arg(&instance.service)
@@ -252,7 +288,7 @@ impl Stack {
 
     fn note(&self, name: &str, what: &str) {
         if let Ok(mut log) = std::fs::OpenOptions::new().append(true).open(self.log_path(name)) {
-            let _ = writeln!(log, "=== test harness: {what}");
+            let _ = writeln!(log, "{} === test harness: {what}", utc_now());
         }
         eprintln!("[stack] {what}");
     }
@@ -303,8 +339,8 @@ impl Stack {
         }
     }
 
-    /// Starts a killed or terminated instance again with the same command line (and port); for a manifest,
-    /// returns once it accepts connections.
+    /// Starts a killed or terminated instance again with the same command line (and port); returns once it
+    /// says it is serving (and, for a manifest, accepts connections).
     pub fn restart(&mut self, name: &str) {
         self.note(name, &format!("restart {name}"));
         let index = self.services.iter().position(|i| i.name == name).unwrap_or_else(|| panic!("no instance {name}"));
@@ -313,6 +349,7 @@ impl Stack {
         self.spawn(&mut instance, true);
         let http = (instance.service == "manifest").then_some(instance.port).flatten();
         self.services.insert(index, instance);
+        self.wait_ready(name);
         if let Some(port) = http {
             self.wait_listening(port);
         }
@@ -400,10 +437,12 @@ impl Stack {
             logs.push((format!("nats-server n{i}"), self.data().join(format!("nats/n{i}/nats-server.log"))));
         }
         let mut out = String::new();
+        let crashed = self.crashed();
         for (name, path) in logs {
             let log = std::fs::read_to_string(path).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(30).collect();
-            out.push_str(&format!("--- {name} (last lines)\n"));
+            let exited = if crashed.contains(&name) { ", EXITED by itself" } else { "" };
+            out.push_str(&format!("--- {name} (last lines{exited})\n"));
             for line in tail.into_iter().rev() {
                 out.push_str(line);
                 out.push('\n');
@@ -590,6 +629,35 @@ impl Drop for Stack {
             None => {}
         }
     }
+}
+
+/// Whether a child process has exited (a zombie not reaped yet, or gone), read from /proc so that `&self` will do.
+fn has_exited(child: &Child) -> bool {
+    std::fs::read_to_string(format!("/proc/{}/stat", child.id()))
+        .map_or(true, |stat| stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with(['Z', 'X'])))
+}
+
+/// Now as the services' logs write it (`2026-11-25T06:46:04.525171Z`), so harness notes sort among their lines.
+pub fn utc_now() -> String {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let (days, seconds) = ((since.as_secs() / 86_400) as i64, since.as_secs() % 86_400);
+    // Days to a civil date (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60,
+        since.subsec_micros()
+    )
 }
 
 /// GET a URL: (status, body).
