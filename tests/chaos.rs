@@ -223,3 +223,28 @@ fn logged(stack: &Stack, stream: &str, message: &str) -> Vec<String> {
         .filter(|name| stack.log(name).lines().any(|l| l.contains(message) && l.split_whitespace().any(|w| w == field)))
         .collect()
 }
+
+/// The write-once watch itself: a file rewritten with other bytes is reported, one that only grew while being
+/// written is not, and neither is a staging file.
+#[test]
+fn the_write_once_watch_reports_a_rewritten_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("media");
+    std::fs::create_dir_all(root.join("live/s")).expect("dirs");
+    let watch = MediaWatch::start(root.clone());
+    let pause = || std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(root.join("live/s/grown.ts"), b"first half").expect("write");
+    std::fs::write(root.join("live/s/kept.ts"), b"the same bytes").expect("write");
+    std::fs::write(root.join("live/s/rewritten.ts"), b"original").expect("write");
+    std::fs::write(root.join("live/s/x.ts#1"), b"staging").expect("write");
+    pause();
+    std::fs::write(root.join("live/s/grown.ts"), b"first half, second half").expect("write");
+    std::fs::write(root.join("live/s/kept.ts"), b"the same bytes").expect("write");
+    std::fs::write(root.join("live/s/rewritten.ts"), b"replaced").expect("write");
+    std::fs::write(root.join("live/s/x.ts#1"), b"other staging").expect("write");
+    pause();
+    let report = watch.finish();
+    assert_eq!(report.files, 3, "{report:?}");
+    assert_eq!(report.violations.len(), 1, "{report:?}");
+    assert!(report.violations[0].contains("rewritten.ts"), "{report:?}");
+}
