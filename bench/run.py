@@ -58,8 +58,14 @@ def log(*args):
     print("bench:", *args, file=sys.stderr, flush=True)
 
 
+def portable(command):
+    """A command as the report shows it: relative to the repository, temporary directories as $TMP."""
+    command = command.replace(ROOT + os.sep, "")
+    return re.sub(r"/tmp/ladder-bench-[^/ ]+", "$TMP", command)
+
+
 def record(cmd):
-    COMMANDS.append(" ".join(cmd))
+    COMMANDS.append(portable(" ".join(cmd)))
     return cmd
 
 
@@ -602,7 +608,18 @@ def main():
     write(results)
 
 
+def portable_all(value):
+    if isinstance(value, str):
+        return portable(value)
+    if isinstance(value, list):
+        return [portable_all(v) for v in value]
+    if isinstance(value, dict):
+        return {k: portable_all(v) for k, v in value.items()}
+    return value
+
+
 def write(results):
+    results = portable_all(results)
     with open(os.path.join(ROOT, "bench", "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     with open(os.path.join(ROOT, "bench", "RESULTS.md"), "w") as f:
@@ -683,7 +700,7 @@ def report(r):
                   f"Chunks in the session: {f['chunk_count']}; listed in the DVR playlist: {f['chunks_listed_dvr']} "
                   f"({f['chunks_listed_twice']} twice); announced twice: {f['chunks_announced_twice']}. "
                   f"**Lost per kill: {f['chunks_lost_per_kill']}**.", ""]
-    lines += ["## Commands", ""] + [f"- `{c}`" for c in r["commands"]] + [""]
+    lines += ["## Commands", ""] + [f"- `{portable(c)}`" for c in r["commands"]] + [""]
     return "\n".join(lines)
 
 
