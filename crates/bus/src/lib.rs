@@ -33,6 +33,9 @@ use ladder_proto::Event;
 
 pub use async_nats;
 
+/// How long [`Bus::connect`] keeps trying to set up the streams, consumers and buckets.
+const ENSURE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Headers carried by raw TS messages on `ingest.ts.<stream>`.
 pub mod header {
     /// Publish session the bytes belong to.
@@ -143,7 +146,20 @@ impl Bus {
             "connected to nats"
         );
         let js = jetstream::new(client.clone());
-        topology::ensure(&js, replicas).await?;
+        // A cluster that is starting, or electing a leader, times requests out for a few seconds: retried.
+        let deadline = tokio::time::Instant::now() + ENSURE_TIMEOUT;
+        let mut pause = Duration::from_millis(250);
+        loop {
+            match topology::ensure(&js, replicas).await {
+                Ok(()) => break,
+                Err(e) if tokio::time::Instant::now() + pause < deadline => {
+                    tracing::warn!(error = %e, "setting up jetstream failed, retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(e),
+            }
+        }
         Ok(Bus { client, js, replicas })
     }
 

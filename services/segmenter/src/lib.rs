@@ -54,6 +54,8 @@ const CLAIM_TICK: Duration = Duration::from_millis(250);
 const CLAIM_DELAY_PER_OWNED: Duration = Duration::from_millis(150);
 /// After a failed claim (someone else owns the stream), the next try.
 const CLAIM_RETRY: Duration = Duration::from_millis(500);
+/// A raw TS watch that has said nothing for this long is started again.
+const WATCH_RENEW_WHEN_SILENT: Duration = Duration::from_secs(10);
 /// How long owners get to stop when the segmenter shuts down.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -92,11 +94,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Segm
     let mut owners: JoinSet<(String, Outcome)> = JoinSet::new();
     let mut owned: HashMap<String, CancellationToken> = HashMap::new();
     let mut tick = tokio::time::interval(CLAIM_TICK);
+    let mut last_activity = Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             message = activity.next() => match message {
                 Some(Ok(message)) => {
+                    last_activity = Instant::now();
                     let Some(stream) = message.subject.strip_prefix(topology::INGEST_PREFIX).and_then(|s| s.strip_prefix('.')) else {
                         continue;
                     };
@@ -109,10 +113,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Segm
                     });
                     entry.last_seq = entry.last_seq.max(seq);
                 }
-                Some(Err(e)) => tracing::warn!(error = %e, "watching raw ts failed"),
+                Some(Err(e)) => {
+                    // The watch may be gone with the server that held it (a restart, a failed node).
+                    tracing::warn!(error = %e, "watching raw ts failed, watching again");
+                    if let Ok(watch) = watch_activity(&bus).await {
+                        activity = watch;
+                    }
+                    last_activity = Instant::now();
+                }
                 None => {
                     tracing::warn!("raw ts watch ended, watching again");
                     activity = watch_activity(&bus).await.map_err(|e| consume(&e))?;
+                    last_activity = Instant::now();
                 }
             },
             Some(joined) = owners.join_next() => {
@@ -131,6 +143,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Segm
             }
             _ = tick.tick() => {
                 let now = Instant::now();
+                if now.duration_since(last_activity) > WATCH_RENEW_WHEN_SILENT {
+                    // Silence may be a watch lost without an error; a new one starts from each name's last message.
+                    if let Ok(watch) = watch_activity(&bus).await {
+                        activity = watch;
+                    }
+                    last_activity = now;
+                }
                 for (stream, entry) in known.iter_mut() {
                     if owned.contains_key(stream) || entry.last_seq <= entry.settled || entry.next_attempt > now {
                         continue;

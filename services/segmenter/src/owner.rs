@@ -27,6 +27,9 @@ use crate::checkpoint::Checkpoint;
 
 /// An owner with no open session and no message for this long gives the stream back.
 const RELEASE_WHEN_IDLE: Duration = Duration::from_secs(5);
+/// An open session with no message for this long gets a new consumer: a consumer lost with a NATS restart or
+/// a failed node does not always say so.
+const RESUBSCRIBE_WHEN_SILENT: Duration = Duration::from_secs(4);
 /// Rounds of storage retries (each already retried by the store) before a chunk is given up as failed.
 const PUT_ROUNDS: u32 = 3;
 
@@ -217,6 +220,7 @@ impl Owner {
     async fn run(&mut self, lost: &CancellationToken) -> Result<u64, OwnerError> {
         let mut messages = self.subscribe().await?;
         let mut idle_since = tokio::time::Instant::now();
+        let mut subscribed_at = tokio::time::Instant::now();
         loop {
             let next = tokio::select! {
                 _ = lost.cancelled() => return Err(OwnerError::Lost),
@@ -231,12 +235,24 @@ impl Owner {
                         result = self.handle(message) => result?,
                     }
                 }
-                Ok(Some(Err(e))) => tracing::warn!(stream = %self.stream, error = %e, "reading raw ts failed"),
+                Ok(Some(Err(e))) => {
+                    // The consumer may be gone with the server that held it: start a new one where we are.
+                    tracing::warn!(stream = %self.stream, error = %e, "reading raw ts failed, subscribing again");
+                    messages = self.resubscribe(lost).await?;
+                    subscribed_at = tokio::time::Instant::now();
+                }
                 Ok(None) => {
                     tracing::warn!(stream = %self.stream, "raw ts consumer ended, subscribing again");
-                    messages = self.subscribe().await?;
+                    messages = self.resubscribe(lost).await?;
+                    subscribed_at = tokio::time::Instant::now();
                 }
                 Err(_) => {
+                    let silent = idle_since.elapsed().min(subscribed_at.elapsed());
+                    if self.open.is_some() && silent > RESUBSCRIBE_WHEN_SILENT {
+                        tracing::debug!(stream = %self.stream, "open session silent, subscribing again");
+                        messages = self.resubscribe(lost).await?;
+                        subscribed_at = tokio::time::Instant::now();
+                    }
                     let idle_open =
                         self.open.as_ref().is_some_and(|o| o.last_activity.elapsed() > self.shared.idle_timeout);
                     if idle_open {
@@ -251,6 +267,25 @@ impl Owner {
                     }
                 }
             }
+        }
+    }
+
+    /// A new consumer from the message after the last one handled, retried until NATS answers or `lost`.
+    async fn resubscribe(
+        &self,
+        lost: &CancellationToken,
+    ) -> Result<async_nats::jetstream::consumer::pull::Ordered, OwnerError> {
+        let mut pause = Duration::from_millis(200);
+        loop {
+            match self.subscribe().await {
+                Ok(messages) => return Ok(messages),
+                Err(e) => tracing::warn!(stream = %self.stream, error = %e, "subscribing to raw ts failed, retrying"),
+            }
+            tokio::select! {
+                _ = lost.cancelled() => return Err(OwnerError::Lost),
+                _ = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(Duration::from_secs(2));
         }
     }
 
