@@ -51,7 +51,7 @@ pub enum SegmenterError {
 const CLAIM_TICK: Duration = Duration::from_millis(250);
 /// Before claiming a new stream an instance waits this long per stream it already owns, so that instances
 /// with fewer streams claim first and streams spread over the instances.
-const CLAIM_DELAY_PER_OWNED: Duration = Duration::from_millis(150);
+const CLAIM_DELAY_PER_OWNED: Duration = Duration::from_millis(400);
 /// After a failed claim (someone else owns the stream), the next try.
 const CLAIM_RETRY: Duration = Duration::from_millis(500);
 /// A raw TS watch that has said nothing for this long is started again.
@@ -65,6 +65,9 @@ struct Known {
     last_seq: u64,
     /// Every message up to this stream sequence is known to be cut (an owner of this instance released it).
     settled: u64,
+    /// When this instance first saw the stream with work; claims wait [`CLAIM_DELAY_PER_OWNED`] per owned stream
+    /// from here.
+    first_seen: Instant,
     next_attempt: Instant,
 }
 
@@ -105,12 +108,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Segm
                         continue;
                     };
                     let seq = message.info().map(|info| info.stream_sequence).unwrap_or_default();
-                    let delay = CLAIM_DELAY_PER_OWNED * owned.len() as u32;
                     let entry = known.entry(stream.to_string()).or_insert_with(|| Known {
                         last_seq: 0,
                         settled: 0,
-                        next_attempt: Instant::now() + delay,
+                        first_seen: Instant::now(),
+                        next_attempt: Instant::now(),
                     });
+                    if entry.last_seq <= entry.settled && seq > entry.settled {
+                        entry.first_seen = Instant::now(); // work again after a quiet spell
+                    }
                     entry.last_seq = entry.last_seq.max(seq);
                 }
                 Some(Err(e)) => {
@@ -152,6 +158,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Segm
                 }
                 for (stream, entry) in known.iter_mut() {
                     if owned.contains_key(stream) || entry.last_seq <= entry.settled || entry.next_attempt > now {
+                        continue;
+                    }
+                    // Measured now, with what this instance owns now: an instance that just took a stream waits
+                    // longer for the next one, and one with fewer streams gets it.
+                    if now < entry.first_seen + CLAIM_DELAY_PER_OWNED * owned.len() as u32 {
                         continue;
                     }
                     match shared.leases.create(stream, Bytes::from(shared.instance.clone())).await {
