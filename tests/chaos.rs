@@ -42,11 +42,11 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Two of segmenter, transcoder and manifest, one ingest and one indexer (one indexer at a time on SQLite).
+/// Two of segmenter, transcoder, manifest and ingest, and one indexer (one indexer at a time on SQLite).
 fn redundant(nats_nodes: usize) -> StackOptions {
     StackOptions {
         nats_nodes,
-        instances: vec![("indexer", 1), ("segmenter", 2), ("transcoder", 2), ("manifest", 2), ("ingest", 1)],
+        instances: vec![("indexer", 1), ("segmenter", 2), ("transcoder", 2), ("manifest", 2), ("ingest", 2)],
         ladder: Some(LADDER.into()),
         ..StackOptions::default()
     }
@@ -91,8 +91,7 @@ fn chaos_kills_an_instance_of_every_service_and_a_nats_node_while_streaming() {
     wait_live(&stack, "chaos");
     let live = Instant::now();
 
-    // One after another, a few seconds apart. Ingest is left alone: killing the only one would disconnect the
-    // publisher (ingest has tests of its own).
+    // One after another, a few seconds apart; the publisher's ingest last.
     sleep_until(live, Duration::from_secs(3));
     let owner = owning_segmenter(&stack, "chaos");
     stack.kill(&owner);
@@ -110,9 +109,14 @@ fn chaos_kills_an_instance_of_every_service_and_a_nats_node_while_streaming() {
     sleep_until(live, Duration::from_secs(33));
     stack.restart_nats_node(0);
 
-    // The publisher was never dropped, and sent its whole minute.
-    publisher.finish();
-    check_stream(&stack, "chaos", &[Sent::Whole(60.0)], &VARIANTS);
+    // Until here the publisher was never dropped. Now its ingest dies: it reconnects to the other one, as an
+    // encoder with a backup URL does, once the dead ingest's claim on the name has expired (about 3 s).
+    sleep_until(live, Duration::from_secs(40));
+    stack.kill("ingest-1");
+    publisher.stop(Duration::from_secs(5));
+    let again = republish_small(&stack.srt_url_of("ingest-2", "chaos"), 12, 660);
+    again.finish();
+    check_stream(&stack, "chaos", &[Sent::CutShort, Sent::Whole(12.0)], &VARIANTS);
     eprintln!("chaos: {:?}", check_one_owner_at_a_time(&stack, "chaos"));
     watch.assert_write_once(3 * 25);
 }

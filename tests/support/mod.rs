@@ -299,6 +299,12 @@ impl Stack {
     }
 
     /// Every instance name, in start order.
+    /// The SRT URL of ingest instance `name` (its own port), for a publisher that fails over to it.
+    pub fn srt_url_of(&self, name: &str, stream_id: &str) -> String {
+        let port = self.services.iter().find(|i| i.name == name).and_then(|i| i.port).expect("an ingest with a port");
+        format!("srt://127.0.0.1:{port}?streamid={stream_id}&pkt_size=1316")
+    }
+
     pub fn instances(&self) -> Vec<String> {
         self.services.iter().map(|i| i.name.clone()).collect()
     }
