@@ -210,14 +210,16 @@ pub fn stream_differences(
         }
     };
     compare("max_age", format!("{:?}", declared.max_age), format!("{:?}", current.max_age));
-    compare("max_bytes", declared.max_bytes.to_string(), current.max_bytes.to_string());
-    compare("max_messages", declared.max_messages.to_string(), current.max_messages.to_string());
+    // A limit left unset is sent as 0 and reported back by the server as -1: both mean none.
+    let limit = |value: i64| if value <= 0 { "unlimited".to_string() } else { value.to_string() };
+    compare("max_bytes", limit(declared.max_bytes), limit(current.max_bytes));
+    compare("max_messages", limit(declared.max_messages), limit(current.max_messages));
     compare(
         "max_messages_per_subject",
-        declared.max_messages_per_subject.to_string(),
-        current.max_messages_per_subject.to_string(),
+        limit(declared.max_messages_per_subject),
+        limit(current.max_messages_per_subject),
     );
-    compare("max_message_size", declared.max_message_size.to_string(), current.max_message_size.to_string());
+    compare("max_message_size", limit(declared.max_message_size.into()), limit(current.max_message_size.into()));
     compare("discard", format!("{:?}", declared.discard), format!("{:?}", current.discard));
     compare("duplicate_window", format!("{:?}", declared.duplicate_window), format!("{:?}", current.duplicate_window));
     compare("storage", format!("{:?}", declared.storage), format!("{:?}", current.storage));
@@ -376,6 +378,10 @@ mod tests {
         let [declared, _] = stream_configs(3);
         let mut current = declared.clone();
         assert!(stream_differences(&declared, &current).is_empty());
+        // What the server reports for limits left unset is not a difference.
+        let mut reported = declared.clone();
+        (reported.max_messages, reported.max_messages_per_subject, reported.max_message_size) = (-1, -1, -1);
+        assert!(stream_differences(&declared, &reported).is_empty());
         current.max_age = Duration::from_secs(3600);
         current.num_replicas = 1;
         current.subjects.push("other.*".into());
