@@ -122,7 +122,17 @@ async fn an_ffmpeg_over_its_wall_clock_limit_is_retried_then_failed() {
     let (shutdown, handle) = start(setup.config.clone());
     let failed = wait_for(&setup.bus, "chunk.failed.hang", Duration::from_secs(30)).await;
     let failed = ChunkFailed::decode(failed).expect("decode");
-    assert!(failed.reason.contains("0.001s wall-clock limit and was killed"), "{}", failed.reason);
+    // The third attempt fails on the limit; on a machine busy enough for an extra redelivery (an ack wait run
+    // out), the delivery after it gives up on the count instead. Either way the chunk is failed for good.
+    // (ffmpeg::transcode's own test checks the limit itself.)
+    assert!(
+        failed.reason.contains("0.001s wall-clock limit and was killed")
+            || failed.reason.starts_with("attempted 3 times without finishing"),
+        "{}",
+        failed.reason
+    );
+    assert!(failed.permanent && failed.has_sequence && failed.sequence == 0);
+    assert_eq!(last(&setup.bus, "rendition.ready.hang").await, None, "no rendition came out of a killed ffmpeg");
     // Two ordinary retries, each after the retry delay.
     assert!(started.elapsed() >= 2 * ladder_transcoder::RETRY_DELAY, "{:?}", started.elapsed());
     shutdown.cancel();
