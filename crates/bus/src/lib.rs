@@ -372,8 +372,9 @@ fn ladder_headers(headers: Option<&async_nats::HeaderMap>) -> Vec<(String, Vec<S
 
 /// Whether JetStream looked at the message and refused it (too large, a failed expectation, an API error),
 /// as opposed to no answer, which a retry can fix: NATS unreachable, JetStream restarting (no responders),
-/// a lost acknowledgement, or a cluster without a leader for the moment.
-fn is_refusal(error: &jetstream::context::PublishError) -> bool {
+/// a lost acknowledgement, or a cluster without a leader for the moment. Ingest, which retries its messages
+/// for as long as it holds its claim, decides with this too.
+pub fn is_refusal(error: &jetstream::context::PublishError) -> bool {
     use async_nats::jetstream::context::PublishErrorKind;
     match error.kind() {
         PublishErrorKind::MaxPayloadExceeded
@@ -397,6 +398,24 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_answer_from_jetstream_is_a_refusal() {
+        use jetstream::context::{PublishError, PublishErrorKind};
+        let api = |err_code: u64| {
+            let json = format!(r#"{{"code":503,"err_code":{err_code},"description":"x"}}"#);
+            serde_json::from_str::<jetstream::Error>(&json).expect("api error")
+        };
+        // Maximum messages per subject exceeded: the same message would be refused again.
+        assert!(is_refusal(&PublishError::with_source(PublishErrorKind::Other, api(10077))));
+        assert!(is_refusal(&PublishError::new(PublishErrorKind::MaxPayloadExceeded)));
+        // No answer, no responders (JetStream restarting), no leader for the moment: retried.
+        assert!(!is_refusal(&PublishError::with_source(PublishErrorKind::Other, api(10008))));
+        assert!(!is_refusal(&PublishError::new(PublishErrorKind::TimedOut)));
+        assert!(!is_refusal(&PublishError::new(PublishErrorKind::StreamNotFound)));
+        assert!(!is_refusal(&PublishError::new(PublishErrorKind::BrokenPipe)));
+        assert!(!is_refusal(&PublishError::new(PublishErrorKind::Other)));
+    }
 
     fn info(cluster: Option<&str>, nodes: usize) -> async_nats::ServerInfo {
         async_nats::ServerInfo {

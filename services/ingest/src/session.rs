@@ -17,7 +17,7 @@ use async_nats::jetstream::{
     self, context::PublishErrorKind, message::PublishMessage, stream::LastRawMessageErrorKind,
 };
 use futures::{SinkExt, StreamExt};
-use ladder_bus::{header, now_ms, topology};
+use ladder_bus::{header, is_refusal, now_ms, topology};
 use ladder_proto::{Event, StreamStarted};
 use srt_tokio::SrtSocket;
 use tokio::{
@@ -475,24 +475,6 @@ fn retry_pause(attempt: u32) -> Duration {
     RETRY_FIRST.saturating_mul(1 << attempt.saturating_sub(1).min(16)).min(RETRY_MAX)
 }
 
-/// Whether JetStream looked at the message and refused it (a full subject, a message too large), as opposed
-/// to no answer, which a retry can fix: NATS unreachable, JetStream restarting (no responders), an
-/// acknowledgement lost, or a cluster without a leader for the moment.
-fn is_refusal(error: &jetstream::context::PublishError) -> bool {
-    match error.kind() {
-        PublishErrorKind::MaxPayloadExceeded
-        | PublishErrorKind::WrongLastMessageId
-        | PublishErrorKind::WrongLastSequence => true,
-        PublishErrorKind::Other => std::error::Error::source(error)
-            .and_then(|source| source.downcast_ref::<jetstream::Error>())
-            .is_some_and(|api| api.error_code() != jetstream::ErrorCode::CLUSTER_NOT_AVAILABLE),
-        PublishErrorKind::StreamNotFound
-        | PublishErrorKind::TimedOut
-        | PublishErrorKind::BrokenPipe
-        | PublishErrorKind::MaxAckPending => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,24 +489,6 @@ mod tests {
         assert!(early[14..].bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(new_session_id(5), new_session_id(5), "random suffix");
         assert!(new_session_id(5).starts_with("0000000000005-"), "zero padded");
-    }
-
-    #[test]
-    fn only_an_answer_from_jetstream_is_a_refusal() {
-        use jetstream::context::PublishError;
-        let api = |err_code: u64| {
-            let json = format!(r#"{{"code":503,"err_code":{err_code},"description":"x"}}"#);
-            serde_json::from_str::<jetstream::Error>(&json).expect("api error")
-        };
-        // Maximum messages per subject exceeded: the same message would be refused again.
-        assert!(is_refusal(&PublishError::with_source(PublishErrorKind::Other, api(10077))));
-        assert!(is_refusal(&PublishError::new(PublishErrorKind::MaxPayloadExceeded)));
-        // No answer, no responders (JetStream restarting), no leader for the moment: retried.
-        assert!(!is_refusal(&PublishError::with_source(PublishErrorKind::Other, api(10008))));
-        assert!(!is_refusal(&PublishError::new(PublishErrorKind::TimedOut)));
-        assert!(!is_refusal(&PublishError::new(PublishErrorKind::StreamNotFound)));
-        assert!(!is_refusal(&PublishError::new(PublishErrorKind::BrokenPipe)));
-        assert!(!is_refusal(&PublishError::new(PublishErrorKind::Other)));
     }
 
     #[test]
