@@ -427,16 +427,15 @@ impl Owner {
             return Ok(());
         };
         // A session that ends in error, or without one chunk, failed: say why, once.
-        let failure = (!open.failed && open.next_sequence == 0).then(|| match reason.strip_prefix("error: ") {
-            Some(error) => Some(("ingest", error.to_string())),
-            None => open.chunker.diagnose().map(|e| ("segmenter", e.to_string())),
-        });
-        if let Some(Some((stage, why))) = failure {
+        let failure = (!open.failed && open.next_sequence == 0)
+            .then(|| match reason.strip_prefix("error: ") {
+                Some(error) => Some(("ingest", error.to_string())),
+                None => open.chunker.diagnose().map(|e| ("segmenter", e.to_string())),
+            })
+            .flatten();
+        if let Some((stage, why)) = failure {
             self.announce_failure(stage, why).await?;
         }
-        let Some(open) = self.open.as_ref() else {
-            return Ok(());
-        };
         let ended = Event::StreamEnded(StreamEnded {
             stream: self.stream.clone(),
             session_id: open.id.clone(),
