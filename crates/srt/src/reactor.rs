@@ -1,0 +1,286 @@
+//! The thread that serves one listener: waits on a libsrt epoll holding the listening socket and every
+//! connection it accepted, accepts, and reads payloads into each connection's bounded channel.
+//!
+//! A connection whose reader does not keep up (its channel is full) is taken out of the epoll: its data
+//! waits in libsrt's receive buffer and the thread goes on with the others. Every [`TICK`] the thread puts
+//! such connections back once their channel has room, forgets the ones whose reader is gone, and expires
+//! handshakes that never completed. The thread ends when the listener is closed and its last connection has
+//! ended.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc::{self, error::TrySendError};
+
+use crate::{addr, ffi, listener::Connection, listener::Hook, SrtError};
+
+/// Longest wait in the epoll: how soon a paused connection resumes and a closed listener is noticed.
+const TICK: Duration = Duration::from_millis(50);
+/// Batches of payload a connection may have waiting for its reader (each up to [`MAX_BATCH`]).
+const CONNECTION_QUEUE: usize = 256;
+/// Bytes read from one connection before the thread turns to the next one.
+const MAX_BATCH: usize = 64 * 1024;
+/// Larger than any SRT live payload (1456 bytes at most).
+const MAX_PAYLOAD: usize = 1500;
+
+pub(crate) struct Shared {
+    eid: i32,
+    listener: ffi::SrtSocket,
+    listener_open: AtomicBool,
+}
+
+impl Shared {
+    /// Stops accepting: called when the [`crate::Listener`] is dropped.
+    pub(crate) fn close_listener(&self) {
+        self.listener_open.store(false, Ordering::Release);
+        // SAFETY: plain calls on integer handles.
+        unsafe {
+            ffi::srt_epoll_remove_usock(self.eid, self.listener);
+        }
+    }
+}
+
+struct Entry {
+    tx: mpsc::Sender<Bytes>,
+    /// Taken out of the epoll because `tx` was full.
+    paused: bool,
+}
+
+pub(crate) fn start(
+    listener: ffi::SrtSocket,
+    hook: &'static Hook,
+    accepted: mpsc::Sender<Connection>,
+) -> Result<Arc<Shared>, SrtError> {
+    // SAFETY: creates an epoll handle; no pointers.
+    let eid = unsafe { ffi::srt_epoll_create() };
+    if eid < 0 {
+        return Err(SrtError::last("srt_epoll_create"));
+    }
+    let shared = Arc::new(Shared { eid, listener, listener_open: AtomicBool::new(true) });
+    add(eid, listener).inspect_err(|_| release(eid))?;
+    let reactor = Reactor { shared: Arc::clone(&shared), hook, accepted, connections: HashMap::new() };
+    std::thread::Builder::new().name("srt-reactor".into()).spawn(move || reactor.run()).map_err(|e| {
+        release(eid);
+        SrtError::Invalid { what: "reactor thread", message: e.to_string() }
+    })?;
+    Ok(shared)
+}
+
+fn add(eid: i32, socket: ffi::SrtSocket) -> Result<(), SrtError> {
+    let events = ffi::SRT_EPOLL_IN | ffi::SRT_EPOLL_ERR;
+    // SAFETY: `events` lives for the call; handles are integers.
+    if unsafe { ffi::srt_epoll_add_usock(eid, socket, &events) } == ffi::SRT_ERROR {
+        return Err(SrtError::last("srt_epoll_add_usock"));
+    }
+    Ok(())
+}
+
+fn remove(eid: i32, socket: ffi::SrtSocket) {
+    // SAFETY: plain call on integer handles; removing an absent socket is an error return.
+    unsafe {
+        ffi::srt_epoll_remove_usock(eid, socket);
+    }
+}
+
+fn release(eid: i32) {
+    // SAFETY: plain call on an integer handle.
+    unsafe {
+        ffi::srt_epoll_release(eid);
+    }
+}
+
+struct Reactor {
+    shared: Arc<Shared>,
+    hook: &'static Hook,
+    accepted: mpsc::Sender<Connection>,
+    connections: HashMap<ffi::SrtSocket, Entry>,
+}
+
+impl Reactor {
+    fn run(mut self) {
+        let eid = self.shared.eid;
+        let mut events = vec![ffi::SrtEpollEvent::default(); 256];
+        let mut last_tick = Instant::now();
+        loop {
+            let open = self.shared.listener_open.load(Ordering::Acquire);
+            if !open && self.connections.is_empty() {
+                break;
+            }
+            // SAFETY: `events` is valid for `len` elements of writes; libsrt writes at most that many.
+            let ready =
+                unsafe { ffi::srt_epoll_uwait(eid, events.as_mut_ptr(), events.len() as i32, TICK.as_millis() as i64) };
+            if ready < 0 {
+                // Nothing to wait on (every connection paused, the listener closed) or a timeout: both return
+                // an error in libsrt 1.5.
+                std::thread::sleep(Duration::from_millis(5).min(TICK));
+            }
+            for event in events.iter().take(usize::try_from(ready).unwrap_or(0)) {
+                if event.fd == self.shared.listener {
+                    if self.shared.listener_open.load(Ordering::Acquire) {
+                        self.accept_all();
+                    }
+                } else {
+                    self.serve(event.fd, event.events);
+                }
+            }
+            let now = Instant::now();
+            if now.duration_since(last_tick) >= TICK {
+                last_tick = now;
+                self.tick(now);
+            }
+        }
+        release(eid);
+        tracing::debug!(listener = self.shared.listener, "srt reactor stopped");
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            // SAFETY: all-zero is a valid sockaddr_storage.
+            let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::sockaddr_storage>() as i32;
+            // SAFETY: `storage` is valid for `len` bytes of writes. The listener does not block (RCVSYN off).
+            let socket = unsafe {
+                ffi::srt_accept(self.shared.listener, (&mut storage as *mut libc::sockaddr_storage).cast(), &mut len)
+            };
+            if socket == ffi::SRT_INVALID_SOCK {
+                let error = SrtError::last("srt_accept");
+                if error.code() != Some(ffi::SRT_EASYNCRCV) {
+                    tracing::debug!(%error, "accept failed");
+                }
+                return;
+            }
+            let pending_peer = self.hook.accepted(socket);
+            // SAFETY: libsrt wrote the peer's sockaddr into `storage`.
+            let peer = unsafe { addr::from_c((&storage as *const libc::sockaddr_storage).cast()) }
+                .or(pending_peer)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+            if let Err(error) = self.admit(socket, peer) {
+                tracing::warn!(socket, %peer, %error, "cannot set up an accepted srt connection, closing it");
+                remove(self.shared.eid, socket);
+                self.connections.remove(&socket);
+                crate::close(socket);
+            }
+        }
+    }
+
+    fn admit(&mut self, socket: ffi::SrtSocket, peer: SocketAddr) -> Result<(), SrtError> {
+        crate::set_bool(socket, ffi::SRTO_RCVSYN, "SRTO_RCVSYN", false)?;
+        let stream_id = crate::get_stream_id(socket)?;
+        let secured = crate::get_int(socket, ffi::SRTO_RCVKMSTATE, "SRTO_RCVKMSTATE")? == ffi::SRT_KM_S_SECURED;
+        let key_length = if secured {
+            u32::try_from(crate::get_int(socket, ffi::SRTO_PBKEYLEN, "SRTO_PBKEYLEN")?).unwrap_or(0)
+        } else {
+            0
+        };
+        let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
+        self.connections.insert(socket, Entry { tx, paused: false });
+        add(self.shared.eid, socket)?;
+        let connection = Connection { id: socket, peer, stream_id, key_length, rx };
+        match self.accepted.try_send(connection) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let reason = match e {
+                    TrySendError::Full(_) => "the accept queue is full",
+                    TrySendError::Closed(_) => "the listener is closed",
+                };
+                // Dropping the connection (inside `e`) closes the socket.
+                drop(e);
+                remove(self.shared.eid, socket);
+                self.connections.remove(&socket);
+                tracing::warn!(socket, %peer, reason, "accepted srt connection closed at once");
+                Ok(())
+            }
+        }
+    }
+
+    /// Reads what `socket` has, up to [`MAX_BATCH`], into its channel.
+    fn serve(&mut self, socket: ffi::SrtSocket, events: i32) {
+        let eid = self.shared.eid;
+        // A clone (a reference count) so that the permit does not borrow `self`.
+        let Some(tx) = self.connections.get(&socket).map(|entry| entry.tx.clone()) else {
+            remove(eid, socket);
+            return;
+        };
+        let permit = match tx.try_reserve() {
+            Ok(permit) => permit,
+            Err(TrySendError::Full(())) => {
+                remove(eid, socket);
+                if let Some(entry) = self.connections.get_mut(&socket) {
+                    entry.paused = true;
+                }
+                return;
+            }
+            Err(TrySendError::Closed(())) => {
+                self.forget(socket);
+                return;
+            }
+        };
+        let mut batch = BytesMut::with_capacity(MAX_BATCH + MAX_PAYLOAD);
+        let mut ended = false;
+        while batch.len() < MAX_BATCH {
+            batch.reserve(MAX_PAYLOAD);
+            let spare = batch.spare_capacity_mut();
+            // SAFETY: `spare` is valid for `MAX_PAYLOAD` bytes of writes (reserved above); libsrt writes at most
+            // that many and returns how many it wrote.
+            let read = unsafe { ffi::srt_recvmsg(socket, spare.as_mut_ptr().cast(), MAX_PAYLOAD as i32) };
+            if read > 0 {
+                let read = usize::try_from(read).unwrap_or(0).min(MAX_PAYLOAD);
+                // SAFETY: libsrt initialised the first `read` bytes of the spare capacity.
+                unsafe { batch.set_len(batch.len() + read) };
+                continue;
+            }
+            if read == ffi::SRT_ERROR {
+                let error = SrtError::last("srt_recvmsg");
+                if error.code() == Some(ffi::SRT_EASYNCRCV) {
+                    ended = events & ffi::SRT_EPOLL_ERR != 0 && batch.is_empty();
+                } else {
+                    tracing::debug!(socket, %error, "srt connection ended");
+                    ended = true;
+                }
+            }
+            break;
+        }
+        if !batch.is_empty() {
+            permit.send(batch.freeze());
+        } else {
+            drop(permit);
+        }
+        if ended {
+            self.forget(socket);
+        }
+    }
+
+    /// The connection ended or its reader is gone: out of the epoll, channel closed. The socket itself is
+    /// closed by the [`Connection`] when it is dropped (its statistics stay readable until then).
+    fn forget(&mut self, socket: ffi::SrtSocket) {
+        remove(self.shared.eid, socket);
+        self.connections.remove(&socket);
+    }
+
+    fn tick(&mut self, now: Instant) {
+        let eid = self.shared.eid;
+        let mut gone = Vec::new();
+        for (socket, entry) in &mut self.connections {
+            if entry.tx.is_closed() {
+                gone.push(*socket);
+            } else if entry.paused && entry.tx.capacity() >= CONNECTION_QUEUE / 2 {
+                match add(eid, *socket) {
+                    Ok(()) => entry.paused = false,
+                    Err(_) => gone.push(*socket),
+                }
+            }
+        }
+        for socket in gone {
+            self.forget(socket);
+        }
+        self.hook.expire_pending(now);
+    }
+}
