@@ -6,6 +6,10 @@
 //! | `ladder_segmenter_leases`      | `<stream>` | the instance that cuts the stream       | [`LEASE_TTL`]   |
 //! | `ladder_segmenter_checkpoints` | `<stream>` | where cutting resumes (JSON)            | never           |
 //! | `ladder_publishers`            | `<stream>` | the ingest instance with its publisher  | [`LEASE_TTL`]   |
+//! | `ladder_stream_keys`           | `<stream>` | the SRT passphrase publishers must use  | never           |
+//!
+//! Stream keys are set by an operator (`ladder stream set-key`) and read by ingest through a live view
+//! ([`crate::keys`]); one revision per key is kept, so a rotated or removed key is gone from the store.
 //!
 //! A lease is a key whose holder rewrites it (compare-and-swap on its revision) more often than the bucket's
 //! `max_age`: when the holder dies the key expires on the server, and another instance can `create` it.
@@ -22,6 +26,7 @@ use crate::BusError;
 pub const SEGMENTER_LEASES: &str = "ladder_segmenter_leases";
 pub const SEGMENTER_CHECKPOINTS: &str = "ladder_segmenter_checkpoints";
 pub const PUBLISHERS: &str = "ladder_publishers";
+pub const STREAM_KEYS: &str = "ladder_stream_keys";
 
 /// How long a lease outlives the last renewal of a holder that died.
 pub const LEASE_TTL: Duration = Duration::from_secs(3);
@@ -34,7 +39,7 @@ pub const LEASE_RENEW: Duration = Duration::from_millis(750);
 pub fn stream_config(name: &str, replicas: usize) -> Option<jetstream::stream::Config> {
     let max_age = match name {
         SEGMENTER_LEASES | PUBLISHERS => LEASE_TTL,
-        SEGMENTER_CHECKPOINTS => Duration::ZERO,
+        SEGMENTER_CHECKPOINTS | STREAM_KEYS => Duration::ZERO,
         _ => return None,
     };
     Some(jetstream::stream::Config {
@@ -55,7 +60,7 @@ pub fn stream_config(name: &str, replicas: usize) -> Option<jetstream::stream::C
 }
 
 /// Every bucket name, for [`crate::topology::ensure`].
-pub const BUCKETS: [&str; 3] = [SEGMENTER_LEASES, SEGMENTER_CHECKPOINTS, PUBLISHERS];
+pub const BUCKETS: [&str; 4] = [SEGMENTER_LEASES, SEGMENTER_CHECKPOINTS, PUBLISHERS, STREAM_KEYS];
 
 /// Opens bucket `name`, creating it if it does not exist. An existing bucket is used as it is.
 pub async fn bucket(js: &jetstream::Context, name: &str, replicas: usize) -> Result<kv::Store, BusError> {

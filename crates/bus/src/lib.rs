@@ -2,7 +2,8 @@
 //! Everything ladder knows about NATS JetStream, in one place:
 //! - [`topology`]: the two JetStream streams and the durable consumers, declared once and brought in place
 //!   by [`Bus::connect`] without overriding what an operator changed (see its module doc);
-//! - [`kv`]: the key-value buckets (segmenter leases and checkpoints, publisher claims);
+//! - [`kv`]: the key-value buckets (segmenter leases and checkpoints, publisher claims, stream keys);
+//! - [`keys`]: per-stream publish keys (SRT passphrases): set by an operator, watched live by ingest;
 //! - [`Bus`]: a connection with typed publishing of [`Event`]s (deterministic `Nats-Msg-Id`) and of raw TS.
 //!   A publish waits for the JetStream acknowledgement and retries the same message for up to 30 s (a NATS
 //!   restart, a leader election); a publish that JetStream drops as a duplicate is compared with the stored
@@ -16,6 +17,7 @@
 //! Existing streams and buckets keep the replicas they have; consumers follow their stream's.
 #![forbid(unsafe_code)]
 
+pub mod keys;
 pub mod kv;
 pub mod server;
 pub mod topology;
@@ -32,6 +34,7 @@ use bytes::Bytes;
 use ladder_proto::Event;
 
 pub use async_nats;
+pub use keys::{KeyError, KeyView, StreamKeys};
 
 /// How long [`Bus::connect`] keeps trying to set up the streams, consumers and buckets.
 const ENSURE_TIMEOUT: Duration = Duration::from_secs(30);
