@@ -1,6 +1,7 @@
 //! # Layout
 //! The `ladder.v1` messages generated from `proto/ladder/v1/events.proto`, and [`Event`], which ties each
 //! message to its JetStream subject (`<kind>.<stream>`) so every service encodes and decodes events one way.
+//! [`SrtStats`] is no event: ingest's connection samples, on the core NATS subjects of [`stats`].
 #![forbid(unsafe_code)]
 
 pub mod v1 {
@@ -9,8 +10,8 @@ pub mod v1 {
 
 use prost::Message;
 pub use v1::{
-    ChunkFailed, ChunkUploaded, LadderSet, RenditionConfig, RenditionReady, StreamEnded, StreamFailed, StreamStarted,
-    Timing,
+    ChunkFailed, ChunkUploaded, LadderSet, RenditionConfig, RenditionReady, SrtStats, StreamEnded, StreamFailed,
+    StreamStarted, Timing,
 };
 
 /// Subject prefixes of the events; the full subject is `<prefix>.<stream>`.
@@ -25,6 +26,28 @@ pub mod subject {
     /// Every event prefix.
     pub const ALL: [&str; 7] =
         [STREAM_STARTED, STREAM_ENDED, CHUNK_UPLOADED, RENDITION_READY, CHUNK_FAILED, STREAM_FAILED, LADDER_SET];
+}
+
+/// Subjects of live samples, published on core NATS: no JetStream stream covers them (the events stream
+/// takes the [`subject::ALL`] prefixes, the ingest stream `ingest.ts.*`), so nothing is retained and a
+/// subscriber sees only what is published while it listens. A lost sample is not worth a retry.
+pub mod stats {
+    /// Prefix of [`SrtStats`](crate::SrtStats) samples; the full subject is `stats.srt.<stream>`.
+    pub const SRT_PREFIX: &str = "stats.srt";
+    /// Every stream's SRT samples.
+    pub const SRT_ALL: &str = "stats.srt.>";
+
+    /// The subject of the SRT samples of `stream`.
+    pub fn srt_subject(stream: &str) -> String {
+        format!("{SRT_PREFIX}.{stream}")
+    }
+}
+
+impl SrtStats {
+    /// The core NATS subject the sample is published on: `stats.srt.<stream>`.
+    pub fn subject(&self) -> String {
+        stats::srt_subject(&self.stream)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -272,5 +295,49 @@ mod tests {
     #[test]
     fn unknown_subjects_are_refused() {
         assert!(matches!(Event::decode("foo.bar", &[]), Err(DecodeError::UnknownSubject(_))));
+    }
+
+    fn srt_stats() -> SrtStats {
+        SrtStats {
+            stream: "cam-1".into(),
+            session_id: "s1".into(),
+            remote_addr: "10.0.0.2:5555".into(),
+            sampled_at_ms: 1_700_000_000_000,
+            elapsed_ms: 65_000,
+            rtt_ms: 12.5,
+            recv_rate_mbps: 2.25,
+            bytes_received: 16_000_000,
+            packets_received: 12_000,
+            packets_lost: 3,
+            packets_retransmitted: 2,
+            packets_dropped: 1,
+            packets_undecrypted: 0,
+            flight_size: 4,
+            recv_buffer_ms: 120,
+            recv_buffer_bytes: 30_080,
+            latency_ms: 120,
+            encrypted: true,
+            key_length: 16,
+        }
+    }
+
+    #[test]
+    fn srt_stats_go_to_core_nats_subjects_no_stream_covers() {
+        assert_eq!(srt_stats().subject(), "stats.srt.cam-1");
+        assert!(stats::SRT_ALL.starts_with(stats::SRT_PREFIX));
+        assert!(!subject::ALL.iter().any(|prefix| srt_stats().subject().starts_with(prefix)));
+        assert!(matches!(Event::decode(&srt_stats().subject(), &[]), Err(DecodeError::UnknownSubject(_))));
+    }
+
+    /// Golden encoding of a sample: ingest and `ladder events` may be of different versions.
+    #[test]
+    fn golden_srt_stats_encoding() {
+        let bytes = srt_stats().encode_to_vec();
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "0a0563616d2d31120273311a0d31302e302e302e323a353535352080d095ffbc3128e8fb033100000000000029403900000000000002404080c8d00748e05d50035802600170047878800180eb01880178900101980110"
+        );
+        assert_eq!(SrtStats::decode(bytes.as_slice()).expect("decodes"), srt_stats());
     }
 }
