@@ -16,7 +16,12 @@
 //! Nothing here knows about SRT: [`Claims`] is given a name and a [`Holder`] once the publisher's handshake
 //! has been authorised.
 
-use std::{fmt, time::Duration};
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
 
 use async_nats::jetstream::{
     self,
@@ -24,12 +29,14 @@ use async_nats::jetstream::{
     stream::LastRawMessageErrorKind,
 };
 use bytes::Bytes;
+use futures::StreamExt;
 use ladder_bus::{kv, topology, Bus, BusError};
 use ladder_proto::{subject, Event};
 use tokio::{
     sync::{oneshot, watch},
     time::Instant,
 };
+use tokio_util::sync::CancellationToken;
 
 /// How long one key-value request may take before NATS counts as unreachable for it.
 pub const KV_TIMEOUT: Duration = Duration::from_secs(1);
@@ -180,6 +187,81 @@ impl Claims {
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(holding.hold(stopped));
         Ok(Claim { watch, stop: Some(stop), task: Some(task) })
+    }
+}
+
+impl Claims {
+    /// Follows the bucket into memory: which names some ingest holds now, as far as the claims renewed in the
+    /// last [`kv::LEASE_TTL`] tell. For the SRT handshake callback, which must not wait on NATS: a name
+    /// live on another instance is refused there with a reject code. The claim taken after the handshake
+    /// still decides; this view only lets most conflicts be refused early and clearly. The watch is
+    /// re-created when it ends (a NATS restart); while it is down, names age out of the view.
+    pub fn follow(&self, shutdown: CancellationToken) -> HeldNames {
+        let held = HeldNames::default();
+        let kv = self.kv.clone();
+        let view = held.clone();
+        tokio::spawn(async move {
+            let mut failures: u32 = 0;
+            while !shutdown.is_cancelled() {
+                let watch = tokio::select! {
+                    watch = kv.watch_all() => watch,
+                    _ = shutdown.cancelled() => return,
+                };
+                match watch {
+                    Ok(mut watch) => {
+                        failures = 0;
+                        loop {
+                            let entry = tokio::select! {
+                                entry = watch.next() => entry,
+                                _ = shutdown.cancelled() => return,
+                            };
+                            match entry {
+                                Some(Ok(entry)) => view.update(&entry.key, entry.operation == Operation::Put),
+                                Some(Err(e)) => {
+                                    tracing::debug!(error = %e, "publisher claims watch failed, watching again");
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        if failures == 1 {
+                            tracing::warn!(error = %e, "cannot watch the publisher claims, retrying");
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        held
+    }
+}
+
+/// Stream names with a live publisher on some ingest, with when their claim was last written.
+#[derive(Clone, Default)]
+pub struct HeldNames(Arc<RwLock<HashMap<String, std::time::Instant>>>);
+
+impl HeldNames {
+    /// Whether `stream`'s claim was written (taken or renewed) within the last [`kv::LEASE_TTL`]. Only reads
+    /// memory.
+    pub fn is_held(&self, stream: &str) -> bool {
+        let names = self.0.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        names.get(stream).is_some_and(|seen| seen.elapsed() < kv::LEASE_TTL)
+    }
+
+    fn update(&self, stream: &str, held: bool) {
+        let mut names = self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if held {
+            names.insert(stream.to_string(), std::time::Instant::now());
+        } else {
+            names.remove(stream);
+        }
+        // Expired claims leave no delete marker: forget names whose claim stopped being renewed.
+        if names.len() > 64 {
+            names.retain(|_, seen| seen.elapsed() < kv::LEASE_TTL);
+        }
     }
 }
 

@@ -10,16 +10,19 @@
 //!
 //! Everything is published under the session's [`Claim`]: nothing while it may have expired, and nothing more,
 //! not even the END marker, once another publisher holds the name.
+//!
+//! Every `stats_interval` the reader also samples the connection's libsrt statistics and publishes them on
+//! core NATS (`stats.srt.<stream>`): fire and forget, never retained, never in the way of the TS.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use async_nats::jetstream::{
     self, context::PublishErrorKind, message::PublishMessage, stream::LastRawMessageErrorKind,
 };
-use futures::{SinkExt, StreamExt};
-use ladder_bus::{header, is_refusal, now_ms, topology};
-use ladder_proto::{Event, StreamStarted};
-use srt_tokio::SrtSocket;
+use ladder_bus::{header, is_refusal, now_ms, topology, Bus};
+use ladder_proto::{Event, SrtStats, StreamStarted};
+use ladder_srt::{Connection, Stats};
+use prost::Message as _;
 use tokio::{
     sync::{mpsc, OwnedSemaphorePermit, Semaphore},
     time::Instant,
@@ -28,16 +31,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     claims::{Claim, ClaimWatch, Lost},
+    gate::LiveName,
     ts::{Batch, Batcher},
-    LiveName,
 };
 
 /// TS bytes of one session that may wait for JetStream: at 8 Mbit/s over four minutes of video, enough to ride
 /// out a NATS restart or a cluster election many times over. When it is full the session ends with an error
 /// (what is queued is still published) rather than let memory grow without bound.
 pub const MAX_QUEUED_BYTES: usize = 256 << 20;
-/// How long closing an SRT socket may take on shutdown.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long one publish attempt waits for its acknowledgement before it is sent again.
 const PUBLISH_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pauses between publish attempts double from the first to the last.
@@ -107,14 +108,25 @@ struct Queued {
 /// Runs an accepted publisher until it disconnects, publishing fails, its claim is lost or `shutdown` is
 /// cancelled.
 pub async fn run(
-    js: jetstream::Context,
+    bus: &Bus,
     admitted: Admitted,
-    remote: SocketAddr,
-    mut socket: SrtSocket,
+    mut connection: Connection,
+    stats_interval: Duration,
     shutdown: CancellationToken,
 ) {
     let Admitted { live, claim, session, started_at_ms } = admitted;
     let stream = live.name().to_string();
+    let remote = connection.peer();
+    let js = bus.jetstream().clone();
+    let sampler = Sampler {
+        client: js.client(),
+        stream: stream.clone(),
+        session: session.clone(),
+        remote,
+        key_length: connection.key_length(),
+    };
+    let mut next_sample = tokio::time::interval_at(Instant::now() + stats_interval, stats_interval);
+    next_sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let started = Event::StreamStarted(StreamStarted {
         stream: stream.clone(),
         session_id: session.clone(),
@@ -135,8 +147,8 @@ pub async fn run(
             _ = shutdown.cancelled() => break Stop::Shutdown,
             lost = claim_watch.lost() => break Stop::ClaimLost(lost),
             _ = tx.closed() => break Stop::PublisherGone,
-            item = socket.next() => match item {
-                Some(Ok((_, data))) => {
+            data = connection.recv() => match data {
+                Some(data) => {
                     let full = batcher.push(&data, std::time::Instant::now(), now_ms());
                     if batcher.skipped() > MAX_SKIPPED && batcher.skipped() > batcher.packet_bytes() {
                         break Stop::NotTransportStream;
@@ -146,13 +158,12 @@ pub async fn run(
                     }
                     full
                 }
-                Some(Err(e)) => {
-                    // srt-tokio 0.4 ends the stream rather than yielding errors; kept for a future version.
-                    tracing::warn!(%stream, %session, %remote, error = %e, "srt receive failed");
-                    break Stop::Disconnected;
-                }
                 None => break Stop::Disconnected,
             },
+            _ = next_sample.tick() => {
+                sampler.publish(&connection).await;
+                continue;
+            }
             _ = tokio::time::sleep_until(deadline.map_or_else(Instant::now, Instant::from_std)), if deadline.is_some() => {
                 batcher.flush().into_iter().collect()
             }
@@ -162,10 +173,9 @@ pub async fn run(
         }
     };
 
-    if !matches!(stop, Stop::Disconnected) {
-        close(&mut socket).await;
-    }
-    drop(socket);
+    // The last sample, for the log line at the end; then the peer is told the connection is closed.
+    let last_stats = connection.stats().ok();
+    drop(connection);
     let tail = batcher.flush();
     if matches!(stop, Stop::Disconnected | Stop::Shutdown | Stop::NotTransportStream)
         && enqueue(&tx, &budget, tail.into_iter().collect()).is_err()
@@ -225,11 +235,18 @@ pub async fn run(
     // session is over and why (it publishes `stream.ended` once it has cut the last chunk).
     let bytes_received = batcher.packet_bytes();
     match publisher.end(&reason).await {
-        Ok(()) => tracing::info!(
-            %stream, %session, %remote, %reason, bytes_received,
-            messages = publisher.next_sequence,
-            "stream ended"
-        ),
+        Ok(()) => {
+            let stats = last_stats.unwrap_or_default();
+            tracing::info!(
+                %stream, %session, %remote, %reason, bytes_received,
+                messages = publisher.next_sequence,
+                srt_lost = stats.packets_lost,
+                srt_retransmitted = stats.packets_retransmitted,
+                srt_dropped = stats.packets_dropped,
+                srt_rtt_ms = stats.rtt_ms,
+                "stream ended"
+            )
+        }
         Err(e) if e.is_lost() => {
             tracing::error!(%stream, %session, %remote, %reason, error = %e, "cannot publish the end marker");
             return;
@@ -250,10 +267,56 @@ fn enqueue(tx: &mpsc::UnboundedSender<Queued>, budget: &Arc<Semaphore>, batches:
     Ok(())
 }
 
-pub(crate) async fn close(socket: &mut SrtSocket) {
-    // Closing the sending half makes srt-tokio send a shutdown to the peer.
-    if tokio::time::timeout(CLOSE_TIMEOUT, socket.close()).await.is_err() {
-        tracing::debug!("closing the srt socket timed out");
+// === impl Sampler ===
+
+/// Publishes a connection's statistics.
+struct Sampler {
+    client: async_nats::Client,
+    stream: String,
+    session: String,
+    remote: SocketAddr,
+    key_length: u32,
+}
+
+impl Sampler {
+    async fn publish(&self, connection: &Connection) {
+        let stats = match connection.stats() {
+            Ok(stats) => stats,
+            Err(e) => {
+                tracing::debug!(stream = %self.stream, error = %e, "cannot read srt statistics");
+                return;
+            }
+        };
+        let sample = self.sample(&stats, now_ms());
+        // Core NATS: buffered by the client, never waited for. A sample lost in an outage is not missed.
+        if let Err(e) = self.client.publish(sample.subject(), sample.encode_to_vec().into()).await {
+            tracing::debug!(stream = %self.stream, error = %e, "cannot publish srt statistics");
+        }
+    }
+
+    fn sample(&self, stats: &Stats, now_ms: i64) -> SrtStats {
+        let count = |value: i64| u64::try_from(value).unwrap_or(0);
+        SrtStats {
+            stream: self.stream.clone(),
+            session_id: self.session.clone(),
+            remote_addr: self.remote.to_string(),
+            sampled_at_ms: now_ms,
+            elapsed_ms: stats.elapsed_ms,
+            rtt_ms: stats.rtt_ms,
+            recv_rate_mbps: stats.recv_rate_mbps,
+            bytes_received: stats.bytes_received,
+            packets_received: count(stats.packets_received),
+            packets_lost: count(stats.packets_lost),
+            packets_retransmitted: count(stats.packets_retransmitted),
+            packets_dropped: count(stats.packets_dropped),
+            packets_undecrypted: count(stats.packets_undecrypted),
+            flight_size: stats.flight_size,
+            recv_buffer_ms: stats.recv_buffer_ms,
+            recv_buffer_bytes: stats.recv_buffer_bytes,
+            latency_ms: stats.latency_ms,
+            encrypted: self.key_length > 0,
+            key_length: i32::try_from(self.key_length).unwrap_or(0),
+        }
     }
 }
 

@@ -211,10 +211,8 @@ async fn a_session_whose_publishing_fails_ends_alone() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_passphrase_is_a_configuration_error() -> Result<()> {
     let config = Config {
-        nats_url: "nats://127.0.0.1:1".into(),
-        srt_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         passphrase: Some("short".into()),
-        latency: Duration::from_millis(120),
+        ..Config::new("nats://127.0.0.1:1", SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
     };
     let error = ladder_ingest::run(config, CancellationToken::new()).await.err().context("should fail")?;
     ensure!(matches!(error, IngestError::Config { key: "passphrase", .. }), "{error}");

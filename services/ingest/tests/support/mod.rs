@@ -82,7 +82,10 @@ impl Nats {
         let subscriber = self.client.subscribe(format!("*.*.{stream}")).await?;
         self.client.flush().await?;
         // `*.*.<stream>` also matches the claim's key-value subject, `$KV.ladder_publishers.<stream>`.
-        let subscriber = subscriber.filter(|message| std::future::ready(!message.subject.starts_with('$')));
+        // Not the `$KV` claims, nor the statistics samples (`stats.srt.<stream>`).
+        let subscriber = subscriber.filter(|message| {
+            std::future::ready(!message.subject.starts_with('$') && !message.subject.starts_with("stats."))
+        });
         Ok(Watch { subscriber: subscriber.boxed(), messages: Vec::new() })
     }
 
@@ -236,12 +239,14 @@ impl CrashingIngest {
     }
 }
 
-fn config(nats: &Nats, port: u16, passphrase: Option<&str>) -> Config {
+/// Open publishing, as `ladder dev` runs: a stream without a key of its own takes `passphrase` (the server's
+/// key) if given, else no encryption.
+pub fn config(nats: &Nats, port: u16, passphrase: Option<&str>) -> Config {
     Config {
-        nats_url: nats.url().to_string(),
-        srt_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
         passphrase: passphrase.map(str::to_string),
-        latency: Duration::from_millis(120),
+        open_publish: true,
+        stats_interval: Duration::from_millis(500),
+        ..Config::new(nats.url(), SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
     }
 }
 
@@ -249,7 +254,7 @@ fn config(nats: &Nats, port: u16, passphrase: Option<&str>) -> Config {
 async fn until_listening(port: u16, exited: impl Fn() -> bool) -> Result<()> {
     for _ in 0..200 {
         if std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_err() {
-            // Bound; srt-tokio's listener follows at once.
+            // Bound by libsrt, which listens at once.
             tokio::time::sleep(Duration::from_millis(100)).await;
             return Ok(());
         }
