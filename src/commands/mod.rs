@@ -84,7 +84,7 @@ pub enum Command {
     Reindex(reindex::ReindexArgs),
     /// Cut an MPEG-TS file into chunks as the segmenter does (no NATS, no storage).
     Chunk(chunk::ChunkArgs),
-    /// Per-stream settings: the ABR ladder.
+    /// Per-stream settings: the ABR ladder and the SRT publish key.
     #[command(subcommand)]
     Stream(stream::StreamCommand),
 }
