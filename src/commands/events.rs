@@ -1,11 +1,14 @@
-//! `ladder events`: the event flow as it happens, one line per event.
+//! `ladder events`: the event flow as it happens, one line per event, with the SRT statistics samples that
+//! ingest publishes on core NATS (`stats.srt.<stream>`) in between. The samples are live only: `--all`
+//! replays the event log, never past samples, and `--count` counts events only.
 
 use anyhow::Context;
 use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use clap::Args;
-use futures::StreamExt;
+use futures::{stream::BoxStream, StreamExt};
 use ladder_bus::{topology, Bus};
-use ladder_proto::Event;
+use ladder_proto::{stats, Event, SrtStats};
+use prost::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::NatsArgs;
@@ -23,9 +26,12 @@ pub struct EventsArgs {
     /// One JSON object per line instead of text.
     #[arg(long)]
     json: bool,
-    /// Exit after this many events.
+    /// Exit after this many events (SRT statistics samples are not counted).
     #[arg(long)]
     count: Option<usize>,
+    /// Leave out the SRT statistics samples of live publishers.
+    #[arg(long)]
+    no_stats: bool,
 }
 
 pub async fn run(args: EventsArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -39,11 +45,27 @@ pub async fn run(args: EventsArgs, shutdown: CancellationToken) -> anyhow::Resul
         .await
         .context("creating an ordered consumer on the events stream")?;
     let mut messages = consumer.messages().await.context("reading events")?;
+    let mut samples: BoxStream<'static, async_nats::Message> = if args.no_stats {
+        futures::stream::pending().boxed()
+    } else {
+        let subject = args.stream.as_deref().map_or_else(|| stats::SRT_ALL.to_string(), stats::srt_subject);
+        let client = bus.jetstream().client();
+        client.subscribe(subject.clone()).await.with_context(|| format!("subscribing to {subject}"))?.boxed()
+    };
     let mut printed = 0;
     loop {
         let message = tokio::select! {
             _ = shutdown.cancelled() => break,
             message = messages.next() => message,
+            Some(sample) = samples.next() => {
+                let subject: &str = &sample.subject;
+                match SrtStats::decode(sample.payload.as_ref()) {
+                    Ok(srt) if args.json => println!("{}", stats_to_json(subject, &srt)),
+                    Ok(srt) => println!("{}", describe_stats(subject, &srt)),
+                    Err(e) => eprintln!("undecodable srt statistics on {subject}: {e}"),
+                }
+                continue;
+            }
         };
         let Some(message) = message else { break };
         let message = message.context("reading events")?;
@@ -117,6 +139,33 @@ fn describe(event: &Event) -> String {
     }
 }
 
+/// One line per sample, aligned with the events, led by the subject it came on. `undecrypted=` shows only
+/// when packets could not be decrypted (a publisher with the wrong key).
+fn describe_stats(subject: &str, sample: &SrtStats) -> String {
+    let undecrypted = match sample.packets_undecrypted {
+        0 => String::new(),
+        n => format!(" undecrypted={n}"),
+    };
+    format!(
+        "{subject:<32} session={} rtt={:.1}ms rate={:.2}Mb/s lost={} retrans={} dropped={}{undecrypted} buf={}ms \
+         flight={} from={}",
+        sample.session_id,
+        sample.rtt_ms,
+        sample.recv_rate_mbps,
+        sample.packets_lost,
+        sample.packets_retransmitted,
+        sample.packets_dropped,
+        sample.recv_buffer_ms,
+        sample.flight_size,
+        sample.remote_addr
+    )
+}
+
+/// As an event is printed, with `stats` in place of `event`.
+fn stats_to_json(subject: &str, sample: &SrtStats) -> serde_json::Value {
+    serde_json::json!({ "subject": subject, "stats": serde_json::to_value(sample).unwrap_or_default() })
+}
+
 fn to_json(event: &Event) -> serde_json::Value {
     let body = match event {
         Event::StreamStarted(e) => serde_json::to_value(e),
@@ -128,4 +177,53 @@ fn to_json(event: &Event) -> serde_json::Value {
         Event::LadderSet(e) => serde_json::to_value(e),
     };
     serde_json::json!({ "subject": event.subject(), "event": body.unwrap_or_default() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> SrtStats {
+        SrtStats {
+            stream: "cam-1".into(),
+            session_id: "1700000000000-ab12".into(),
+            remote_addr: "1.2.3.4:5555".into(),
+            sampled_at_ms: 1_700_000_005_000,
+            elapsed_ms: 5_000,
+            rtt_ms: 12.34,
+            recv_rate_mbps: 2.011,
+            bytes_received: 1_250_000,
+            packets_received: 940,
+            packets_lost: 0,
+            packets_retransmitted: 0,
+            packets_dropped: 0,
+            packets_undecrypted: 0,
+            flight_size: 3,
+            recv_buffer_ms: 120,
+            recv_buffer_bytes: 20_000,
+            latency_ms: 120,
+            encrypted: true,
+            key_length: 16,
+        }
+    }
+
+    #[test]
+    fn a_sample_is_one_line() {
+        assert_eq!(
+            describe_stats("stats.srt.cam-1", &sample()),
+            "stats.srt.cam-1                  session=1700000000000-ab12 rtt=12.3ms rate=2.01Mb/s lost=0 retrans=0 \
+             dropped=0 buf=120ms flight=3 from=1.2.3.4:5555"
+        );
+        let line = describe_stats("stats.srt.cam-1", &SrtStats { packets_undecrypted: 7, ..sample() });
+        assert!(line.contains(" dropped=0 undecrypted=7 buf=120ms"), "{line}");
+    }
+
+    #[test]
+    fn a_sample_as_json_names_its_subject() {
+        let json = stats_to_json("stats.srt.cam-1", &sample());
+        assert_eq!(json["subject"], "stats.srt.cam-1");
+        assert_eq!(json["stats"]["rtt_ms"], 12.34);
+        assert_eq!(json["stats"]["key_length"], 16);
+        assert!(json.get("event").is_none(), "told apart from events by its key");
+    }
 }
