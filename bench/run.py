@@ -375,7 +375,7 @@ def ingest_step(n, seconds):
     directory = tempfile.mkdtemp(prefix="ladder-bench-ingest-")
     nats = Nats(os.path.join(directory, "nats"))
     srt = free_udp_port()
-    procs = [subprocess.Popen([LADDER, "ingest", "--nats", nats.url, "--srt-listen", f"127.0.0.1:{srt}"],
+    procs = [subprocess.Popen([LADDER, "ingest", "--nats", nats.url, "--srt-listen", f"127.0.0.1:{srt}", "--open-publish"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
              subprocess.Popen([LADDER, "segmenter", "--nats", nats.url, "--storage", os.path.join(directory, "media")],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
@@ -463,7 +463,7 @@ def segmenter_failover(kills=10, every=9):
                                 stderr=open(os.path.join(directory, f"{name}.log"), "w"))
 
     cmds = {
-        "ingest": ["ingest", "--nats", nats.url, "--srt-listen", f"127.0.0.1:{srt}"],
+        "ingest": ["ingest", "--nats", nats.url, "--srt-listen", f"127.0.0.1:{srt}", "--open-publish"],
         "transcoder": ["transcoder", "--nats", nats.url, "--storage", media, "--workers", "2", "--preset", "ultrafast"],
         "indexer": ["indexer", "--nats", nats.url, "--index", index],
         "manifest": ["manifest", "--index", index, "--storage", media, "--http-listen", f"127.0.0.1:{http}"],

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what ladder needs at run and test time from Debian's packages, only where it is missing.
+# Installs what ladder needs to build, run and test from Debian's packages, only where it is missing: libsrt
+# (the SRT library ingest links, with its headers and pkg-config) and the tools the tests and the demo run.
 # Used by `make demo` and `make test`; safe to run again.
 set -euo pipefail
 
@@ -15,8 +16,12 @@ missing=()
 for cmd in "${!NEED[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}")
 done
+# Building: libsrt 1.5 found through pkg-config (the OpenSSL flavour: AES-CTR, as ffmpeg's libsrt).
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+srt_found() { command -v pkg-config >/dev/null 2>&1 && pkg-config --atleast-version=1.5 srt 2>/dev/null; }
+srt_found || missing+=(libsrt-openssl-dev)
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "deps: ffmpeg, nats-server and srt-tools are installed"
+  echo "deps: libsrt, ffmpeg, nats-server and srt-tools are installed"
   exit 0
 fi
 packages=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
@@ -44,4 +49,5 @@ $SUDO apt-get install -y -qq --no-install-recommends $packages >/dev/null ||
 for cmd in "${!NEED[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || { echo "deps: $cmd is still missing after installing" >&2; exit 1; }
 done
+srt_found || { echo "deps: libsrt 1.5 is still not found by pkg-config after installing" >&2; exit 1; }
 echo "deps: installed $packages"

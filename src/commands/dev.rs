@@ -59,7 +59,8 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
     let storage = StorageArgs::local(&data_dir.join("media"));
     let index = IndexArgs { index_url: data_dir.join("index.db").display().to_string() };
 
-    let ingest = args.srt.config(&nats)?;
+    // One machine, a developer's: anyone may publish to a stream without a key.
+    let ingest = ladder_ingest::Config { open_publish: true, ..args.srt.config(&nats)? };
     let segmenter = segmenter_config(&nats, &storage, &args.segment)?;
     let transcoder = transcoder_config(&nats, &storage, &args.transcode)?;
     let index = open_index(&index).await.map_err(Failure::into_error)?;

@@ -18,12 +18,7 @@ use tokio_util::sync::CancellationToken;
 #[command(name = "ladder", version, about = "Distributed live video: SRT in, chunked ABR transcoding, HLS out")]
 pub struct Cli {
     /// Log filter, e.g. `info` or `ladder_segmenter=debug,info`.
-    #[arg(
-        long,
-        global = true,
-        env = "LADDER_LOG",
-        default_value = "info,srt_tokio=error,srt_protocol=error,async_nats=warn"
-    )]
+    #[arg(long, global = true, env = "LADDER_LOG", default_value = "info,async_nats=warn")]
     pub log: String,
     #[command(subcommand)]
     pub command: Command,
@@ -101,12 +96,23 @@ pub struct SrtArgs {
     /// UDP address of the SRT listener.
     #[arg(long, env = "LADDER_SRT_LISTEN", default_value = "0.0.0.0:9000")]
     pub srt_listen: SocketAddr,
-    /// SRT AES passphrase publishers must use (10 to 79 characters). Unset: no encryption.
-    #[arg(long, env = "LADDER_SRT_PASSPHRASE")]
+    /// The key (SRT passphrase, 10 to 79 characters) of every stream without a key of its own (`ladder stream
+    /// set-key`). Unset: such a stream is open if --open-publish, refused otherwise.
+    #[arg(long, env = "LADDER_SRT_PASSPHRASE", hide_env_values = true)]
     pub srt_passphrase: Option<String>,
-    /// SRT receive latency in milliseconds.
+    /// Let anyone who reaches the port publish, unencrypted, to a stream that has no key. Off by default: in
+    /// production every stream gets a key. `ladder dev` turns it on.
+    #[arg(long, env = "LADDER_OPEN_PUBLISH")]
+    pub open_publish: bool,
+    /// Publishers this ingest takes at once; more are refused with SRT reject code 1402 (overload).
+    #[arg(long, env = "LADDER_MAX_PUBLISHERS", default_value_t = ladder_ingest::DEFAULT_MAX_PUBLISHERS)]
+    pub max_publishers: usize,
+    /// SRT receive latency in milliseconds (a publisher asking for more gets more).
     #[arg(long, env = "LADDER_SRT_LATENCY_MS", default_value_t = 120)]
     pub srt_latency_ms: u64,
+    /// How often each publisher's SRT statistics are published (stats.srt.<stream>), in milliseconds.
+    #[arg(long, env = "LADDER_SRT_STATS_INTERVAL_MS", default_value_t = 5000)]
+    pub srt_stats_interval_ms: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -257,17 +263,21 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
 impl SrtArgs {
     fn config(&self, nats: &NatsArgs) -> anyhow::Result<ladder_ingest::Config> {
         if let Some(passphrase) = &self.srt_passphrase {
-            anyhow::ensure!(
-                (10..=79).contains(&passphrase.len()),
-                "--srt-passphrase (LADDER_SRT_PASSPHRASE) must be 10 to 79 characters, got {}",
-                passphrase.len()
-            );
+            ladder_bus::keys::validate_key(passphrase).context("--srt-passphrase (LADDER_SRT_PASSPHRASE)")?;
         }
+        anyhow::ensure!(self.max_publishers > 0, "--max-publishers (LADDER_MAX_PUBLISHERS) must be at least 1");
+        anyhow::ensure!(
+            self.srt_stats_interval_ms >= 100,
+            "--srt-stats-interval-ms (LADDER_SRT_STATS_INTERVAL_MS) must be at least 100, got {}",
+            self.srt_stats_interval_ms
+        );
         Ok(ladder_ingest::Config {
-            nats_url: nats.nats_url.clone(),
-            srt_listen: self.srt_listen,
             passphrase: self.srt_passphrase.clone(),
+            open_publish: self.open_publish,
+            max_publishers: self.max_publishers,
             latency: Duration::from_millis(self.srt_latency_ms),
+            stats_interval: Duration::from_millis(self.srt_stats_interval_ms),
+            ..ladder_ingest::Config::new(&nats.nats_url, self.srt_listen)
         })
     }
 }

@@ -45,6 +45,8 @@ pub struct StackOptions {
     pub instances: Vec<(&'static str, usize)>,
     /// The transcoders' default ladder, as the text of a ladder file; `None`: the built-in ladder.
     pub ladder: Option<String>,
+    /// Ingest without `--open-publish`: only streams with a key may be published.
+    pub keys_required: bool,
 }
 
 /// The NATS side of a stack.
@@ -219,6 +221,10 @@ impl Stack {
                 let srt = if port_taken(self.srt_port) { free_udp_port() } else { self.srt_port };
                 port = Some(srt);
                 push(&["--nats", &nats, "--srt-listen", &format!("127.0.0.1:{srt}")]);
+                push(&["--srt-stats-interval-ms", "1000"]);
+                if !self.options.keys_required {
+                    push(&["--open-publish"]);
+                }
             }
             "segmenter" => push(&["--nats", &nats, "--storage", &storage]),
             "transcoder" => {
