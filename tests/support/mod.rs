@@ -47,6 +47,8 @@ pub struct StackOptions {
     pub ladder: Option<String>,
     /// Ingest without `--open-publish`: only streams with a key may be published.
     pub keys_required: bool,
+    /// `--max-publishers` of every ingest; `None`: the default.
+    pub max_publishers: Option<usize>,
 }
 
 /// The NATS side of a stack.
@@ -224,6 +226,9 @@ impl Stack {
                 push(&["--srt-stats-interval-ms", "1000"]);
                 if !self.options.keys_required {
                     push(&["--open-publish"]);
+                }
+                if let Some(max) = self.options.max_publishers {
+                    push(&["--max-publishers", &max.to_string()]);
                 }
             }
             "segmenter" => push(&["--nats", &nats, "--storage", &storage]),
@@ -421,6 +426,11 @@ impl Stack {
     pub fn instance_url(&self, name: &str, path: &str) -> String {
         let port = self.services.iter().find(|i| i.name == name).and_then(|i| i.port).expect("a manifest instance");
         format!("http://127.0.0.1:{port}{path}")
+    }
+
+    /// The SRT port of ingest instance `name`.
+    pub fn srt_port_of(&self, name: &str) -> u16 {
+        self.services.iter().find(|i| i.name == name).and_then(|i| i.port).expect("an ingest with a port")
     }
 
     /// The streamid goes in verbatim: ffmpeg 5.1 does not percent-decode it.

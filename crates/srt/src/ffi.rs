@@ -11,6 +11,10 @@ pub const SRT_ERROR: c_int = -1;
 
 // SRT_SOCKSTATUS
 pub const SRTS_CONNECTED: c_int = 5;
+pub const SRTS_BROKEN: c_int = 6;
+pub const SRTS_CLOSING: c_int = 7;
+pub const SRTS_CLOSED: c_int = 8;
+pub const SRTS_NONEXIST: c_int = 9;
 
 // SRT_SOCKOPT
 pub const SRTO_SNDSYN: c_int = 1;

@@ -21,6 +21,9 @@ use crate::{addr, ffi, reactor, RejectReason, SrtError, Stats};
 /// How long a handshake the callback accepted may take to complete before it is reported as failed without
 /// a reason (the caller went away between the callback and the end of the handshake).
 pub(crate) const PENDING_TIMEOUT: Duration = Duration::from_secs(10);
+/// A pending handshake's socket is looked at once it is this old: by then libsrt has either queued it for
+/// `accept` (and the reactor took it) or it broke.
+const PENDING_CHECK_AFTER: Duration = Duration::from_millis(500);
 /// Failed handshakes waiting for [`Listener::next`]; more are counted and dropped (a flood must not grow
 /// memory).
 const FAILED_QUEUE: usize = 1024;
@@ -90,7 +93,8 @@ pub struct FailedHandshake {
     pub peer: Option<SocketAddr>,
     pub stream_id: Option<String>,
     /// What libsrt refused it for (a wrong passphrase, an encryption mismatch, an incompatible
-    /// `transtype`); `None` if it just did not complete within 10 s.
+    /// `transtype`); `None` if the caller went away before the connection was handed over, or the handshake
+    /// did not complete within 10 s.
     pub reason: Option<RejectReason>,
 }
 
@@ -150,24 +154,29 @@ impl Hook {
         }
     }
 
-    /// The handshake of `socket` became a connection.
-    pub(crate) fn accepted(&self, socket: i32) -> Option<SocketAddr> {
-        lock(&self.pending).remove(&socket).and_then(|pending| pending.peer)
+    /// The handshake of `socket` reached `accept`: what the callback saw of it (peer, streamid).
+    pub(crate) fn accepted(&self, socket: i32) -> (Option<SocketAddr>, Option<String>) {
+        lock(&self.pending).remove(&socket).map_or((None, None), |pending| (pending.peer, pending.stream_id))
     }
 
-    fn fail(&self, failed: FailedHandshake) {
+    pub(crate) fn fail(&self, failed: FailedHandshake) {
         if self.failed.try_send(failed).is_err() {
             self.failed_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Reports the handshakes that have been pending for longer than [`PENDING_TIMEOUT`].
+    /// Reports the handshakes whose socket broke before it was accepted (a caller that hung up at once:
+    /// libsrt drops such a socket from its accept queue without a word), and those pending for longer than
+    /// [`PENDING_TIMEOUT`].
     pub(crate) fn expire_pending(&self, now: Instant) {
         let expired: Vec<(i32, Pending)> = {
             let mut pending = lock(&self.pending);
             let old: Vec<i32> = pending
                 .iter()
-                .filter(|(_, p)| now.duration_since(p.since) > PENDING_TIMEOUT)
+                .filter(|(socket, p)| {
+                    let age = now.duration_since(p.since);
+                    age > PENDING_TIMEOUT || (age > PENDING_CHECK_AFTER && gone(**socket))
+                })
                 .map(|(socket, _)| *socket)
                 .collect();
             old.into_iter().filter_map(|socket| pending.remove(&socket).map(|p| (socket, p))).collect()
@@ -176,6 +185,13 @@ impl Hook {
             self.fail(FailedHandshake { socket, peer: p.peer, stream_id: p.stream_id, reason: None });
         }
     }
+}
+
+/// Whether libsrt has given up socket `socket` (broken, closing, closed or forgotten).
+fn gone(socket: i32) -> bool {
+    // SAFETY: plain call on an integer handle; an unknown one is answered with SRTS_NONEXIST.
+    let state = unsafe { ffi::srt_getsockstate(socket) };
+    matches!(state, ffi::SRTS_BROKEN | ffi::SRTS_CLOSING | ffi::SRTS_CLOSED | ffi::SRTS_NONEXIST)
 }
 
 fn reject(socket: i32, reason: RejectReason) -> c_int {

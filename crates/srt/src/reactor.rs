@@ -20,7 +20,11 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
-use crate::{addr, ffi, listener::Connection, listener::Hook, SrtError};
+use crate::{
+    addr, ffi,
+    listener::{Connection, FailedHandshake, Hook},
+    SrtError,
+};
 
 /// Longest wait in the epoll: how soon a paused connection resumes and a closed listener is noticed.
 const TICK: Duration = Duration::from_millis(50);
@@ -157,16 +161,19 @@ impl Reactor {
                 }
                 return;
             }
-            let pending_peer = self.hook.accepted(socket);
+            let (pending_peer, pending_stream_id) = self.hook.accepted(socket);
             // SAFETY: libsrt wrote the peer's sockaddr into `storage`.
             let peer = unsafe { addr::from_c((&storage as *const libc::sockaddr_storage).cast()) }
                 .or(pending_peer)
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
             if let Err(error) = self.admit(socket, peer) {
-                tracing::warn!(socket, %peer, %error, "cannot set up an accepted srt connection, closing it");
+                // Mostly a caller that hung up right after the handshake: its socket is broken already. It is
+                // reported as a failed handshake, so that whoever admitted it forgets it.
+                tracing::debug!(socket, %peer, %error, "accepted srt connection is unusable, closing it");
                 remove(self.shared.eid, socket);
                 self.connections.remove(&socket);
                 crate::close(socket);
+                self.hook.fail(FailedHandshake { socket, peer: Some(peer), stream_id: pending_stream_id, reason: None });
             }
         }
     }
@@ -196,7 +203,7 @@ impl Reactor {
                 remove(self.shared.eid, socket);
                 self.connections.remove(&socket);
                 tracing::warn!(socket, %peer, reason, "accepted srt connection closed at once");
-                Ok(())
+                Err(SrtError::Invalid { what: "accepted connection", message: reason.to_string() })
             }
         }
     }

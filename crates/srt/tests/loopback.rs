@@ -109,3 +109,17 @@ async fn passphrases_are_checked_per_stream() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_caller_that_hangs_up_at_once_ends_its_connection() -> Result<()> {
+    let mut listener = listener()?;
+    let caller = connect(CallerConfig::new(listener.local_addr(), "brief")).await??;
+    drop(caller);
+    let Incoming::Connection(mut connection) = next(&mut listener).await? else { bail!("expected a connection") };
+    let started = std::time::Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(8), connection.recv()).await?;
+    ensure!(end.is_none(), "expected the end of the connection");
+    eprintln!("ended {:?} after the hang-up", started.elapsed());
+    ensure!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    Ok(())
+}

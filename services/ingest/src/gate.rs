@@ -167,7 +167,7 @@ impl Gate {
                 Refusal::new(code, "not a live-mode caller (transtype=file?): ingest takes transtype=live")
             }
             Some(code) => Refusal::new(code, format!("handshake refused by libsrt: {code}")),
-            None => Refusal::new(RejectReason::TIMEOUT, "handshake did not complete"),
+            None => Refusal::new(RejectReason::TIMEOUT, "the caller went away during the handshake"),
         };
         self.refusals.record(&refusal, failed.peer, failed.stream_id.as_deref());
     }
