@@ -146,9 +146,10 @@ fn describe_stats(subject: &str, sample: &SrtStats) -> String {
         0 => String::new(),
         n => format!(" undecrypted={n}"),
     };
+    let encryption = if sample.encrypted { format!("aes-{}", sample.key_length * 8) } else { "unencrypted".into() };
     format!(
         "{subject:<32} session={} rtt={:.1}ms rate={:.2}Mb/s lost={} retrans={} dropped={}{undecrypted} buf={}ms \
-         flight={} from={}",
+         flight={} latency={}ms {encryption} from={}",
         sample.session_id,
         sample.rtt_ms,
         sample.recv_rate_mbps,
@@ -157,6 +158,7 @@ fn describe_stats(subject: &str, sample: &SrtStats) -> String {
         sample.packets_dropped,
         sample.recv_buffer_ms,
         sample.flight_size,
+        sample.latency_ms,
         sample.remote_addr
     )
 }
@@ -212,10 +214,12 @@ mod tests {
         assert_eq!(
             describe_stats("stats.srt.cam-1", &sample()),
             "stats.srt.cam-1                  session=1700000000000-ab12 rtt=12.3ms rate=2.01Mb/s lost=0 retrans=0 \
-             dropped=0 buf=120ms flight=3 from=1.2.3.4:5555"
+             dropped=0 buf=120ms flight=3 latency=120ms aes-128 from=1.2.3.4:5555"
         );
         let line = describe_stats("stats.srt.cam-1", &SrtStats { packets_undecrypted: 7, ..sample() });
         assert!(line.contains(" dropped=0 undecrypted=7 buf=120ms"), "{line}");
+        let line = describe_stats("stats.srt.cam-1", &SrtStats { encrypted: false, key_length: 0, ..sample() });
+        assert!(line.contains(" latency=120ms unencrypted from="), "{line}");
     }
 
     #[test]
