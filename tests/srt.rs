@@ -22,10 +22,16 @@ const LADDER_TOML: &str = r#"
 [[rendition]]
 name = "180p"
 height = 180
-video_bitrate = 300000
-audio_bitrate = 64000
+bitrate = 300000
 "#;
 const VARIANTS: [&str; 1] = ["180p"];
+
+/// One test at a time: each one is a whole deployment.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 const MAIN_KEY: &str = "healthy-main-key-0123";
 const KEYED_KEY: &str = "keyed-streams-key-4567";
@@ -90,29 +96,39 @@ fn call_until_accepted(port: u16, stream_id: &str, passphrase: Option<&str>) -> 
     }
 }
 
-/// An ffmpeg publisher that must be refused: it exits with an error within a few seconds.
-fn assert_ffmpeg_refused(url: &str) {
+/// An ffmpeg publisher that must be refused: it exits with an error within a few seconds, and libsrt tells it
+/// why (`expected`, as ffmpeg prints libsrt's reject reason).
+fn assert_ffmpeg_refused(url: &str, expected: &str) {
     let mut publisher = publish_small(url, 4, 330);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !publisher.is_finished() {
         assert!(Instant::now() < deadline, "ffmpeg to {url} was not refused");
         std::thread::sleep(Duration::from_millis(100));
     }
-    // `finish` panics on failure, which is what this publisher must do.
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| publisher.finish()));
-    assert!(outcome.is_err(), "ffmpeg to {url} succeeded, it should have been refused");
+    let (success, stderr) = publisher.outcome();
+    assert!(!success, "ffmpeg to {url} succeeded, it should have been refused");
+    assert!(stderr.contains(expected), "ffmpeg to {url} was refused, but not for {expected:?}: {stderr}");
 }
 
-/// ffmpeg's test pattern piped into srt-live-transmit as the SRT caller.
+/// ffmpeg's test pattern piped into srt-live-transmit as the SRT caller. srt-live-transmit 1.5.1 does not exit
+/// when its input ends, so it is stopped (SIGTERM: it closes the connection) 2 s after ffmpeg is done; the
+/// script exits with ffmpeg's status.
 fn srt_live_transmit(url: &str, seconds: u32) -> std::process::Child {
     let script = format!(
-        "ffmpeg -hide_banner -loglevel error -nostdin -re -f lavfi -i testsrc2=size=320x180:rate=25 \
-         -f lavfi -i sine=frequency=550:sample_rate=48000 -t {seconds} -c:v libx264 -preset ultrafast \
-         -pix_fmt yuv420p -g 50 -keyint_min 50 -sc_threshold 0 -b:v 400k -c:a aac -b:a 128k -f mpegts - \
-         | srt-live-transmit -q -chunk:1316 file://con '{url}'"
+        "fifo=$(mktemp -u) && mkfifo \"$fifo\" || exit 1
+         srt-live-transmit -q -a:no -chunk:1316 file://con '{url}' < \"$fifo\" & slt=$!
+         ffmpeg -hide_banner -loglevel error -nostdin -re -f lavfi -i testsrc2=size=320x180:rate=25 \
+           -f lavfi -i sine=frequency=550:sample_rate=48000 -t {seconds} -c:v libx264 -preset ultrafast \
+           -pix_fmt yuv420p -g 50 -keyint_min 50 -sc_threshold 0 -b:v 400k -c:a aac -b:a 128k -f mpegts - \
+           > \"$fifo\"
+         status=$?
+         sleep 2
+         kill -0 $slt 2>/dev/null || {{ echo 'srt-live-transmit exited early' >&2; status=1; }}
+         kill $slt; wait $slt; rm -f \"$fifo\"
+         exit $status"
     );
     Command::new("bash")
-        .args(["-o", "pipefail", "-c", &script])
+        .args(["-c", &script])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -194,7 +210,7 @@ fn flood(port: u16, duration: Duration) -> (u64, u64, u64) {
                 let len = 1 + (noise.next() % 1500) as usize;
                 let _ = socket.send_to(&noise.bytes(len), target);
                 garbage += 1;
-                let (version, kind) = if noise.next() % 2 == 0 { (4, 1) } else { (5, 0xffff_ffff) };
+                let (version, kind) = if noise.next().is_multiple_of(2) { (4, 1) } else { (5, 0xffff_ffff) };
                 let cookie = noise.next() as u32;
                 let _ = socket.send_to(&bogus_handshake(&mut noise, version, kind, cookie), target);
                 handshakes += 1;
@@ -208,10 +224,11 @@ fn flood(port: u16, duration: Duration) -> (u64, u64, u64) {
             std::thread::spawn(move || {
                 let end = Instant::now() + duration;
                 let mut refused = 0u64;
-                let mut n = 0;
+                let mut n: u64 = 0;
                 while Instant::now() < end {
                     n += 1;
-                    let stream_id = if n % 2 == 0 { format!("bad/name-{thread}-{n}") } else { "#!::m=request".into() };
+                    let stream_id =
+                        if n.is_multiple_of(2) { format!("bad/name-{thread}-{n}") } else { "#!::m=request".into() };
                     match call(port, &stream_id, None, None) {
                         Err(SrtError::Rejected(_)) => refused += 1,
                         Err(e) => panic!("a bad caller should be refused at the handshake, got {e}"),
@@ -235,6 +252,7 @@ fn flood(port: u16, duration: Duration) -> (u64, u64, u64) {
 /// and then rotated, a flood of garbage on the port, and the live statistics in `ladder events`.
 #[test]
 fn every_kind_of_publisher_beside_a_healthy_one() {
+    let _serial = serial();
     let stack = Stack::start_with(StackOptions {
         instances: vec![("indexer", 1), ("segmenter", 1), ("transcoder", 1), ("manifest", 1), ("ingest", 1)],
         ladder: Some(LADDER_TOML.into()),
@@ -283,16 +301,20 @@ fn every_kind_of_publisher_beside_a_healthy_one() {
     assert_refused(port, "bad.name", None, RejectReason::BAD_REQUEST);
     assert_refused(port, "#!::r=main,m=request", None, RejectReason::BAD_MODE);
     // The same refusals as ffmpeg meets them, and a file-mode caller.
-    assert_ffmpeg_refused(&format!("{}&passphrase=not-the-right-key", stack.srt_url("keyed-24")));
-    assert_ffmpeg_refused(&stack.srt_url("keyed-24"));
-    assert_ffmpeg_refused(&format!("{}&passphrase={KEYED_KEY}", stack.srt_url("open-stream")));
-    assert_ffmpeg_refused(&format!("{}&transtype=file", stack.srt_url("filemode")));
-    let log = stack.log("ingest");
+    let unsecure = "Password required or unexpected";
+    assert_ffmpeg_refused(
+        &format!("{}&passphrase=not-the-right-key", stack.srt_url("keyed-24")),
+        "Incorrect passphrase",
+    );
+    assert_ffmpeg_refused(&stack.srt_url("keyed-24"), unsecure);
+    assert_ffmpeg_refused(&format!("{}&passphrase={KEYED_KEY}", stack.srt_url("open-stream")), unsecure);
+    assert_ffmpeg_refused(&format!("{}&transtype=file", stack.srt_url("filemode")), "MessageAPI/StreamAPI collision");
+    let log = stack.log("ingest-1");
     for reject in ["reject=BADSECRET", "reject=UNSECURE", "reject=CONFLICT", "reject=BAD_REQUEST", "reject=BAD_MODE"] {
         assert!(log.contains(reject), "ingest logs each refusal with its code ({reject}):\n{log}");
     }
     assert!(
-        log.contains("streamid=filemode") && log.contains("transtype=file"),
+        log.contains("streamid=\"filemode\" code=12 reject=MESSAGEAPI") && log.contains("transtype=file"),
         "the file-mode caller is refused as such:\n{log}"
     );
 
@@ -337,6 +359,7 @@ fn every_kind_of_publisher_beside_a_healthy_one() {
 /// a stream needs a key; a name live on one ingest is refused on another; `--max-publishers` holds.
 #[test]
 fn keys_reach_every_ingest_and_names_stay_single() {
+    let _serial = serial();
     let mut stack = Stack::start_with(StackOptions {
         instances: vec![("indexer", 1), ("manifest", 1), ("ingest", 2)],
         keys_required: true,

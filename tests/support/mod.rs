@@ -785,6 +785,16 @@ impl Publisher {
         self.child.try_wait().map_or(true, |status| status.is_some())
     }
 
+    /// Waits for ffmpeg to finish: whether it succeeded, and what it printed.
+    pub fn outcome(mut self) -> (bool, String) {
+        let status = self.child.wait().expect("ffmpeg waits");
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+        }
+        (status.success(), stderr)
+    }
+
     /// Waits for ffmpeg to finish; panics with its stderr if it failed.
     pub fn finish(mut self) -> Instant {
         let status = self.child.wait().expect("ffmpeg waits");

@@ -6,10 +6,13 @@
 //! ```
 //!
 //! The TS file is read once and cut into 1316-byte payloads (7 TS packets, as ffmpeg sends them). Every
-//! connection (streamid `<prefix>-<i>`) sends those payloads at the file's real-time rate: each payload
-//! leaves when the file's PCR says its first byte is due, as `ffmpeg -re -c copy` would send it, or at a
-//! constant `--bitrate` when given. Connections start `--spread` seconds apart in all (one GOP by default)
-//! so that their keyframes do not all fall on the same instant, as with independent encoders.
+//! connection (streamid `<prefix>-<i>`) sends those payloads at the file's real-time rate: a payload is due
+//! when the file's PCR says its first byte is (or at a constant `--bitrate` when given), and the payloads
+//! due within one `--burst-ms` (40 ms, a frame at 25 fps) leave together at its end, as `ffmpeg -re -c copy`
+//! or an encoder writes one frame at a time. The pattern matters to the receiver: a payload at a time
+//! (`--burst-ms 0`) wakes it once per payload. Connections start `--spread` seconds apart in all (one GOP by
+//! default), so that their bursts and keyframes do not fall on the same instants, as with independent
+//! encoders.
 //!
 //! A file shorter than `--duration` is looped, and its timestamps then jump back at each loop (the
 //! receiver sees a discontinuity): give it a file at least as long as the duration.
@@ -41,7 +44,7 @@ const MAX_PCR_STEP_S: f64 = 1.0;
 
 const USAGE: &str = "usage: srt_send <file.ts> <srt://host:port> [--count N] [--prefix NAME] [--duration SECONDS]
                 [--bitrate BITS_PER_S] [--spread SECONDS] [--threads N] [--latency-ms MS]
-                [--passphrase KEY] [--tick-ms MS]
+                [--passphrase KEY] [--burst-ms MS] [--tick-ms MS]
 
   --count N           connections, streamids <prefix>-0 .. <prefix>-(N-1) (default 1)
   --prefix NAME       streamid prefix (default srt-send)
@@ -51,7 +54,8 @@ const USAGE: &str = "usage: srt_send <file.ts> <srt://host:port> [--count N] [--
   --threads N         sending threads, each pacing its share of the connections (default: cores, at most N)
   --latency-ms MS     SRT latency asked for (default 120)
   --passphrase KEY    SRT passphrase of every connection (default none)
-  --tick-ms MS        pacing granularity: a thread wakes at least this often (default 5)";
+  --burst-ms MS       payloads due within this interval leave together (default 40; 0: each at its time)
+  --tick-ms MS        a sending thread wakes at most once per tick (default 1)";
 
 #[derive(Debug)]
 struct Args {
@@ -65,6 +69,7 @@ struct Args {
     threads: usize,
     latency: Duration,
     passphrase: Option<String>,
+    burst: Duration,
     tick: Duration,
 }
 
@@ -84,7 +89,7 @@ fn main() -> ExitCode {
         }
     };
     let duration = args.duration.unwrap_or(Duration::from_secs_f64(media.period_s));
-    let schedule = media.schedule(duration.as_secs_f64());
+    let schedule = media.schedule(duration.as_secs_f64(), args.burst.as_secs_f64());
     eprintln!(
         "srt_send: {} connections to {} for {:.1} s: {} ({:.1} s, {:.3} Mb/s){}",
         args.count,
@@ -123,7 +128,8 @@ fn parse_args(raw: Vec<String>) -> Result<Args> {
         threads: 0,
         latency: Duration::from_millis(120),
         passphrase: None,
-        tick: Duration::from_millis(5),
+        burst: Duration::from_millis(40),
+        tick: Duration::from_millis(1),
     };
     let mut raw = raw.into_iter();
     while let Some(arg) = raw.next() {
@@ -153,13 +159,15 @@ fn parse_args(raw: Vec<String>) -> Result<Args> {
             "--threads" => args.threads = value.parse().ok().filter(|n| *n > 0).with_context(|| bad("a count > 0"))?,
             "--latency-ms" => args.latency = Duration::from_millis(value.parse().with_context(|| bad("milliseconds"))?),
             "--passphrase" => args.passphrase = Some(value),
+            "--burst-ms" => args.burst = Duration::from_millis(value.parse().with_context(|| bad("milliseconds"))?),
             "--tick-ms" => {
                 args.tick = Duration::from_millis(value.parse().ok().filter(|n| *n > 0).with_context(|| bad("ms > 0"))?)
             }
             _ => bail!("unknown option {flag}"),
         }
     }
-    let [file, url] = <[String; 2]>::try_from(positional).map_err(|_| anyhow::anyhow!("expected <file.ts> <srt://host:port>"))?;
+    let [file, url] =
+        <[String; 2]>::try_from(positional).map_err(|_| anyhow::anyhow!("expected <file.ts> <srt://host:port>"))?;
     args.file = file;
     args.addr = srt_addr(&url)?;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -242,7 +250,8 @@ impl Media {
     }
 
     /// Every payload to send within `duration` s, looping the file if needed: (due seconds, payload index).
-    fn schedule(&self, duration: f64) -> Vec<(f64, usize)> {
+    /// With a `burst` (seconds), a payload is due at the end of the burst interval it falls in.
+    fn schedule(&self, duration: f64, burst: f64) -> Vec<(f64, usize)> {
         let mut schedule = Vec::new();
         let mut offset = 0.0;
         loop {
@@ -251,6 +260,7 @@ impl Media {
                 if at >= duration {
                     return schedule;
                 }
+                let at = if burst > 0.0 { ((at - 1e-9) / burst).ceil().max(0.0) * burst } else { at };
                 schedule.push((at, index));
             }
             offset += self.period_s;
@@ -296,9 +306,8 @@ fn pcr_times(data: &[u8]) -> Result<Vec<f64>> {
         .collect();
     ensure!(marks.len() >= 2, "fewer than two PCRs in the file");
     // Seconds per packet over the regular steps, for the gaps that are not.
-    let regular = |a: &(usize, u64), b: &(usize, u64)| {
-        b.1 > a.1 && ((b.1 - a.1) as f64 / PCR_HZ) <= MAX_PCR_STEP_S && b.0 > a.0
-    };
+    let regular =
+        |a: &(usize, u64), b: &(usize, u64)| b.1 > a.1 && ((b.1 - a.1) as f64 / PCR_HZ) <= MAX_PCR_STEP_S && b.0 > a.0;
     let (mut seconds, mut count) = (0.0, 0usize);
     for pair in marks.windows(2) {
         if regular(&pair[0], &pair[1]) {
@@ -408,7 +417,8 @@ fn run(args: &Args, media: &Media, schedule: &[(f64, usize)]) -> Vec<Outcome> {
         .collect()
 }
 
-/// Sends every due payload of every connection, then sleeps until the next one is due (at most `tick`).
+/// Sends every due payload of every connection, then sleeps until the next one is due, or for `tick` if
+/// that is sooner: a thread with many connections wakes at most once per tick.
 fn pace(
     mut live: Vec<Connection>,
     media: &Media,
@@ -419,7 +429,7 @@ fn pace(
     let mut done = Vec::new();
     while !live.is_empty() {
         let now = Instant::now();
-        let mut wake = now + tick;
+        let mut wake = None::<Instant>;
         let mut i = 0;
         while i < live.len() {
             let connection = &mut live[i];
@@ -427,7 +437,7 @@ fn pace(
             while let Some(&(due, payload)) = schedule.get(connection.next) {
                 let at = start + connection.offset + Duration::from_secs_f64(due);
                 if at > now {
-                    wake = wake.min(at);
+                    wake = Some(wake.map_or(at, |wake| wake.min(at)));
                     break;
                 }
                 let bytes = media.payload(payload);
@@ -452,6 +462,8 @@ fn pace(
             }
             i += 1;
         }
+        let Some(wake) = wake else { continue };
+        let wake = wake.max(now + tick);
         let now = Instant::now();
         if wake > now {
             std::thread::sleep(wake - now);
@@ -564,7 +576,16 @@ mod tests {
     #[test]
     fn a_short_file_is_looped_to_fill_the_duration() {
         let media = Media { data: vec![0; PAYLOAD * 2], due: vec![0.0, 0.5], period_s: 1.0, rate_bps: 0.0 };
-        let schedule = media.schedule(2.2);
+        let schedule = media.schedule(2.2, 0.0);
         assert_eq!(schedule, vec![(0.0, 0), (0.5, 1), (1.0, 0), (1.5, 1), (2.0, 0)]);
+    }
+
+    #[test]
+    fn payloads_due_within_a_burst_leave_at_its_end() {
+        let media =
+            Media { data: vec![0; PAYLOAD * 4], due: vec![0.0, 0.010, 0.040, 0.041], period_s: 0.08, rate_bps: 0.0 };
+        let schedule = media.schedule(0.08, 0.04);
+        let due: Vec<f64> = schedule.iter().map(|(at, _)| (at * 1000.0).round()).collect();
+        assert_eq!(due, vec![0.0, 40.0, 40.0, 80.0]);
     }
 }

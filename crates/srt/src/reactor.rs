@@ -32,6 +32,8 @@ const TICK: Duration = Duration::from_millis(50);
 const CONNECTION_QUEUE: usize = 256;
 /// Bytes read from one connection before the thread turns to the next one.
 const MAX_BATCH: usize = 64 * 1024;
+/// How long after the latency a hung-up connection is still read.
+const DRAIN_MARGIN: Duration = Duration::from_millis(300);
 /// Larger than any SRT live payload (1456 bytes at most).
 const MAX_PAYLOAD: usize = 1500;
 
@@ -56,6 +58,11 @@ struct Entry {
     tx: mpsc::Sender<Bytes>,
     /// Taken out of the epoll because `tx` was full.
     paused: bool,
+    /// The peer has hung up, but libsrt still holds packets back until their delivery time (TSBPD): read on
+    /// every tick until this deadline passes.
+    draining: Option<Instant>,
+    /// The negotiated receive latency.
+    latency: Duration,
 }
 
 pub(crate) fn start(
@@ -173,7 +180,12 @@ impl Reactor {
                 remove(self.shared.eid, socket);
                 self.connections.remove(&socket);
                 crate::close(socket);
-                self.hook.fail(FailedHandshake { socket, peer: Some(peer), stream_id: pending_stream_id, reason: None });
+                self.hook.fail(FailedHandshake {
+                    socket,
+                    peer: Some(peer),
+                    stream_id: pending_stream_id,
+                    reason: None,
+                });
             }
         }
     }
@@ -188,7 +200,9 @@ impl Reactor {
             0
         };
         let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
-        self.connections.insert(socket, Entry { tx, paused: false });
+        let latency = crate::get_int(socket, ffi::SRTO_RCVLATENCY, "SRTO_RCVLATENCY").unwrap_or(0);
+        let latency = Duration::from_millis(u64::try_from(latency).unwrap_or(0));
+        self.connections.insert(socket, Entry { tx, paused: false, draining: None, latency });
         add(self.shared.eid, socket)?;
         let connection = Connection { id: socket, peer, stream_id, key_length, rx };
         match self.accepted.try_send(connection) {
@@ -230,39 +244,42 @@ impl Reactor {
                 return;
             }
         };
-        let mut batch = BytesMut::with_capacity(MAX_BATCH + MAX_PAYLOAD);
-        let mut ended = false;
-        while batch.len() < MAX_BATCH {
-            batch.reserve(MAX_PAYLOAD);
-            let spare = batch.spare_capacity_mut();
-            // SAFETY: `spare` is valid for `MAX_PAYLOAD` bytes of writes (reserved above); libsrt writes at most
-            // that many and returns how many it wrote.
-            let read = unsafe { ffi::srt_recvmsg(socket, spare.as_mut_ptr().cast(), MAX_PAYLOAD as i32) };
-            if read > 0 {
-                let read = usize::try_from(read).unwrap_or(0).min(MAX_PAYLOAD);
-                // SAFETY: libsrt initialised the first `read` bytes of the spare capacity.
-                unsafe { batch.set_len(batch.len() + read) };
-                continue;
-            }
-            if read == ffi::SRT_ERROR {
-                let error = SrtError::last("srt_recvmsg");
-                if error.code() == Some(ffi::SRT_EASYNCRCV) {
-                    ended = events & ffi::SRT_EPOLL_ERR != 0 && batch.is_empty();
-                } else {
-                    tracing::debug!(socket, %error, "srt connection ended");
-                    ended = true;
-                }
-            }
-            break;
-        }
+        let (batch, ended) = read_batch(socket, events & ffi::SRT_EPOLL_ERR != 0);
         if !batch.is_empty() {
             permit.send(batch.freeze());
         } else {
             drop(permit);
         }
         if ended {
-            self.forget(socket);
+            self.hung_up(socket);
         }
+    }
+
+    /// The peer hung up or the connection broke. libsrt delivers a live packet only at its play time (the
+    /// packet's timestamp plus the latency), even then: with a 2 s latency, the last 2 s a publisher sent are
+    /// still in the receive buffer when it closes. They are read as they become due, on every tick, until the
+    /// latency and a margin have passed (libsrt cannot say how many are left: a broken socket has no
+    /// statistics); then the connection ends.
+    fn hung_up(&mut self, socket: ffi::SrtSocket) {
+        remove(self.shared.eid, socket);
+        let now = Instant::now();
+        match self.connections.get_mut(&socket) {
+            Some(entry) if entry.draining.is_none() => entry.draining = Some(now + entry.latency + DRAIN_MARGIN),
+            Some(entry) if entry.draining.is_some_and(|deadline| now < deadline) => {}
+            _ => self.forget(socket),
+        }
+    }
+
+    /// Reads the packets of a hung-up connection that have become due.
+    fn drain(&mut self, socket: ffi::SrtSocket) {
+        let Some(tx) = self.connections.get(&socket).map(|entry| entry.tx.clone()) else { return };
+        // Full: the next tick.
+        let Ok(permit) = tx.try_reserve() else { return };
+        let (batch, _) = read_batch(socket, true);
+        if !batch.is_empty() {
+            permit.send(batch.freeze());
+        }
+        self.hung_up(socket);
     }
 
     /// The connection ended or its reader is gone: out of the epoll, channel closed. The socket itself is
@@ -275,9 +292,12 @@ impl Reactor {
     fn tick(&mut self, now: Instant) {
         let eid = self.shared.eid;
         let mut gone = Vec::new();
+        let mut draining = Vec::new();
         for (socket, entry) in &mut self.connections {
             if entry.tx.is_closed() {
                 gone.push(*socket);
+            } else if entry.draining.is_some() {
+                draining.push(*socket);
             } else if entry.paused && entry.tx.capacity() >= CONNECTION_QUEUE / 2 {
                 match add(eid, *socket) {
                     Ok(()) => entry.paused = false,
@@ -288,6 +308,40 @@ impl Reactor {
         for socket in gone {
             self.forget(socket);
         }
+        for socket in draining {
+            self.drain(socket);
+        }
         self.hook.expire_pending(now);
     }
+}
+
+/// Reads what `socket` has ready, up to [`MAX_BATCH`]; whether the connection has ended (broken, closed, or
+/// `error_event` and nothing to read).
+fn read_batch(socket: ffi::SrtSocket, error_event: bool) -> (BytesMut, bool) {
+    let mut batch = BytesMut::with_capacity(MAX_BATCH + MAX_PAYLOAD);
+    let mut ended = false;
+    while batch.len() < MAX_BATCH {
+        batch.reserve(MAX_PAYLOAD);
+        let spare = batch.spare_capacity_mut();
+        // SAFETY: `spare` is valid for `MAX_PAYLOAD` bytes of writes (reserved above); libsrt writes at most
+        // that many and returns how many it wrote.
+        let read = unsafe { ffi::srt_recvmsg(socket, spare.as_mut_ptr().cast(), MAX_PAYLOAD as i32) };
+        if read > 0 {
+            let read = usize::try_from(read).unwrap_or(0).min(MAX_PAYLOAD);
+            // SAFETY: libsrt initialised the first `read` bytes of the spare capacity.
+            unsafe { batch.set_len(batch.len() + read) };
+            continue;
+        }
+        if read == ffi::SRT_ERROR {
+            let error = SrtError::last("srt_recvmsg");
+            if error.code() == Some(ffi::SRT_EASYNCRCV) {
+                ended = error_event && batch.is_empty();
+            } else {
+                tracing::trace!(socket, %error, "srt connection ended");
+                ended = true;
+            }
+        }
+        break;
+    }
+    (batch, ended)
 }

@@ -123,3 +123,35 @@ async fn a_caller_that_hangs_up_at_once_ends_its_connection() -> Result<()> {
     ensure!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
     Ok(())
 }
+
+/// libsrt holds a live packet back until its play time, even after the peer has hung up: with a latency of
+/// 1.5 s, everything sent in the last 1.5 s is still in the receive buffer when the caller closes. All of it
+/// must still come out.
+#[tokio::test]
+async fn what_was_sent_before_a_hang_up_arrives_whatever_the_latency() -> Result<()> {
+    let mut listener = listener()?;
+    let mut config = CallerConfig::new(listener.local_addr(), "slow");
+    config.latency = Duration::from_millis(1500);
+    let caller = connect(config).await??;
+    let Incoming::Connection(mut connection) = next(&mut listener).await? else { bail!("expected a connection") };
+    let payload: Vec<u8> = (0..1316 * 300).map(|i| (i % 253) as u8).collect();
+    let sent = payload.clone();
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        caller.send(&sent)?;
+        // Hang up at once: the last packets are still on their way to their play time.
+        std::thread::sleep(Duration::from_millis(300));
+        drop(caller);
+        Ok(())
+    })
+    .await??;
+    let mut received = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(6), connection.recv()).await? {
+            Some(batch) => received.extend_from_slice(&batch),
+            None => break,
+        }
+    }
+    ensure!(received.len() == payload.len(), "received {} of {} bytes", received.len(), payload.len());
+    ensure!(received == payload, "payload differs");
+    Ok(())
+}
