@@ -145,11 +145,8 @@ async fn what_was_sent_before_a_hang_up_arrives_whatever_the_latency() -> Result
     })
     .await??;
     let mut received = Vec::new();
-    loop {
-        match tokio::time::timeout(Duration::from_secs(6), connection.recv()).await? {
-            Some(batch) => received.extend_from_slice(&batch),
-            None => break,
-        }
+    while let Some(batch) = tokio::time::timeout(Duration::from_secs(6), connection.recv()).await? {
+        received.extend_from_slice(&batch);
     }
     ensure!(received.len() == payload.len(), "received {} of {} bytes", received.len(), payload.len());
     ensure!(received == payload, "payload differs");
