@@ -109,6 +109,10 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
         if args.test_source { args.test_stream.as_str() } else { "NAME" }
     );
     println!("  events:   ladder events --nats {}", nats.nats_url);
+    println!(
+        "  keys:     open publishing: any NAME without a key; give one with ladder stream set-key NAME --nats {}",
+        nats.nats_url
+    );
     println!("  stop:     Ctrl-C");
     println!();
 
