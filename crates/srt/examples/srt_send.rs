@@ -8,11 +8,11 @@
 //! The TS file is read once and cut into 1316-byte payloads (7 TS packets, as ffmpeg sends them). Every
 //! connection (streamid `<prefix>-<i>`) sends those payloads at the file's real-time rate: a payload is due
 //! when the file's PCR says its first byte is (or at a constant `--bitrate` when given), and the payloads
-//! due within one `--burst-ms` (40 ms, a frame at 25 fps) leave together at its end, as `ffmpeg -re -c copy`
-//! or an encoder writes one frame at a time. The pattern matters to the receiver: a payload at a time
-//! (`--burst-ms 0`) wakes it once per payload. Connections start `--spread` seconds apart in all (one GOP by
-//! default), so that their bursts and keyframes do not fall on the same instants, as with independent
-//! encoders.
+//! due within one `--burst-ms` (40 ms, a frame at 25 fps) leave together at its end, as an encoder sends one
+//! frame at a time. The pattern matters to the receiver, which wakes once per burst: a payload at a time
+//! (`--burst-ms 0`) costs it several times more, and `ffmpeg -re -c copy` sends about 8 bursts a second
+//! (`--burst-ms 120` is close to it). Connections start `--spread` seconds apart in all (one GOP by default),
+//! so that their bursts and keyframes do not fall on the same instants, as with independent encoders.
 //!
 //! A file shorter than `--duration` is looped, and its timestamps then jump back at each loop (the
 //! receiver sees a discontinuity): give it a file at least as long as the duration.
