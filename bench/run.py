@@ -6,12 +6,15 @@
    against one continuous ffmpeg encoding the same ladder from the same source.
 3. Manifest throughput: wrk against a live media playlist, ladder against nginx serving the same bytes.
 4. Segmenter throughput: `ladder chunk` against `ffmpeg -c copy -f segment` on the same long TS file.
-5. Ingest capacity: N SRT publishers at 2 Mb/s into ingest + segmenter, N doubled until chunks fall behind
-   or arrive damaged; the largest N that held is then held for 60 s.
+5. Ingest capacity: N SRT publishers at 2 Mb/s into ingest + one segmenter, N doubled from 8 until chunks fall
+   behind or arrive damaged once the segmenter owns every stream; the largest N that held is then held for
+   60 s. Also judged cold (every chunk, all streams started at once). The publishers are one process for all
+   streams, crates/srt/examples/srt_send.rs (built here), rather than one ffmpeg each.
 6. Segmenter failover: two segmenters, the owner of a live stream killed with SIGKILL again and again; how long
    the live edge stalls, and how many chunks are lost or repeated per kill.
 
-`python3 bench/run.py failover` runs one section alone (here: 6) and updates the reports with it.
+`python3 bench/run.py failover` runs one section alone (here: 6) and updates the reports with it; so does
+`python3 bench/run.py ingest` (5).
 
 Writes bench/RESULTS.md and bench/results.json. Needs a release build of ladder, ffmpeg, nats-server, wrk and
 nginx (the Makefile installs them). Never part of `make test`.
@@ -34,6 +37,7 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LADDER = os.path.join(ROOT, "target", "release", "ladder")
+SENDER = os.path.join(ROOT, "target", "release", "examples", "srt_send")
 WORK = os.path.join(ROOT, "bench", "work")
 COMMANDS = []  # every external command whose result is reported, for RESULTS.md
 
@@ -131,6 +135,13 @@ def make_sources():
                "-t", "75", "-c:v", "libx264", "-preset", "veryfast", "-b:v", "1900k", "-maxrate", "1900k",
                "-bufsize", "1900k", "-g", "50", "-keyint_min", "50", "-sc_threshold", "0", "-c:a", "aac", "-b:a", "96k",
                "-f", "mpegts", small)
+    ingest = os.path.join(WORK, "stream-2m-300s.ts")
+    if not os.path.exists(ingest):
+        log("making stream-2m-300s.ts")
+        ffmpeg("-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25", "-f", "lavfi", "-i", "sine=sample_rate=48000",
+               "-t", "300", "-c:v", "libx264", "-preset", "veryfast", "-b:v", "1900k", "-maxrate", "1900k",
+               "-bufsize", "1900k", "-g", "50", "-keyint_min", "50", "-sc_threshold", "0", "-c:a", "aac", "-b:a", "96k",
+               "-f", "mpegts", ingest)
     long = os.path.join(WORK, "long.ts")
     if not os.path.exists(long):
         log("making long.ts (10 x source-2s.ts)")
@@ -143,8 +154,9 @@ def make_sources():
 class Nats:
     def __init__(self, directory):
         self.port = free_port()
+        self.log = directory.rstrip("/") + ".log"  # beside the store: why it stopped, if it does
         self.proc = subprocess.Popen(["nats-server", "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", directory],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     stdout=subprocess.DEVNULL, stderr=open(self.log, "w"))
         self.url = f"nats://127.0.0.1:{self.port}"
         for _ in range(100):
             try:
@@ -369,68 +381,368 @@ def segmenter_throughput():
             "ratio_cpu": round(ours_cpu / theirs_cpu, 3) if theirs_cpu else None}
 
 
-def ingest_step(n, seconds):
-    """n publishers for `seconds` into nats + ingest + segmenter. Held: every stream's chunks all arrive,
-    undamaged (no discontinuity after the first), within 2 s of their last packet."""
-    directory = tempfile.mkdtemp(prefix="ladder-bench-ingest-")
-    nats = Nats(os.path.join(directory, "nats"))
-    srt = free_udp_port()
-    procs = [subprocess.Popen([LADDER, "ingest", "--nats", nats.url, "--srt-listen", f"127.0.0.1:{srt}", "--open-publish"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-             subprocess.Popen([LADDER, "segmenter", "--nats", nats.url, "--storage", os.path.join(directory, "media")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    time.sleep(1.5)
-    events = Events(nats.url)
-    time.sleep(0.5)
-    before = sum(proc_cpu(p.pid) for p in procs) + proc_cpu(nats.proc.pid)
-    publishers = [publish(srt, f"s{i}", os.path.join(WORK, "stream-2m.ts"), loop=True) for i in range(n)]
-    time.sleep(seconds)
-    used = sum(proc_cpu(p.pid) for p in procs) + proc_cpu(nats.proc.pid) - before
-    for p in publishers:
-        p.terminate()
-    for p in publishers:
-        p.wait()
-    time.sleep(3)
-    uploaded = events.of("chunk.uploaded.")
-    per_stream = {}
-    damaged, late = 0, 0
-    for e in uploaded:
+def sender_build():
+    """Builds the publisher of section 5 (a no-op when it is up to date): one process, many SRT connections."""
+    cmd = [os.environ.get("CARGO", "cargo"), "build", "--release", "-p", "ladder-srt", "--example", "srt_send"]
+    log(portable(" ".join(cmd)))
+    subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+def thread_cpu(pid):
+    """CPU seconds of each thread of a live process: {tid: (name, seconds)}."""
+    ticks, threads = os.sysconf("SC_CLK_TCK"), {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return threads
+    for tid in tids:
+        try:
+            raw = open(f"/proc/{pid}/task/{tid}/stat").read()
+        except OSError:
+            continue
+        name = raw[raw.index("(") + 1:raw.rindex(")")]
+        fields = raw.rsplit(")", 1)[1].split()
+        threads[tid] = (name, (int(fields[11]) + int(fields[12])) / ticks)
+    return threads
+
+
+def busiest_threads(before, after, window, top=3):
+    """The threads that used the most CPU between two `thread_cpu` samples, as percent of one core; threads of
+    one name are counted together (`tokio-rt-worker` x 2)."""
+    by_name = {}
+    for tid, (name, cpu) in after.items():
+        used, count = by_name.get(name, (0.0, 0))
+        by_name[name] = (used + cpu - before.get(tid, (name, 0.0))[1], count + 1)
+    ranked = sorted(by_name.items(), key=lambda item: -item[1][0])[:top]
+    return [{"thread": name, "threads": count, "core_percent": round(100 * used / window, 1)}
+            for name, (used, count) in ranked]
+
+
+def all_process_cpu():
+    """CPU seconds of every process on the machine (its own threads, not its children): {pid: seconds}. Others'
+    use is summed from the processes because /proc/stat's machine-wide counters, on the VM this was written on,
+    said less than these processes alone had used."""
+    ticks, cpu = os.sysconf("SC_CLK_TCK"), {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        cpu[int(pid)] = (int(fields[11]) + int(fields[12])) / ticks
+    return cpu
+
+
+def log_problems(path):
+    """WARN and ERROR lines of a ladder log while it ran and after it was told to stop: how many, and the
+    distinct messages (fields left out)."""
+    counts, messages, stopping = {"running": 0, "stopping": 0}, {}, False
+    for line in open(path, errors="replace"):
+        if "shutting down" in line:
+            stopping = True
+        found = re.search(r"\s(WARN|ERROR)\s+(?:[\w:]+: )?(.*?)(?:\s+\w+=|$)", line)
+        if found:
+            when = "stopping" if stopping else "running"
+            counts[when] += 1
+            key = f"{found.group(1)} {found.group(2).strip()}" + (" (while stopping)" if stopping else "")
+            messages[key] = messages.get(key, 0) + 1
+    return {"lines": counts["running"], "lines_while_stopping": counts["stopping"],
+            "messages": dict(sorted(messages.items(), key=lambda m: -m[1])[:5])}
+
+
+def srt_totals(path):
+    """What ingest's libsrt counted over the sessions that ended (its `stream ended` log lines)."""
+    totals = {"sessions_ended": 0, "bytes_received": 0, "srt_lost": 0, "srt_retransmitted": 0, "srt_dropped": 0}
+    for line in open(path, errors="replace"):
+        if "stream ended" not in line:
+            continue
+        totals["sessions_ended"] += 1
+        for key in ["bytes_received", "srt_lost", "srt_retransmitted", "srt_dropped"]:
+            found = re.search(rf"\b{key}=(\d+)", line)
+            if found:
+                totals[key] += int(found.group(1))
+    return totals
+
+
+INGEST_SOURCE = "stream-2m-300s.ts"  # as stream-2m.ts, long enough that no publisher loops (timestamps would jump)
+# A lone segmenter claims a new stream 400 ms per stream it already owns after first seeing it
+# (CLAIM_DELAY_PER_OWNED in services/segmenter/src/lib.rs), on 250 ms ticks: about 0.46 s per stream measured.
+CLAIM_SECONDS_PER_STREAM = 0.5
+WARM_MARGIN = 4  # seconds after the last claim before chunks are judged in steady state
+
+
+def alive(pid):
+    """Whether a child is still running, without reaping it (its rusage is read with wait4 afterwards)."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def owned_streams(path):
+    """Stream names a segmenter has logged as owned."""
+    try:
+        return set(re.findall(r"stream owned stream=(\S+)", open(path, errors="replace").read()))
+    except OSError:
+        return set()
+
+
+def judge(chunks, names, seconds, refused, failed):
+    """Today's criteria over some chunks: every stream gets its chunks (int(seconds / 2) - 2 at least), none
+    damaged (a discontinuity after the first), none stored more than 2 s after its last packet."""
+    per_stream, damaged, late, last = {}, 0, 0, {}
+    for e in chunks:
+        last[e["stream"]] = max(last.get(e["stream"], 0), e.get("sequence", 0))
+    damaged_last = 0
+    for e in chunks:
         per_stream[e["stream"]] = per_stream.get(e["stream"], 0) + 1
         if e.get("discontinuity") and e.get("sequence", 0) > 0:
             damaged += 1
+            damaged_last += e.get("sequence", 0) == last[e["stream"]]
         t = e.get("timing") or {}
         if t and t["uploaded_ms"] - t["ingest_last_packet_ms"] > 2000:
             late += 1
     expected = int(seconds / 2) - 2
-    short = [s for s in (f"s{i}" for i in range(n)) if per_stream.get(s, 0) < expected]
-    events.stop()
-    for p in procs:
-        p.send_signal(signal.SIGTERM)
-    for p in procs:
-        p.wait()
-    nats.stop()
-    shutil.rmtree(directory, ignore_errors=True)
-    held = not short and damaged == 0 and late == 0
-    return {"publishers": n, "seconds": seconds, "held": held, "cpu_seconds": round(used, 2),
-            "cpu_per_stream_percent": round(100 * used / seconds / n, 2), "streams_short": len(short),
-            "damaged_chunks": damaged, "late_chunks": late, "chunks": len(uploaded)}
+    short = [name for name in names if per_stream.get(name, 0) < expected]
+    held = seconds >= 10 and not short and damaged == 0 and late == 0 and not refused and not failed
+    return {"held": held, "seconds": round(seconds, 1), "chunks": len(chunks), "streams_short": len(short),
+            "damaged_chunks": damaged, "damaged_last_chunks": damaged_last, "late_chunks": late}
 
 
-def ingest_capacity():
-    steps, best = [], 0
-    n = 1
-    while n <= 64:
-        step = ingest_step(n, 20)
-        log("ingest", step)
-        steps.append(step)
-        if not step["held"]:
+def ingest_step(n, seconds):
+    """n publishers (one srt_send process) into nats + ingest + segmenter, for as long as the lone segmenter
+    needs to claim every stream plus `seconds`. Two verdicts with today's criteria (`judge`): `cold` over every
+    chunk, as when all n streams start within 2 s; `warm` over the chunks whose last packet arrived once the
+    segmenter owned every stream (WARM_MARGIN s after the last claim), which is when CPU is measured too."""
+    directory = tempfile.mkdtemp(prefix="ladder-bench-ingest-")
+    nats = Nats(os.path.join(directory, "nats"))
+    srt = free_udp_port()
+    env = dict(os.environ, LADDER_LOG="info,async_nats=warn", NO_COLOR="1")
+    duration = int(CLAIM_SECONDS_PER_STREAM * n + WARM_MARGIN + 2) + seconds
+    cmds = {
+        "ingest": [LADDER, "ingest", "--nats", nats.url, "--srt-listen", f"127.0.0.1:{srt}", "--open-publish"],
+        "segmenter": [LADDER, "segmenter", "--nats", nats.url, "--storage", os.path.join(directory, "media")],
+        "sender": [SENDER, os.path.join(WORK, INGEST_SOURCE), f"srt://127.0.0.1:{srt}", "--count", str(n),
+                   "--prefix", "s", "--duration", str(duration)],
+    }
+    logs = {name: os.path.join(directory, f"{name}.log") for name in cmds}
+    procs = {name: subprocess.Popen(cmds[name], env=env, stdout=subprocess.DEVNULL, stderr=open(logs[name], "w"))
+             for name in ["ingest", "segmenter"]}
+    time.sleep(1.5)
+    events = Events(nats.url)
+    time.sleep(0.5)
+    out = os.path.join(directory, "sender.out")
+    started = time.time()
+    sender = subprocess.Popen(cmds["sender"], stdout=open(out, "w"), stderr=open(logs["sender"], "w"))
+    pids = {"ingest": procs["ingest"].pid, "segmenter": procs["segmenter"].pid, "nats-server": nats.proc.pid,
+            "sender": sender.pid}
+    names = [f"s-{i}" for i in range(n)]
+    # Steady state: the segmenter owns every stream. Given up if less than half of `seconds` would be left.
+    claimed = None
+    while time.time() < started + duration - seconds / 2 and alive(sender.pid):
+        if len(owned_streams(logs["segmenter"]) & set(names)) == n:
+            claimed = time.time()
             break
-        best = n
-        n *= 2
-    hold = ingest_step(best, 60) if best else None
-    return {"steps": steps, "largest_held": best, "hold_60s": hold,
-            "publisher_command": "ffmpeg -re -stream_loop -1 -i stream-2m.ts -c copy -f mpegts srt://...",
-            "bitrate": "2 Mb/s (640x360 1.9 Mb/s video + 96 kb/s AAC)"}
+        time.sleep(0.25)
+    window_start = (claimed + WARM_MARGIN) if claimed else started
+    while time.time() < window_start and alive(sender.pid):
+        time.sleep(0.1)
+    before = {name: proc_cpu(pid, children=False) for name, pid in pids.items()}
+    threads_before = {name: thread_cpu(pid) for name, pid in pids.items()}
+    everyone_before, window_started = all_process_cpu(), time.time()
+    while time.time() < started + duration - 0.5 and alive(sender.pid):  # it ends after its spread start
+        time.sleep(0.1)
+    window = time.time() - window_started
+    used = {name: proc_cpu(pid, children=False) - before[name] for name, pid in pids.items()}
+    threads = {name: busiest_threads(threads_before[name], thread_cpu(pid), window) for name, pid in pids.items()}
+    everyone = all_process_cpu()
+    others = sum(cpu - everyone_before[pid] for pid, cpu in everyone.items()
+                 if pid in everyone_before and pid not in pids.values())
+    watchdog = threading.Timer(120, sender.kill)
+    watchdog.start()
+    _, status, usage = os.wait4(sender.pid, 0)
+    sender.returncode = os.waitstatus_to_exitcode(status)
+    watchdog.cancel()
+    sender_ended = now_ms()
+    time.sleep(3)
+    sent = open(out).read()
+    refused = re.findall(r"^(\S+) refused: (.*)$", sent, re.M)
+    failed = re.findall(r"^(\S+) failed after \d+ bytes: (.*)$", sent, re.M)
+    bytes_sent = sum(int(b) for b in re.findall(r"^\S+ (?:sent|failed after) (\d+) bytes", sent, re.M))
+    uploaded = events.of("chunk.uploaded.")
+    delays = [e["timing"]["uploaded_ms"] - e["timing"]["ingest_last_packet_ms"] for e in uploaded if e.get("timing")]
+
+    def split(chunks):
+        """Where the delay went: last packet at ingest -> cut by the segmenter (through NATS) -> stored."""
+        timed = [e["timing"] for e in chunks if e.get("timing")]
+        return {"to_segmented_ms": percentiles([t["segmented_ms"] - t["ingest_last_packet_ms"] for t in timed]),
+                "to_uploaded_ms": percentiles([t["uploaded_ms"] - t["segmented_ms"] for t in timed])}
+
+    cold = judge(uploaded, names, duration, refused, failed)
+    if claimed:
+        since = int((claimed + WARM_MARGIN) * 1000)
+        steady = [e for e in uploaded if (e.get("timing") or {}).get("ingest_last_packet_ms", 0) >= since]
+        warm = judge(steady, names, (sender_ended - since) / 1000, refused, failed)
+        steady_delays = [e["timing"]["uploaded_ms"] - e["timing"]["ingest_last_packet_ms"] for e in steady]
+        delay_split = split(steady)
+    else:
+        warm = dict(judge([], names, 0, refused, failed), held=False)
+        steady_delays, delay_split = [], split(uploaded)
+    events.stop()
+    nats_exit = nats.proc.poll()
+    for p in procs.values():
+        p.send_signal(signal.SIGTERM)
+    for p in procs.values():
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            log(f"{p.args[1]} still running 30 s after SIGTERM, killed")
+            p.kill()
+            p.wait()
+    nats.stop()
+    if nats_exit is not None:
+        tail = open(nats.log, errors="replace").read().strip().splitlines()[-5:]
+        raise RuntimeError(f"nats-server exited ({nats_exit}) during the step with {n} publishers: {tail}; "
+                           f"logs kept in {directory}")
+    problems = {name: log_problems(logs[name]) for name in ["ingest", "segmenter"]}
+    srt_stats = srt_totals(logs["ingest"])
+    sender_log = open(logs["sender"]).read().strip().splitlines()
+    if not warm["held"]:  # kept for a look (bench/work is not in git)
+        kept = os.path.join(WORK, f"ingest-{n}-logs")
+        shutil.rmtree(kept, ignore_errors=True)
+        os.makedirs(kept)
+        for path in list(logs.values()) + [out, nats.log]:
+            shutil.copy(path, kept)
+    shutil.rmtree(directory, ignore_errors=True)
+    total = sum(used.values())
+    per_stream_percent = lambda cpu: round(100 * cpu / window / n, 3)
+    return {"publishers": n, "seconds": duration, "held": warm["held"] and sender.returncode == 0,
+            "cold": cold, "warm": warm,
+            "last_claim_seconds": round(claimed - started, 1) if claimed else None,
+            "cpu_window_seconds": round(window, 1), "chunk_delay_ms": percentiles(delays),
+            "steady_chunk_delay_ms": percentiles(steady_delays), "delay_split": delay_split,
+            "refused": len(refused), "failed": len(failed),
+            "sender_errors": sorted({reason for _, reason in refused + failed})[:3],
+            "sender_exit": sender.returncode, "bytes_sent": bytes_sent,
+            "sender_cpu_seconds_whole_run": round(usage.ru_utime + usage.ru_stime, 2),
+            "cpu_seconds": {name: round(cpu, 2) for name, cpu in used.items()},
+            "cpu_per_stream_percent": {name: per_stream_percent(cpu) for name, cpu in used.items()},
+            "cpu_percent_of_one_core": {name: round(100 * cpu / window, 1) for name, cpu in used.items()},
+            "server_cpu_per_stream_percent": per_stream_percent(total - used["sender"]),
+            "four_processes_percent_of_machine": round(100 * total / window / (os.cpu_count() or 1), 1),
+            "other_processes_percent_of_one_core": round(100 * others / window, 1),
+            "busiest_threads": threads, "srt": srt_stats, "log_problems": problems,
+            "sender_summary": sender_log[:2],
+            "commands": [portable(" ".join(cmds[name])) for name in ["sender", "ingest", "segmenter"]]}
+
+
+def ladder_commit():
+    """The commit the measured binaries were built from, `+changes` if the work tree differed (bench/ aside)."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    changed = subprocess.run(["git", "status", "--porcelain", "--", ".", ":!bench"], cwd=ROOT, capture_output=True,
+                             text=True)
+    return head.stdout.strip() + ("+changes" if changed.stdout.strip() else "")
+
+
+def publisher_cost(n=16, seconds=10):
+    """What a publisher costs: n ffmpeg publishers (the previous bench's) against one srt_send with n
+    connections (40 ms bursts as in the steps, and 120 ms bursts, close to what `ffmpeg -re -c copy` sends), each
+    into its own nats-server + ingest, measured over `seconds` once all are sending."""
+    source = os.path.join(WORK, INGEST_SOURCE)
+    result = {"publishers": n, "seconds": seconds}
+    bursts = {"srt_send": "40", "srt_send_120ms": "120"}
+    for kind in ["ffmpeg", "srt_send", "srt_send_120ms"]:
+        directory = tempfile.mkdtemp(prefix="ladder-bench-publisher-")
+        nats = Nats(os.path.join(directory, "nats"))
+        srt = free_udp_port()
+        ingest = subprocess.Popen([LADDER, "ingest", "--nats", nats.url, "--srt-listen", f"127.0.0.1:{srt}",
+                                   "--open-publish"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.5)
+        if kind == "ffmpeg":
+            publishers = [publish(srt, f"f-{i}", source) for i in range(n)]
+        else:
+            publishers = [subprocess.Popen([SENDER, source, f"srt://127.0.0.1:{srt}", "--count", str(n), "--prefix",
+                                            "f", "--duration", str(seconds + 10), "--burst-ms", bursts[kind]],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+        time.sleep(4)
+        before = [proc_cpu(p.pid) for p in publishers] + [proc_cpu(ingest.pid)]
+        started = time.time()
+        time.sleep(seconds)
+        window = time.time() - started
+        after = [proc_cpu(p.pid) for p in publishers] + [proc_cpu(ingest.pid)]
+        alive = all(p.poll() is None for p in publishers)
+        for p in publishers:
+            p.terminate()
+        for p in publishers:
+            p.wait()
+        ingest.send_signal(signal.SIGTERM)
+        ingest.wait()
+        nats.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+        used = [a - b for a, b in zip(after, before)]
+        result[kind] = {"publisher_percent_per_stream": round(100 * sum(used[:-1]) / window / n, 3),
+                        "ingest_percent_per_stream": round(100 * used[-1] / window / n, 3),
+                        "all_publishers_still_sending": alive}
+    return result
+
+
+def ingest_capacity(first=8, most=384):
+    """N doubled from `first` while the steady-state verdict holds (at most `most`), then the midpoint between
+    the last N that held and the first that did not; the largest N that held is then held for 60 s (stepping
+    back to the previous one if it does not)."""
+    sender_build()
+    cost = publisher_cost()
+    log("publisher cost", cost)
+    steps, held = [], []
+
+    def step(n, seconds):
+        result = ingest_step(n, seconds)
+        log("ingest", {"publishers": n, "seconds": result["seconds"], "held": result["held"],
+                       "cold": result["cold"], "warm": result["warm"], "last_claim_s": result["last_claim_seconds"],
+                       "refused": result["refused"], "failed": result["failed"],
+                       "cpu_percent_of_one_core": result["cpu_percent_of_one_core"],
+                       "four_processes_percent_of_machine": result["four_processes_percent_of_machine"],
+                       "others": result["other_processes_percent_of_one_core"]})
+        return result
+
+    n, failed_at = first, None
+    while True:
+        steps.append(step(n, 20))
+        if not steps[-1]["held"]:
+            failed_at = n
+            break
+        held.append(n)
+        if n >= most:
+            break
+        n = min(n * 2, most)
+    if failed_at and held and failed_at - held[-1] > max(4, held[-1] // 4):
+        middle = (held[-1] + failed_at) // 2
+        steps.append(step(middle, 20))
+        if steps[-1]["held"]:
+            held.append(middle)
+    holds = []
+    for n in sorted(held, reverse=True)[:2]:
+        holds.append(step(n, 60))
+        if holds[-1]["held"]:
+            break
+    cold = [s["publishers"] for s in steps if s["cold"]["held"]]
+    return {"steps": steps, "holds_60s": holds, "largest_held_20s": max(held, default=0), "publisher_cost": cost,
+            "largest_held": max((h["publishers"] for h in holds if h["held"]), default=0),
+            "largest_held_cold": max(cold, default=0),
+            "first_failed": failed_at, "source": f"bench/work/{INGEST_SOURCE}",
+            "publisher_command": f"target/release/examples/srt_send bench/work/{INGEST_SOURCE} srt://... --count N "
+                                 "--prefix s --duration <claims + 20 s>",
+            "publisher": "srt_send (crates/srt/examples/srt_send.rs): one process, one libsrt caller per stream, "
+                         "paced from 2 threads by the file's PCR, payloads of 7 TS packets sent in 40 ms bursts "
+                         "(a frame at 25 fps), starts spread over 2 s",
+            "ingest_srt": "libsrt 1.5 (ladder-srt)",
+            "previous": {"largest_held": 32, "ingest_srt": "srt-tokio",
+                         "publisher_command": "ffmpeg -re -stream_loop -1 -i stream-2m.ts -c copy -f mpegts srt://...",
+                         "note": "2026-11-24, before the segmenter's leases and claim delay; 64 failed with 17 "
+                                 "damaged chunks; one ffmpeg per publisher"},
+            "bitrate": "2 Mb/s (640x360 1.9 Mb/s video + 96 kb/s AAC)", "ladder_commit": ladder_commit(),
+            "commands": holds[-1]["commands"] if holds else steps[-1]["commands"]}
 
 
 def segmenter_owner(directory):
@@ -563,12 +875,20 @@ def machine():
 
 def main():
     started = time.time()
-    make_sources()
     only = sys.argv[1:]
+    unknown = set(only) - {"ingest", "failover"}
+    if unknown:
+        sys.exit(f"bench: unknown section {', '.join(sorted(unknown))}; one of: ingest, failover")
+    make_sources()
     if only:
         # One section: measured now, the others kept from the last full run.
         results = json.load(open(os.path.join(ROOT, "bench", "results.json")))
-        results["commands"] = [c for c in results.get("commands", []) if " segmenter " not in c]
+        if "failover" in only:  # its one recorded command is replaced by this run's
+            results["commands"] = [c for c in results.get("commands", []) if " segmenter " not in c]
+        if "ingest" in only:
+            log("ingest capacity")
+            results["ingest"] = ingest_capacity()
+            results["ingest_date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         if "failover" in only:
             log("segmenter failover")
             results["failover"] = segmenter_failover()
@@ -627,6 +947,104 @@ def write(results):
     log(f"done: bench/RESULTS.md, bench/results.json")
 
 
+def ingest_report(r):
+    i = r["ingest"]
+    if "holds_60s" not in i or "cold" not in (i["steps"] or [{}])[0]:  # a report from before srt_send
+        return ["## 5. Ingest capacity", "", f"Largest N held: **{i['largest_held']}** ({i['publisher_command']}).", ""]
+    when = f" Measured on {r['ingest_date']}, the other sections on {r['date']}." if r.get("ingest_date") else ""
+    prev = i["previous"]
+    steps = i["steps"] + i["holds_60s"]
+    lines = ["## 5. Ingest capacity", "",
+             f"N publishers at {i['bitrate']}, from `{i['source']}`, into nats-server + `ladder ingest --open-publish` "
+             f"+ one `ladder segmenter`, 2 s chunks; N doubled from 8 while the steady state holds, then the midpoint, "
+             f"then the largest N that held is held for 60 s.{when}", "",
+             f"Ingest receives SRT with {i['ingest_srt']}. The publishers are {i['publisher']} "
+             "(`cargo build --release -p ladder-srt --example srt_send`): "
+             f"`{i['publisher_command']}`. The previous figure, {prev['largest_held']} streams, was measured with "
+             f"{prev['ingest_srt']} in ingest and one ffmpeg per publisher (`{prev['publisher_command']}`; "
+             f"{prev['note']}). Binaries built from commit {i.get('ladder_commit')}.", "",
+             "A verdict holds when every stream gets all its chunks, none damaged (a continuity gap or timestamp jump "
+             "after the first), each stored within 2 s of its last packet, and no publisher is refused or cut off. "
+             "It is given twice per step. **Cold**: over every chunk, all N streams having started within 2 s. A lone "
+             "segmenter claims a new stream only 400 ms per stream it already owns after first seeing it "
+             "(`CLAIM_DELAY_PER_OWNED`, services/segmenter/src/lib.rs), so the k-th stream of a burst waits about "
+             "0.45 k s before it is cut, and its first chunks are late. **Steady**: over the chunks whose last packet "
+             f"arrived {WARM_MARGIN} s after the segmenter owned every stream; each step runs until then plus its "
+             "20 s (or 60 s), and CPU is measured over that steady part.", "",
+             "| N | run s | last claim s | cold: held / short / damaged / late | steady s | steady: held / short / "
+             "damaged / late | steady delay p95 ms | SRT lost / retransmitted / dropped |",
+             "|---|---|---|---|---|---|---|---|"]
+    for step in steps:
+        c, w, srt = step["cold"], step["warm"], step["srt"]
+        lines.append(f"| {step['publishers']} | {step['seconds']} | {step['last_claim_seconds']} | "
+                     f"{c['held']} / {c['streams_short']} / {c['damaged_chunks']} / {c['late_chunks']} | "
+                     f"{w['seconds']} | {w['held']} / {w['streams_short']} / {w['damaged_chunks']} / "
+                     f"{w['late_chunks']} | {step['steady_chunk_delay_ms']['p95']} | "
+                     f"{srt['srt_lost']} / {srt['srt_retransmitted']} / {srt['srt_dropped']} |")
+    lines += ["", "CPU in the steady part, in percent of one core per stream; `server` is ingest + segmenter + "
+              "nats-server; `4 procs` the four processes together in percent of all the machine's cores; `others` "
+              "every other process (the bench and its event reader, anything else on this shared machine) in "
+              "percent of one core:", "",
+              "| N | ingest | segmenter | nats-server | sender | server | 4 procs % | others |",
+              "|---|---|---|---|---|---|---|---|"]
+    for step in steps:
+        c = step["cpu_per_stream_percent"]
+        lines.append(f"| {step['publishers']} | {c['ingest']} | {c['segmenter']} | {c['nats-server']} | "
+                     f"{c['sender']} | {step['server_cpu_per_stream_percent']} | "
+                     f"{step['four_processes_percent_of_machine']} | "
+                     f"{step['other_processes_percent_of_one_core']} |")
+    lines += ["", "Busiest threads per process in the steady part (percent of one core; a thread near 100 is "
+              "saturated):", ""]
+    for step in steps:
+        parts = []
+        for process, threads in step["busiest_threads"].items():
+            parts.append(f"{process}: " + ", ".join(f"{t['thread']} x{t['threads']} {t['core_percent']}"
+                                                    for t in threads))
+        lines.append(f"- N={step['publishers']}, {step['seconds']} s: " + "; ".join(parts))
+    cost = i.get("publisher_cost")
+    if cost:
+        lines += ["", f"What a publisher costs (a separate measurement: {cost['publishers']} publishers into nats-server + "
+                  f"ingest, {cost['seconds']} s): one ffmpeg each (the previous bench's publisher) "
+                  f"{cost['ffmpeg']['publisher_percent_per_stream']} % of a core per stream, srt_send "
+                  f"{cost['srt_send']['publisher_percent_per_stream']} % in 40 ms bursts as in the steps above, "
+                  f"{cost['srt_send_120ms']['publisher_percent_per_stream']} % in 120 ms bursts; ingest meanwhile "
+                  f"{cost['ffmpeg']['ingest_percent_per_stream']}, {cost['srt_send']['ingest_percent_per_stream']} and "
+                  f"{cost['srt_send_120ms']['ingest_percent_per_stream']} % per stream. Ingest wakes once per burst "
+                  "of a connection: `ffmpeg -re -c copy` sends about 8 bursts a second, an encoder sending each "
+                  "frame as it is encoded 25, which is what the steps use. srt_send's own cost is mostly libsrt's: "
+                  "each caller has its own UDP socket, with a send and a receive thread (`SRT:SndQ`, `SRT:RcvQ`)."]
+    lines += ["", f"Largest N held in steady state: **{i['largest_held_20s']}** for 20 s, **{i['largest_held']}** "
+              f"for 60 s" + (f" (first failed step: {i['first_failed']})" if i.get("first_failed") else "")
+              + f". Largest N held cold, all started at once: **{i['largest_held_cold']}**.", ""]
+    failed = next((step for step in steps if not step["held"]), None)
+    if failed:
+        use = failed["cpu_percent_of_one_core"]
+        top = {p: t[0] for p, t in failed["busiest_threads"].items() if t}
+        w = failed["warm"]
+        d = failed["delay_split"]
+        lines += [f"Where the first failed step (N={failed['publishers']}) spent the CPU: the four processes "
+                  f"{failed['four_processes_percent_of_machine']} % of {r['machine']['cores']} cores, others "
+                  f"{failed['other_processes_percent_of_one_core']} % of a core; "
+                  + "; ".join(f"{p} {use[p]} % of a core" + (f" (busiest thread {top[p]['thread']} "
+                                                                f"{top[p]['core_percent']} %)" if p in top else "")
+                              for p in ["ingest", "segmenter", "nats-server", "sender"])
+                  + f". Chunk delay p50: {d['to_segmented_ms']['p50']} ms from ingest's last packet to the "
+                  f"segmenter's cut (through JetStream), {d['to_uploaded_ms']['p50']} ms from the cut to stored"
+                  + f". Steady state: {w['streams_short']} streams short, {w['damaged_chunks']} damaged ("
+                  f"{w.get('damaged_last_chunks', '?')} of them the last chunk of their stream) and "
+                  f"{w['late_chunks']} late chunks; {failed['refused']} publishers refused, {failed['failed']} cut off"
+                  + (f" ({'; '.join(failed['sender_errors'])})" if failed["sender_errors"] else "")
+                  + (f"; the segmenter had not claimed every stream {failed['seconds']} s in"
+                     if failed["last_claim_seconds"] is None else "")
+                  + ". Logged: " + "; ".join(f"{p}: {v['lines']} warnings/errors while running, "
+                                             f"{v.get('lines_while_stopping', '?')} once told to stop"
+                                             + (f" ({', '.join(f'{m} x{c}' for m, c in v['messages'].items())})"
+                                                if v["messages"] else "")
+                                             for p, v in failed["log_problems"].items()) + ".", ""]
+    lines += ["Commands of the last 60 s step:", ""] + [f"- `{c}`" for c in i["commands"]] + [""]
+    return lines
+
+
 def report(r):
     m = r["machine"]
     lines = [f"# ladder benchmark results", "",
@@ -673,17 +1091,7 @@ def report(r):
               f"| `ffmpeg -c copy -f segment` | {s['ffmpeg_segment']['mb_per_s']} | {s['ffmpeg_segment']['cpu_seconds']} | "
               f"{s['ffmpeg_segment']['wall_seconds']} |", "",
               f"Ratio ladder / ffmpeg: **{s['ratio_mb_per_s']}x** the throughput, **{s['ratio_cpu']}x** the CPU.", ""]
-    i = r["ingest"]
-    lines += ["## 5. Ingest capacity", "",
-              f"N publishers at {i['bitrate']} (`{i['publisher_command']}`) into nats-server + `ladder ingest` + "
-              "`ladder segmenter`, doubling N. A step holds when every stream gets all its chunks, none damaged "
-              "(a continuity gap or timestamp jump after the first), each stored within 2 s of its last packet.", "",
-              "| N | s | held | CPU % per stream | short streams | damaged | late |", "|---|---|---|---|---|---|---|"]
-    for step in i["steps"] + ([i["hold_60s"]] if i["hold_60s"] else []):
-        lines.append(f"| {step['publishers']} | {step['seconds']} | {step['held']} | {step['cpu_per_stream_percent']} "
-                     f"| {step['streams_short']} | {step['damaged_chunks']} | {step['late_chunks']} |")
-    lines += ["", f"Largest N held: **{i['largest_held']}**"
-              + (f", held for 60 s: {i['hold_60s']['held']}." if i["hold_60s"] else "."), ""]
+    lines += ingest_report(r)
     f = r.get("failover")
     if f:
         when = f" (measured on {r['failover_date']}, the other sections on {r['date']})" if r.get("failover_date") else ""
