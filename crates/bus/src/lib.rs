@@ -324,11 +324,20 @@ impl Bus {
 
     /// Flushes what the client buffered; call before exiting.
     pub async fn drain(&self) {
-        if let Err(e) = self.client.flush().await {
-            tracing::warn!(error = %e, "flushing nats connection failed");
+        // Bounded: with NATS unreachable, a flush waits for a reconnection that may never come, and a service
+        // told to stop must stop.
+        match tokio::time::timeout(DRAIN_TIMEOUT, self.client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "flushing nats connection failed"),
+            Err(_) => {
+                tracing::warn!(timeout_s = DRAIN_TIMEOUT.as_secs(), "nats did not take the last messages in time")
+            }
         }
     }
 }
+
+/// How long [`Bus::drain`] waits for NATS to take what is buffered.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn parse_replicas(value: &str) -> Result<usize, BusError> {
     match value.trim().parse::<usize>() {
