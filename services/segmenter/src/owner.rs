@@ -80,6 +80,9 @@ pub async fn own(shared: Arc<Shared>, stream: String, revision: u64, stop: Cance
     renewer.abort();
     let outcome = match outcome {
         Ok(through) => Outcome::Released { through },
+        // Told to stop (SIGTERM): `lost` is a child of `stop`, so the owner saw it cancelled too. The lease is
+        // still ours and is given back below.
+        Err(OwnerError::Lost) if stop.is_cancelled() => Outcome::Stopped,
         Err(OwnerError::Lost) => {
             tracing::warn!(%stream, instance = %shared.instance, "stream taken over by another instance");
             return Outcome::Stopped;
