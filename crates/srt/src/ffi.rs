@@ -57,32 +57,9 @@ pub struct SrtEpollEvent {
     pub events: c_int,
 }
 
-/// Mirrors `struct ladder_srt_stats` of `shim.c`, field for field.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LadderSrtStats {
-    pub elapsed_ms: i64,
-    pub rtt_ms: f64,
-    pub recv_rate_mbps: f64,
-    pub bandwidth_mbps: f64,
-    pub bytes_received: u64,
-    pub packets_received: i64,
-    pub packets_lost: i64,
-    pub packets_retransmitted: i64,
-    pub packets_dropped: i64,
-    pub packets_undecrypted: i64,
-    pub packets_belated: i64,
-    pub packets_filter_supplied: i64,
-    pub flight_size: i32,
-    pub recv_buffer_ms: i32,
-    pub recv_buffer_bytes: i32,
-    pub recv_buffer_packets: i32,
-    pub latency_ms: i32,
-    pub reserved: i32,
-}
-
-/// The same size `shim.c` asserts for its struct.
-const _: () = assert!(std::mem::size_of::<LadderSrtStats>() == 12 * 8 + 6 * 4);
+/// The same size `shim.c` asserts for `struct ladder_srt_stats`, which [`crate::Stats`] mirrors field for
+/// field.
+const _: () = assert!(std::mem::size_of::<crate::Stats>() == 12 * 8 + 5 * 4 + 4);
 
 pub type ListenCallback = unsafe extern "C" fn(
     opaque: *mut c_void,
@@ -133,6 +110,6 @@ unsafe extern "C" {
 }
 
 unsafe extern "C" {
-    /// From `shim.c`: `srt_bistats` (instantaneous, not cleared) copied into [`LadderSrtStats`].
-    pub fn ladder_srt_stats(u: SrtSocket, out: *mut LadderSrtStats) -> c_int;
+    /// From `shim.c`: `srt_bistats` (instantaneous, not cleared) copied into [`crate::Stats`].
+    pub fn ladder_srt_stats(u: SrtSocket, out: *mut crate::Stats) -> c_int;
 }

@@ -255,7 +255,9 @@ impl fmt::Debug for RejectReason {
 // === impl Stats ===
 
 /// A connection's statistics from `srt_bistats`: totals since the connection started, and the current
-/// value of the instantaneous ones (RTT, rates, buffer, flight).
+/// value of the instantaneous ones (RTT, rates, buffer, flight). Filled in by `shim.c`, whose
+/// `struct ladder_srt_stats` this mirrors field for field (`repr(C)`; the size is asserted on both sides).
+#[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Stats {
     pub elapsed_ms: i64,
@@ -281,40 +283,17 @@ pub struct Stats {
     pub latency_ms: i32,
 }
 
-impl From<ffi::LadderSrtStats> for Stats {
-    fn from(s: ffi::LadderSrtStats) -> Stats {
-        Stats {
-            elapsed_ms: s.elapsed_ms,
-            rtt_ms: s.rtt_ms,
-            recv_rate_mbps: s.recv_rate_mbps,
-            bandwidth_mbps: s.bandwidth_mbps,
-            bytes_received: s.bytes_received,
-            packets_received: s.packets_received,
-            packets_lost: s.packets_lost,
-            packets_retransmitted: s.packets_retransmitted,
-            packets_dropped: s.packets_dropped,
-            packets_undecrypted: s.packets_undecrypted,
-            packets_belated: s.packets_belated,
-            packets_filter_supplied: s.packets_filter_supplied,
-            flight_size: s.flight_size,
-            recv_buffer_ms: s.recv_buffer_ms,
-            recv_buffer_bytes: s.recv_buffer_bytes,
-            recv_buffer_packets: s.recv_buffer_packets,
-            latency_ms: s.latency_ms,
-        }
-    }
-}
-
 /// The statistics of socket `id`.
 fn stats(id: ffi::SrtSocket) -> Result<Stats, SrtError> {
-    let mut out = ffi::LadderSrtStats::default();
-    // SAFETY: `out` is a valid, exclusively borrowed `LadderSrtStats`, whose layout `shim.c` mirrors (checked
-    // there by a static assertion on its size); an invalid `id` is an error return, not UB.
+    let mut out = Stats::default();
+    // SAFETY: `out` is a valid, exclusively borrowed `Stats`, which is `repr(C)` with the fields of `shim.c`'s
+    // struct in the same order and types (sizes asserted on both sides); an invalid `id` is an error return,
+    // not UB.
     let result = unsafe { ffi::ladder_srt_stats(id, &mut out) };
     if result == ffi::SRT_ERROR {
         return Err(SrtError::last("srt_bistats"));
     }
-    Ok(Stats::from(out))
+    Ok(out)
 }
 
 // === socket options ===

@@ -1,6 +1,6 @@
 /* The statistics ladder reads, copied out of libsrt's SRT_TRACEBSTATS (496 bytes in 1.5.1, with fields added
  * by every minor release): the C compiler lays that struct out, Rust only sees the small one below, whose
- * layout is mirrored in src/ffi.rs (`LadderSrtStats`). */
+ * layout is mirrored in src/lib.rs (`Stats`). */
 #include <srt/srt.h>
 #include <stdint.h>
 
@@ -22,7 +22,6 @@ struct ladder_srt_stats {
     int32_t recv_buffer_bytes;
     int32_t recv_buffer_packets;
     int32_t latency_ms;
-    int32_t reserved;
 };
 
 int ladder_srt_stats(SRTSOCKET sock, struct ladder_srt_stats *out)
@@ -48,7 +47,6 @@ int ladder_srt_stats(SRTSOCKET sock, struct ladder_srt_stats *out)
     out->recv_buffer_bytes = perf.byteRcvBuf;
     out->recv_buffer_packets = perf.pktRcvBuf;
     out->latency_ms = perf.msRcvTsbPdDelay;
-    out->reserved = 0;
     return 0;
 }
 
@@ -71,4 +69,5 @@ _Static_assert(SRT_LOGF_DISABLE_TIME == 1 && SRT_LOGF_DISABLE_THREADNAME == 2 &&
                    && SRT_LOGF_DISABLE_EOL == 8,
                "SRT_LOGF");
 _Static_assert(sizeof(SRT_EPOLL_EVENT) == 8, "SRT_EPOLL_EVENT");
-_Static_assert(sizeof(struct ladder_srt_stats) == 12 * 8 + 6 * 4, "ladder_srt_stats");
+/* Five int32 and the padding to 8-byte alignment: the same size Rust asserts for `Stats`. */
+_Static_assert(sizeof(struct ladder_srt_stats) == 12 * 8 + 5 * 4 + 4, "ladder_srt_stats");
