@@ -261,24 +261,26 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 impl SrtArgs {
+    /// Validated here, where a bad value can be named by its flag (exit 64), by ingest's own rules.
     fn config(&self, nats: &NatsArgs) -> anyhow::Result<ladder_ingest::Config> {
-        if let Some(passphrase) = &self.srt_passphrase {
-            ladder_bus::keys::validate_key(passphrase).context("--srt-passphrase (LADDER_SRT_PASSPHRASE)")?;
-        }
-        anyhow::ensure!(self.max_publishers > 0, "--max-publishers (LADDER_MAX_PUBLISHERS) must be at least 1");
-        anyhow::ensure!(
-            self.srt_stats_interval_ms >= 100,
-            "--srt-stats-interval-ms (LADDER_SRT_STATS_INTERVAL_MS) must be at least 100, got {}",
-            self.srt_stats_interval_ms
-        );
-        Ok(ladder_ingest::Config {
+        let config = ladder_ingest::Config {
             passphrase: self.srt_passphrase.clone(),
             open_publish: self.open_publish,
             max_publishers: self.max_publishers,
             latency: Duration::from_millis(self.srt_latency_ms),
             stats_interval: Duration::from_millis(self.srt_stats_interval_ms),
             ..ladder_ingest::Config::new(&nats.nats_url, self.srt_listen)
-        })
+        };
+        if let Err(ladder_ingest::IngestError::Config { key, message }) = config.validate() {
+            let flag = match key {
+                "passphrase" => "--srt-passphrase (LADDER_SRT_PASSPHRASE)",
+                "max_publishers" => "--max-publishers (LADDER_MAX_PUBLISHERS)",
+                "stats_interval" => "--srt-stats-interval-ms (LADDER_SRT_STATS_INTERVAL_MS)",
+                other => other,
+            };
+            anyhow::bail!("{flag}: {message}");
+        }
+        Ok(config)
     }
 }
 

@@ -95,6 +95,26 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Checks the settings [`run`] refuses, naming the bad one (`IngestError::Config::key` is the field).
+    pub fn validate(&self) -> Result<(), IngestError> {
+        if let Some(passphrase) = &self.passphrase {
+            ladder_bus::keys::validate_key(passphrase)
+                .map_err(|e| IngestError::Config { key: "passphrase", message: e.to_string() })?;
+        }
+        if self.max_publishers == 0 {
+            return Err(IngestError::Config { key: "max_publishers", message: "must be at least 1".into() });
+        }
+        if self.stats_interval < Duration::from_millis(100) {
+            return Err(IngestError::Config {
+                key: "stats_interval",
+                message: format!("{:?} is too short (at least 100 ms)", self.stats_interval),
+            });
+        }
+        Ok(())
+    }
+}
+
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
@@ -122,7 +142,7 @@ pub enum IngestError {
 /// Runs ingest until `shutdown` is cancelled: accepts SRT publishers on `config.srt_listen` and publishes
 /// their TS and stream events to NATS. Returns after every session has ended (bounded by [`SHUTDOWN_GRACE`]).
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), IngestError> {
-    validate(&config)?;
+    config.validate()?;
     let bus = tokio::select! {
         bus = Bus::connect(&config.nats_url) => bus?,
         _ = shutdown.cancelled() => return Ok(()),
@@ -201,23 +221,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
     Ok(())
 }
 
-fn validate(config: &Config) -> Result<(), IngestError> {
-    if let Some(passphrase) = &config.passphrase {
-        ladder_bus::keys::validate_key(passphrase)
-            .map_err(|e| IngestError::Config { key: "passphrase", message: e.to_string() })?;
-    }
-    if config.max_publishers == 0 {
-        return Err(IngestError::Config { key: "max_publishers", message: "must be at least 1".into() });
-    }
-    if config.stats_interval < Duration::from_millis(100) {
-        return Err(IngestError::Config {
-            key: "stats_interval",
-            message: format!("{:?} is too short (at least 100 ms)", config.stats_interval),
-        });
-    }
-    Ok(())
-}
-
 fn log_task_end(done: Result<(), tokio::task::JoinError>) {
     if let Err(e) = done {
         if e.is_panic() {
@@ -283,14 +286,14 @@ mod tests {
     #[test]
     fn the_configuration_is_validated() {
         let base = Config::new("nats://127.0.0.1:4222", SocketAddr::from(([0, 0, 0, 0], 9000)));
-        assert!(validate(&base).is_ok());
+        assert!(base.validate().is_ok());
         let short = Config { passphrase: Some("short".into()), ..base.clone() };
-        let err = validate(&short).expect_err("too short");
+        let err = short.validate().expect_err("too short");
         assert!(err.to_string().starts_with("invalid configuration passphrase: "), "{err}");
-        assert!(validate(&Config { passphrase: Some("x".repeat(80)), ..base.clone() }).is_err());
-        assert!(validate(&Config { passphrase: Some("x".repeat(79)), ..base.clone() }).is_ok());
-        assert!(validate(&Config { max_publishers: 0, ..base.clone() }).is_err());
-        assert!(validate(&Config { stats_interval: Duration::from_millis(10), ..base }).is_err());
+        assert!(Config { passphrase: Some("x".repeat(80)), ..base.clone() }.validate().is_err());
+        assert!(Config { passphrase: Some("x".repeat(79)), ..base.clone() }.validate().is_ok());
+        assert!(Config { max_publishers: 0, ..base.clone() }.validate().is_err());
+        assert!(Config { stats_interval: Duration::from_millis(10), ..base }.validate().is_err());
     }
 
     #[test]
