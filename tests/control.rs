@@ -97,19 +97,9 @@ fn unsupported_streams_fail_clearly_and_a_healthy_one_is_untouched() {
     assert!(ok && stderr.trim().is_empty(), "healthy stream decodes: {stderr}");
 }
 
+/// `ladder stream <args>` against the stack.
 fn ladder_command(stack: &Stack, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(LADDER)
-        .args(["stream"])
-        .args(args)
-        .args(["--nats", &stack.nats_url])
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("ladder runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    stack.ladder(&[&["stream"], args].concat())
 }
 
 #[test]

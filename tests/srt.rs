@@ -14,7 +14,7 @@ use std::{
 use ladder_srt::{Caller, CallerConfig, RejectReason, SrtError};
 use support::{
     checks::{check_stream, Sent},
-    eventually, publish_small, Stack, StackOptions, LADDER,
+    eventually, publish_small, Publisher, Stack, StackOptions,
 };
 
 /// One small rendition: the cases are about ingest, the transcoder only has to keep up.
@@ -36,24 +36,8 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 const MAIN_KEY: &str = "healthy-main-key-0123";
 const KEYED_KEY: &str = "keyed-streams-key-4567";
 
-/// `ladder <args> --nats <stack>`: (exit code, stdout, stderr).
-fn ladder(stack: &Stack, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(LADDER)
-        .args(args)
-        .args(["--nats", &stack.nats_url])
-        .env("NO_COLOR", "1")
-        .env_remove("LADDER_STREAM_KEY")
-        .output()
-        .expect("ladder runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn set_key(stack: &Stack, stream: &str, key: &str) {
-    let (code, _, stderr) = ladder(stack, &["stream", "set-key", stream, "--key", key]);
+    let (code, _, stderr) = stack.ladder(&["stream", "set-key", stream, "--key", key]);
     assert_eq!(code, 0, "ladder stream set-key {stream}: {stderr}");
 }
 
@@ -113,7 +97,7 @@ fn assert_ffmpeg_refused(url: &str, expected: &str) {
 /// ffmpeg's test pattern piped into srt-live-transmit as the SRT caller. srt-live-transmit 1.5.1 does not exit
 /// when its input ends, so it is stopped (SIGTERM: it closes the connection) 2 s after ffmpeg is done; the
 /// script exits with ffmpeg's status.
-fn srt_live_transmit(url: &str, seconds: u32) -> std::process::Child {
+fn srt_live_transmit(url: &str, seconds: u32) -> Publisher {
     let script = format!(
         "fifo=$(mktemp -u) && mkfifo \"$fifo\" || exit 1
          srt-live-transmit -q -a:no -chunk:1316 file://con '{url}' < \"$fifo\" & slt=$!
@@ -127,25 +111,14 @@ fn srt_live_transmit(url: &str, seconds: u32) -> std::process::Child {
          kill $slt; wait $slt; rm -f \"$fifo\"
          exit $status"
     );
-    Command::new("bash")
+    let child = Command::new("bash")
         .args(["-c", &script])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("bash runs ffmpeg | srt-live-transmit (make test installs srt-tools)")
-}
-
-fn wait_success(mut child: std::process::Child, what: &str) {
-    let output = {
-        let status = child.wait().expect("wait");
-        let mut stderr = String::new();
-        if let Some(mut pipe) = child.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
-        }
-        (status, stderr)
-    };
-    assert!(output.0.success(), "{what} failed ({}): {}", output.0, output.1);
+        .expect("bash runs ffmpeg | srt-live-transmit (make test installs srt-tools)");
+    Publisher::from_child(child)
 }
 
 // === flood ===
@@ -263,7 +236,7 @@ fn every_kind_of_publisher_beside_a_healthy_one() {
     for stream in ["main", "keyed-default", "keyed-16", "keyed-24", "keyed-32"] {
         set_key(&stack, stream, if stream == "main" { MAIN_KEY } else { KEYED_KEY });
     }
-    let (code, names, _) = ladder(&stack, &["stream", "keys"]);
+    let (code, names, _) = stack.ladder(&["stream", "keys"]);
     assert_eq!(code, 0);
     assert!(!names.contains(MAIN_KEY) && names.contains("keyed-16"), "keys lists names, never keys: {names}");
 
@@ -290,8 +263,8 @@ fn every_kind_of_publisher_beside_a_healthy_one() {
         eprintln!("waiting for the publisher of {stream}");
         publisher.finish();
     }
-    wait_success(slt, "ffmpeg | srt-live-transmit");
-    wait_success(fec, "ffmpeg | srt-live-transmit with packetfilter=fec");
+    slt.finish();
+    fec.finish();
 
     // 2. Refused, with the reject code the publisher sees.
     assert_refused(port, "keyed-16", Some("not-the-right-key"), RejectReason::BAD_SECRET);
@@ -416,7 +389,7 @@ fn keys_reach_every_ingest_and_names_stay_single() {
     drop(live);
 
     // Removed: refused again on both within 2 s.
-    let (code, _, stderr) = ladder(&stack, &["stream", "remove-key", "cam3"]);
+    let (code, _, stderr) = stack.ladder(&["stream", "remove-key", "cam3"]);
     assert_eq!(code, 0, "{stderr}");
     std::thread::sleep(Duration::from_secs(2));
     assert_refused(second, "cam3", Some("camera-key-0123456"), RejectReason::FORBIDDEN);

@@ -478,6 +478,22 @@ impl Stack {
         std::fs::read_to_string(self.log_path(name)).unwrap_or_default()
     }
 
+    /// Runs `ladder <args> --nats <stack>` (an operator command) to the end: (exit code, stdout, stderr).
+    pub fn ladder(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(LADDER)
+            .args(args)
+            .args(["--nats", &self.nats_url])
+            .env("NO_COLOR", "1")
+            .env_remove("LADDER_STREAM_KEY")
+            .output()
+            .expect("ladder runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Runs `ladder events` in the background, collecting its lines with the time each arrived.
     pub fn watch_events(&self, extra: &[&str]) -> Events {
         let mut child = Command::new(LADDER)
@@ -783,6 +799,11 @@ impl Publisher {
     /// Whether the publisher has stopped (its input is over).
     pub fn is_finished(&mut self) -> bool {
         self.child.try_wait().map_or(true, |status| status.is_some())
+    }
+
+    /// A publisher started some other way (a pipeline through srt-live-transmit, say), whose stderr is piped.
+    pub fn from_child(child: Child) -> Publisher {
+        Publisher { child, started: Instant::now() }
     }
 
     /// Waits for ffmpeg to finish: whether it succeeded, and what it printed.
