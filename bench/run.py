@@ -128,20 +128,15 @@ def make_sources():
                    "sine=frequency=440:sample_rate=48000", "-t", "60", "-c:v", "libx264", "-preset", "veryfast",
                    "-b:v", "4M", "-maxrate", "4M", "-bufsize", "4M", *gop, "-sc_threshold", "0", "-pix_fmt", "yuv420p",
                    "-c:a", "aac", "-b:a", "128k", "-f", "mpegts", path)
-    small = os.path.join(WORK, "stream-2m.ts")
-    if not os.path.exists(small):
-        log("making stream-2m.ts")
-        ffmpeg("-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25", "-f", "lavfi", "-i", "sine=sample_rate=48000",
-               "-t", "75", "-c:v", "libx264", "-preset", "veryfast", "-b:v", "1900k", "-maxrate", "1900k",
-               "-bufsize", "1900k", "-g", "50", "-keyint_min", "50", "-sc_threshold", "0", "-c:a", "aac", "-b:a", "96k",
-               "-f", "mpegts", small)
-    ingest = os.path.join(WORK, "stream-2m-300s.ts")
-    if not os.path.exists(ingest):
-        log("making stream-2m-300s.ts")
-        ffmpeg("-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25", "-f", "lavfi", "-i", "sine=sample_rate=48000",
-               "-t", "300", "-c:v", "libx264", "-preset", "veryfast", "-b:v", "1900k", "-maxrate", "1900k",
-               "-bufsize", "1900k", "-g", "50", "-keyint_min", "50", "-sc_threshold", "0", "-c:a", "aac", "-b:a", "96k",
-               "-f", "mpegts", ingest)
+    # 2 Mb/s, 640x360: the failover publisher loops the short one, the ingest publishers must not loop.
+    for name, seconds in (("stream-2m.ts", 75), ("stream-2m-300s.ts", 300)):
+        path = os.path.join(WORK, name)
+        if not os.path.exists(path):
+            log("making", name)
+            ffmpeg("-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25", "-f", "lavfi", "-i", "sine=sample_rate=48000",
+                   "-t", str(seconds), "-c:v", "libx264", "-preset", "veryfast", "-b:v", "1900k", "-maxrate", "1900k",
+                   "-bufsize", "1900k", "-g", "50", "-keyint_min", "50", "-sc_threshold", "0", "-c:a", "aac",
+                   "-b:a", "96k", "-f", "mpegts", path)
     long = os.path.join(WORK, "long.ts")
     if not os.path.exists(long):
         log("making long.ts (10 x source-2s.ts)")
