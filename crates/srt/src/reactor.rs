@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 use crate::{
@@ -77,7 +77,13 @@ pub(crate) fn start(
     }
     let shared = Arc::new(Shared { eid, listener, listener_open: AtomicBool::new(true) });
     add(eid, listener).inspect_err(|_| release(eid))?;
-    let reactor = Reactor { shared: Arc::clone(&shared), hook, accepted, connections: HashMap::new() };
+    let reactor = Reactor {
+        shared: Arc::clone(&shared),
+        hook,
+        accepted,
+        connections: HashMap::new(),
+        scratch: Box::new([0; MAX_BATCH + MAX_PAYLOAD]),
+    };
     std::thread::Builder::new().name("srt-reactor".into()).spawn(move || reactor.run()).map_err(|e| {
         release(eid);
         SrtError::Invalid { what: "reactor thread", message: e.to_string() }
@@ -113,6 +119,8 @@ struct Reactor {
     hook: &'static Hook,
     accepted: mpsc::Sender<Connection>,
     connections: HashMap<ffi::SrtSocket, Entry>,
+    /// Where [`read_batch`] reads before copying out exactly what arrived.
+    scratch: Box<[u8; MAX_BATCH + MAX_PAYLOAD]>,
 }
 
 impl Reactor {
@@ -244,9 +252,9 @@ impl Reactor {
                 return;
             }
         };
-        let (batch, ended) = read_batch(socket, events & ffi::SRT_EPOLL_ERR != 0);
+        let (batch, ended) = read_batch(socket, events & ffi::SRT_EPOLL_ERR != 0, &mut self.scratch);
         if !batch.is_empty() {
-            permit.send(batch.freeze());
+            permit.send(batch);
         } else {
             drop(permit);
         }
@@ -275,9 +283,9 @@ impl Reactor {
         let Some(tx) = self.connections.get(&socket).map(|entry| entry.tx.clone()) else { return };
         // Full: the next tick.
         let Ok(permit) = tx.try_reserve() else { return };
-        let (batch, _) = read_batch(socket, true);
+        let (batch, _) = read_batch(socket, true, &mut self.scratch);
         if !batch.is_empty() {
-            permit.send(batch.freeze());
+            permit.send(batch);
         }
         self.hung_up(socket);
     }
@@ -315,27 +323,25 @@ impl Reactor {
     }
 }
 
-/// Reads what `socket` has ready, up to [`MAX_BATCH`]; whether the connection has ended (broken, closed, or
-/// `error_event` and nothing to read).
-fn read_batch(socket: ffi::SrtSocket, error_event: bool) -> (BytesMut, bool) {
-    let mut batch = BytesMut::with_capacity(MAX_BATCH + MAX_PAYLOAD);
+/// Reads what `socket` has ready, up to [`MAX_BATCH`], through the reactor's `scratch` buffer (so a batch
+/// of one packet holds one packet's worth of memory, not a batch-sized allocation); whether the connection
+/// has ended (broken, closed, or `error_event` and nothing to read).
+fn read_batch(socket: ffi::SrtSocket, error_event: bool, scratch: &mut [u8; MAX_BATCH + MAX_PAYLOAD]) -> (Bytes, bool) {
+    let mut len = 0;
     let mut ended = false;
-    while batch.len() < MAX_BATCH {
-        batch.reserve(MAX_PAYLOAD);
-        let spare = batch.spare_capacity_mut();
-        // SAFETY: `spare` is valid for `MAX_PAYLOAD` bytes of writes (reserved above); libsrt writes at most
-        // that many and returns how many it wrote.
-        let read = unsafe { ffi::srt_recvmsg(socket, spare.as_mut_ptr().cast(), MAX_PAYLOAD as i32) };
+    while len < MAX_BATCH {
+        let free = &mut scratch[len..len + MAX_PAYLOAD];
+        // SAFETY: `free` is valid for `MAX_PAYLOAD` bytes of writes; libsrt writes at most that many and returns
+        // how many it wrote.
+        let read = unsafe { ffi::srt_recvmsg(socket, free.as_mut_ptr().cast(), MAX_PAYLOAD as i32) };
         if read > 0 {
-            let read = usize::try_from(read).unwrap_or(0).min(MAX_PAYLOAD);
-            // SAFETY: libsrt initialised the first `read` bytes of the spare capacity.
-            unsafe { batch.set_len(batch.len() + read) };
+            len += usize::try_from(read).unwrap_or(0).min(MAX_PAYLOAD);
             continue;
         }
         if read == ffi::SRT_ERROR {
             let error = SrtError::last("srt_recvmsg");
             if error.code() == Some(ffi::SRT_EASYNCRCV) {
-                ended = error_event && batch.is_empty();
+                ended = error_event && len == 0;
             } else {
                 tracing::trace!(socket, %error, "srt connection ended");
                 ended = true;
@@ -343,5 +349,5 @@ fn read_batch(socket: ffi::SrtSocket, error_event: bool) -> (BytesMut, bool) {
         }
         break;
     }
-    (batch, ended)
+    (Bytes::copy_from_slice(&scratch[..len]), ended)
 }
