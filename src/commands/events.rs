@@ -97,6 +97,15 @@ fn describe(event: &Event) -> String {
         Event::StreamEnded(e) => {
             format!("{subject:<32} session={} bytes={} reason={}", e.session_id, e.bytes_received, e.reason)
         }
+        Event::ChunkStarted(e) => format!(
+            "{subject:<32} session={} seq={} pts={:.3} {}x{}{}",
+            e.session_id,
+            e.sequence,
+            seconds(e.first_pts),
+            e.width,
+            e.height,
+            if e.discontinuity { " discontinuity" } else { "" }
+        ),
         Event::ChunkUploaded(e) => format!(
             "{subject:<32} session={} seq={} pts={:.3} dur={:.3}s size={} {}x{} {}{}",
             e.session_id,
@@ -172,6 +181,7 @@ fn to_json(event: &Event) -> serde_json::Value {
     let body = match event {
         Event::StreamStarted(e) => serde_json::to_value(e),
         Event::StreamEnded(e) => serde_json::to_value(e),
+        Event::ChunkStarted(e) => serde_json::to_value(e),
         Event::ChunkUploaded(e) => serde_json::to_value(e),
         Event::RenditionReady(e) => serde_json::to_value(e),
         Event::ChunkFailed(e) => serde_json::to_value(e),

@@ -1,11 +1,12 @@
 //! # Layout
 //! Everything ladder knows about NATS JetStream, in one place:
-//! - [`topology`]: the two JetStream streams and the durable consumers, declared once and brought in place
-//!   by [`Bus::connect`] without overriding what an operator changed (see its module doc);
+//! - [`topology`]: the JetStream streams (raw TS, events, LL-HLS parts) and the durable consumers, declared
+//!   once and brought in place by [`Bus::connect`] without overriding what an operator changed (see its
+//!   module doc);
 //! - [`kv`]: the key-value buckets (segmenter leases and checkpoints, publisher claims, stream keys);
 //! - [`keys`]: per-stream publish keys (SRT passphrases): set by an operator, watched live by ingest;
-//! - [`Bus`]: a connection with typed publishing of [`Event`]s (deterministic `Nats-Msg-Id`) and of raw TS.
-//!   A publish waits for the JetStream acknowledgement and retries the same message for up to 30 s (a NATS
+//! - [`Bus`]: a connection with typed publishing of [`Event`]s and [`PartReady`]s (deterministic `Nats-Msg-Id`)
+//!   and of raw TS. A publish waits for the JetStream acknowledgement and retries the same message for up to 30 s (a NATS
 //!   restart, a leader election); a publish that JetStream drops as a duplicate is compared with the stored
 //!   message, and different content is [`BusError::DuplicateConflict`], never a silent success;
 //! - [`server`]: starts real `nats-server -js` processes, one or a cluster, for `ladder dev` and the tests.
@@ -31,7 +32,8 @@ use async_nats::jetstream::{
     publish::PublishAck,
 };
 use bytes::Bytes;
-use ladder_proto::Event;
+use ladder_proto::{Event, PartReady};
+use prost::Message as _;
 
 pub use async_nats;
 pub use keys::{KeyError, KeyView, StreamKeys};
@@ -185,6 +187,15 @@ impl Bus {
         self.publish(subject, message, Expected::Event(event)).await
     }
 
+    /// Publishes an LL-HLS part announcement on `LADDER_PARTS` and waits until JetStream has stored it, with the
+    /// retries of [`Bus::publish_ts`]. Its `Nats-Msg-Id` is [`PartReady::message_id`]: a worker that redoes a
+    /// chunk announces the same part again, which JetStream drops (a different one is
+    /// [`BusError::DuplicateConflict`]).
+    pub async fn publish_part(&self, part: &PartReady) -> Result<(), BusError> {
+        let message = PublishMessage::build().payload(Bytes::from(part.encode_to_vec())).message_id(part.message_id());
+        self.publish(part.subject(), message, Expected::Part(part)).await
+    }
+
     /// Publishes raw TS bytes of one session and waits until JetStream has stored them; the message's
     /// `Nats-Msg-Id` must be unique and deterministic for the bytes. A failed attempt (NATS unreachable, no
     /// acknowledgement, no stream leader for the moment) is retried with the same message, so the same
@@ -279,6 +290,9 @@ impl Bus {
                 Expected::Event(event) => {
                     Event::decode(subject, &stored.payload).is_ok_and(|stored| event.same_content(&stored))
                 }
+                Expected::Part(part) => PartReady::decode(stored.payload.as_ref()).is_ok_and(|stored| {
+                    PartReady { stored_ms: 0, ..stored } == PartReady { stored_ms: 0, ..(*part).clone() }
+                }),
                 Expected::Raw => {
                     stored.payload == sent.payload
                         && ladder_headers(Some(&stored.headers)) == ladder_headers(sent.headers.as_ref())
@@ -366,6 +380,8 @@ fn replicas_for_cluster(info: &async_nats::ServerInfo) -> usize {
 /// What a publish carries, to compare with what JetStream stored under the same message id.
 enum Expected<'a> {
     Event(&'a Event),
+    /// The same part, whenever it was stored.
+    Part(&'a PartReady),
     /// Payload and `Ladder-*` headers, byte for byte.
     Raw,
 }

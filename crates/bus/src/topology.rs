@@ -4,10 +4,13 @@
 //! | stream          | subjects                                             | consumers                 |
 //! |-----------------|------------------------------------------------------|---------------------------|
 //! | `LADDER_INGEST` | `ingest.ts.<stream>`                                 | none: each segmenter reads the streams it owns with ordered consumers |
-//! | `LADDER_EVENTS` | `stream.started/ended/failed.<stream>`, `chunk.uploaded.<stream>`, `rendition.ready.<stream>`, `chunk.failed.<stream>`, `ladder.set.<stream>` | `transcoder` (chunk.uploaded), `indexer` (all) |
+//! | `LADDER_EVENTS` | `stream.started/ended/failed.<stream>`, `chunk.started/uploaded.<stream>`, `rendition.ready.<stream>`, `chunk.failed.<stream>`, `ladder.set.<stream>` | `transcoder` (chunk.started), `indexer` (all) |
+//! | `LADDER_PARTS`  | `part.ready.<stream>`                                | none: each manifest reads them with an ordered consumer |
 //!
 //! The event stream is the source of truth: it keeps events for a long time so the index can be rebuilt by
-//! replaying it. Raw TS is only kept long enough for the segmenter to catch up after a restart.
+//! replaying it. Raw TS is only kept long enough for the segmenter to catch up after a restart, and for the
+//! transcoders, which read a chunk's bytes from it as they arrive. LL-HLS parts are worth listing for seconds:
+//! their stream keeps them for minutes, so a manifest that starts finds the parts of the live edge.
 //!
 //! # What [`ensure`] does to a running deployment
 //! Every instance of every service calls [`ensure`] when it starts, so it has to be safe against a cluster an
@@ -39,6 +42,7 @@ use crate::{kv, BusError};
 
 pub const INGEST_STREAM: &str = "LADDER_INGEST";
 pub const EVENTS_STREAM: &str = "LADDER_EVENTS";
+pub const PARTS_STREAM: &str = "LADDER_PARTS";
 pub const INGEST_PREFIX: &str = "ingest.ts";
 
 /// The durable consumer of the segmenter before streams were owned by one instance each (lease and checkpoint
@@ -63,13 +67,14 @@ pub struct ConsumerSpec {
 }
 
 pub const CONSUMERS: [ConsumerSpec; 2] = [
-    // Workers send a progress ack every 2 s while ffmpeg runs, so the ack wait only has to notice a dead
-    // worker: another one gets the chunk 6 s later. The transcoder gives a chunk up itself after 3 attempts;
-    // max_deliver is only the backstop for a chunk that kills its worker before it can count.
+    // A worker takes a chunk when it starts (chunk.started) and transcodes it as it arrives. Workers send a
+    // progress ack every 2 s while ffmpeg runs, so the ack wait only has to notice a dead worker: another one
+    // gets the chunk 6 s later. The transcoder gives a chunk up itself after 3 attempts; max_deliver is only the
+    // backstop for a chunk that kills its worker before it can count.
     ConsumerSpec {
         durable: TRANSCODER,
         stream: EVENTS_STREAM,
-        filter: "chunk.uploaded.>",
+        filter: "chunk.started.>",
         ack_wait: Duration::from_secs(6),
         max_ack_pending: 1_000,
         max_deliver: 10,
@@ -86,8 +91,12 @@ pub const CONSUMERS: [ConsumerSpec; 2] = [
     },
 ];
 
+/// How long LL-HLS parts are kept: a manifest lists the parts of the last three target durations, and one that
+/// starts reads the last minute of them.
+pub const PARTS_MAX_AGE: Duration = Duration::from_secs(10 * 60);
+
 /// The declared streams, with `replicas` copies of each message.
-pub fn stream_configs(replicas: usize) -> [jetstream::stream::Config; 2] {
+pub fn stream_configs(replicas: usize) -> [jetstream::stream::Config; 3] {
     [
         jetstream::stream::Config {
             name: INGEST_STREAM.to_string(),
@@ -108,6 +117,18 @@ pub fn stream_configs(replicas: usize) -> [jetstream::stream::Config; 2] {
             retention: RetentionPolicy::Limits,
             max_age: Duration::from_secs(30 * 24 * 3600),
             duplicate_window: Duration::from_secs(600),
+            num_replicas: replicas.max(1),
+            ..Default::default()
+        },
+        jetstream::stream::Config {
+            name: PARTS_STREAM.to_string(),
+            subjects: vec![ladder_proto::parts::ALL.to_string()],
+            storage: StorageType::File,
+            retention: RetentionPolicy::Limits,
+            max_age: PARTS_MAX_AGE,
+            max_bytes: 256 << 20,
+            discard: DiscardPolicy::Old,
+            duplicate_window: Duration::from_secs(120),
             num_replicas: replicas.max(1),
             ..Default::default()
         },
@@ -375,7 +396,7 @@ mod tests {
 
     #[test]
     fn stream_differences_name_each_setting() {
-        let [declared, _] = stream_configs(3);
+        let [declared, _, _] = stream_configs(3);
         let mut current = declared.clone();
         assert!(stream_differences(&declared, &current).is_empty());
         // What the server reports for limits left unset is not a difference.

@@ -386,6 +386,8 @@ impl Index for ScyllaIndex {
         let s = &self.statements;
         let ttl = self.ttl;
         match event {
+            // Transcoding's trigger: the chunk itself is indexed once it is stored (ChunkUploaded).
+            Event::ChunkStarted(_) => Ok(()),
             Event::StreamStarted(e) => {
                 self.write(&s.session_started, (e.started_at_ms, &e.remote_addr, &e.stream, &e.session_id)).await?;
                 self.write(&s.add_stream, (&e.stream,)).await

@@ -136,6 +136,8 @@ impl Index for SqliteIndex {
         let event = event.clone();
         self.with(move |conn| {
             match event {
+                // Transcoding's trigger: the chunk itself is indexed once it is stored (ChunkUploaded).
+                Event::ChunkStarted(_) => 0,
                 Event::StreamStarted(e) => conn.execute(
                     "INSERT INTO sessions (stream, session_id, started_at_ms, remote_addr) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (stream, session_id) DO UPDATE SET started_at_ms = excluded.started_at_ms,

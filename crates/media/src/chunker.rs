@@ -54,6 +54,22 @@ pub struct Resume {
     pub continuity: Vec<(u16, u8)>,
 }
 
+/// A chunk that has just begun: its first access unit (an IDR) is in, the rest is still to come. Announced
+/// at once so that transcoding can start with the chunk's first bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    /// The chunker's state at the chunk's first byte: a chunker resumed from it, fed the input from
+    /// `resume.input_offset` on, cuts this chunk and the ones after it exactly as this one does.
+    pub resume: Resume,
+    /// Unwrapped PTS of the IDR the chunk starts with.
+    pub first_pts: u64,
+    pub discontinuity: bool,
+    pub width: u32,
+    pub height: u32,
+    /// One video frame, in 90 kHz ticks, from the latest DTS step.
+    pub frame_duration: u64,
+}
+
 /// One finished chunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunk {
@@ -140,6 +156,8 @@ pub struct Chunker {
     dropped_frames: u64,
     /// Last continuity counter seen per elementary-stream PID.
     continuity: HashMap<u16, u8>,
+    /// Chunks begun since [`Chunker::take_started`] was last called.
+    started: Vec<Started>,
 }
 
 impl Chunker {
@@ -169,6 +187,7 @@ impl Chunker {
             failed: None,
             dropped_frames: 0,
             continuity: HashMap::new(),
+            started: Vec::new(),
         }
     }
 
@@ -239,6 +258,19 @@ impl Chunker {
     /// Input bytes consumed so far.
     pub fn input_offset(&self) -> u64 {
         self.buffer_offset + self.buffer.len() as u64
+    }
+
+    /// The chunks begun since the last call, oldest first (a chunk that also ended in the same
+    /// [`Chunker::push`] is among them).
+    pub fn take_started(&mut self) -> Vec<Started> {
+        std::mem::take(&mut self.started)
+    }
+
+    /// The bytes of the chunk being built, so far. They only grow until the chunk is finished: the finished
+    /// chunk's data starts with them, except that [`Chunker::finish`] drops the packets of a PES packet the
+    /// stream ended in the middle of.
+    pub fn growing(&self) -> &[u8] {
+        self.current.as_ref().map_or(&[], |current| &current.data)
     }
 
     /// Feeds bytes; returns the chunks they completed. After an error the chunker refuses further input.
@@ -487,6 +519,15 @@ impl Chunker {
         for table in [&self.pat, &self.pmt].into_iter().flatten() {
             write_packet(&mut building, table, self.pmt_pid);
         }
+        let (width, height) = self.sps.as_ref().map_or((0, 0), |sps| (sps.width, sps.height));
+        self.started.push(Started {
+            resume: frame.resume.clone(),
+            first_pts: pts,
+            discontinuity: building.discontinuity,
+            width,
+            height,
+            frame_duration: self.frame_duration,
+        });
         self.current = Some(building);
         self.append_frame(frame);
     }

@@ -6,16 +6,19 @@
 //! - [`aac`]: the ADTS header (RFC 6381 codecs);
 //! - [`chunker`]: the state machine that turns a byte stream into self-contained chunks, each starting with
 //!   PAT, PMT and an IDR, with durations from exact 90 kHz timestamps;
+//! - [`parts`]: cuts an encoded rendition chunk into LL-HLS partial segments as the encoder writes it;
 //! - [`probe`]: reads what a finished TS file holds (used on transcoder output).
 #![forbid(unsafe_code)]
 
 pub mod aac;
 pub mod chunker;
 pub mod h264;
+pub mod parts;
 pub mod probe;
 pub mod ts;
 
-pub use chunker::{Chunk, Chunker, Resume};
+pub use chunker::{Chunk, Chunker, Resume, Started};
+pub use parts::{Part, PartCutter};
 
 /// Ticks per second of MPEG timestamps.
 pub const CLOCK: u64 = 90_000;

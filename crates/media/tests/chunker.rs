@@ -258,3 +258,47 @@ fn a_source_without_keyframes_after_the_first_is_refused_not_buffered() {
     assert!(matches!(error, ladder_media::MediaError::KeyframeInterval { .. }), "{error}");
     assert!(error.to_string().contains("keyframe interval"), "{error}");
 }
+
+/// While a chunk is being cut, its bytes so far are a prefix of the finished chunk, and every chunk is
+/// announced as started with the state a resumed chunker needs to cut it: what lets a transcoder start on a
+/// chunk with its first bytes, reading the raw stream itself from where the chunk begins.
+#[test]
+fn a_growing_chunk_is_a_prefix_of_the_finished_one_and_each_start_resumes_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bytes = make(dir.path(), "a.ts", "-bf 2");
+    let mut chunker = Chunker::new(2 * CLOCK);
+    let (mut chunks, mut starts, mut prefixes) = (Vec::new(), Vec::new(), Vec::<Vec<u8>>::new());
+    for piece in bytes.chunks(1316 * 5 + 7) {
+        let done = chunker.push(piece).expect("a valid stream");
+        starts.extend(chunker.take_started());
+        for chunk in done {
+            chunks.push(chunk);
+        }
+        if prefixes.len() <= chunks.len() {
+            prefixes.resize(chunks.len() + 1, Vec::new());
+        }
+        prefixes[chunks.len()] = chunker.growing().to_vec();
+    }
+    chunks.extend(chunker.finish());
+    assert!(chunks.len() >= 3, "{} chunks", chunks.len());
+    assert_eq!(starts.len(), chunks.len(), "one start per chunk");
+    for (i, (chunk, start)) in chunks.iter().zip(&starts).enumerate() {
+        assert!(!prefixes[i].is_empty(), "chunk {i} was seen growing");
+        // The last one may lose the packets of a PES packet the stream ended in the middle of (`finish`).
+        if i + 1 < chunks.len() {
+            assert!(chunk.data.starts_with(&prefixes[i]), "chunk {i} ends as it grew");
+        }
+        assert_eq!((start.first_pts, start.discontinuity), (chunk.first_pts, chunk.discontinuity), "chunk {i}");
+        assert_eq!((start.width, start.height), (chunk.width, chunk.height));
+        if i > 0 {
+            assert_eq!(Some(&start.resume), chunks[i - 1].next.as_ref(), "chunk {i} starts where {} ended", i - 1);
+        }
+        let mut resumed = Chunker::resume(2 * CLOCK, start.resume.clone());
+        let mut again = Vec::new();
+        for piece in bytes[start.resume.input_offset as usize..].chunks(4096) {
+            again.extend(resumed.push(piece).expect("a valid stream"));
+        }
+        again.extend(resumed.finish());
+        assert!(again.first() == Some(chunk), "resumed at its start, chunk {i} is cut the same");
+    }
+}

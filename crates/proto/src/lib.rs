@@ -10,22 +10,31 @@ pub mod v1 {
 
 use prost::Message;
 pub use v1::{
-    ChunkFailed, ChunkUploaded, LadderSet, RenditionConfig, RenditionReady, SrtStats, StreamEnded, StreamFailed,
-    StreamStarted, Timing,
+    ChunkFailed, ChunkStarted, ChunkUploaded, LadderSet, PartReady, RawTsPosition, RenditionConfig, RenditionReady,
+    SrtStats, StreamEnded, StreamFailed, StreamStarted, Timing,
 };
 
 /// Subject prefixes of the events; the full subject is `<prefix>.<stream>`.
 pub mod subject {
     pub const STREAM_STARTED: &str = "stream.started";
     pub const STREAM_ENDED: &str = "stream.ended";
+    pub const CHUNK_STARTED: &str = "chunk.started";
     pub const CHUNK_UPLOADED: &str = "chunk.uploaded";
     pub const RENDITION_READY: &str = "rendition.ready";
     pub const CHUNK_FAILED: &str = "chunk.failed";
     pub const STREAM_FAILED: &str = "stream.failed";
     pub const LADDER_SET: &str = "ladder.set";
     /// Every event prefix.
-    pub const ALL: [&str; 7] =
-        [STREAM_STARTED, STREAM_ENDED, CHUNK_UPLOADED, RENDITION_READY, CHUNK_FAILED, STREAM_FAILED, LADDER_SET];
+    pub const ALL: [&str; 8] = [
+        STREAM_STARTED,
+        STREAM_ENDED,
+        CHUNK_STARTED,
+        CHUNK_UPLOADED,
+        RENDITION_READY,
+        CHUNK_FAILED,
+        STREAM_FAILED,
+        LADDER_SET,
+    ];
 }
 
 /// Subjects of live samples, published on core NATS: no JetStream stream covers them (the events stream
@@ -40,6 +49,31 @@ pub mod stats {
     /// The subject of the SRT samples of `stream`.
     pub fn srt_subject(stream: &str) -> String {
         format!("{SRT_PREFIX}.{stream}")
+    }
+}
+
+/// LL-HLS parts: [`PartReady`](crate::PartReady) messages on the JetStream stream `LADDER_PARTS`, which keeps
+/// them for minutes, not in the event log (a part is worth listing for a few seconds; the finished segment is an
+/// event).
+pub mod parts {
+    /// Prefix of [`PartReady`](crate::PartReady); the full subject is `part.ready.<stream>`.
+    pub const PREFIX: &str = "part.ready";
+    /// Every stream's parts.
+    pub const ALL: &str = "part.ready.*";
+    pub fn subject(stream: &str) -> String {
+        format!("{PREFIX}.{stream}")
+    }
+}
+
+impl PartReady {
+    /// `part.ready.<stream>`.
+    pub fn subject(&self) -> String {
+        parts::subject(&self.stream)
+    }
+
+    /// Deterministic, for JetStream de-duplication: a worker that redoes a chunk announces the same parts.
+    pub fn message_id(&self) -> String {
+        format!("part.{}.{}.{}.{}.{}", self.stream, self.session_id, self.sequence, self.rendition, self.part)
     }
 }
 
@@ -63,6 +97,7 @@ pub enum DecodeError {
 pub enum Event {
     StreamStarted(StreamStarted),
     StreamEnded(StreamEnded),
+    ChunkStarted(ChunkStarted),
     ChunkUploaded(ChunkUploaded),
     RenditionReady(RenditionReady),
     ChunkFailed(ChunkFailed),
@@ -75,6 +110,7 @@ impl Event {
         match self {
             Event::StreamStarted(e) => &e.stream,
             Event::StreamEnded(e) => &e.stream,
+            Event::ChunkStarted(e) => &e.stream,
             Event::ChunkUploaded(e) => &e.stream,
             Event::RenditionReady(e) => &e.stream,
             Event::ChunkFailed(e) => &e.stream,
@@ -87,6 +123,7 @@ impl Event {
         match self {
             Event::StreamStarted(_) => subject::STREAM_STARTED,
             Event::StreamEnded(_) => subject::STREAM_ENDED,
+            Event::ChunkStarted(_) => subject::CHUNK_STARTED,
             Event::ChunkUploaded(_) => subject::CHUNK_UPLOADED,
             Event::RenditionReady(_) => subject::RENDITION_READY,
             Event::ChunkFailed(_) => subject::CHUNK_FAILED,
@@ -105,6 +142,7 @@ impl Event {
         match self {
             Event::StreamStarted(e) => format!("started.{}.{}", e.stream, e.session_id),
             Event::StreamEnded(e) => format!("ended.{}.{}", e.stream, e.session_id),
+            Event::ChunkStarted(e) => format!("chunk-started.{}.{}.{}", e.stream, e.session_id, e.sequence),
             Event::ChunkUploaded(e) => {
                 format!("chunk.{}.{}.{}", e.stream, e.session_id, e.sequence)
             }
@@ -123,7 +161,7 @@ impl Event {
     /// a publish whose `Nats-Msg-Id` it already stored with `duplicate`, and the stored event must then be
     /// this one. Compared field by field except what is measured anew on every attempt:
     /// - `ChunkUploaded.timing` and `RenditionReady.timing` (instrumentation: when each stage ran);
-    /// - nothing else. `StreamStarted`, `StreamEnded`, `ChunkFailed`, `StreamFailed` and `LadderSet` are
+    /// - nothing else. `StreamStarted`, `StreamEnded`, `ChunkStarted`, `ChunkFailed`, `StreamFailed` and `LadderSet` are
     ///   compared whole: their times (`started_at_ms`, `ended_at_ms`, `failed_at_ms`, `set_at_ms`) and the
     ///   chunks' `wall_clock_ms` are facts about the stream that the index and the playlists use, so whoever
     ///   publishes an event again must derive them from the same input.
@@ -143,6 +181,7 @@ impl Event {
         match self {
             Event::StreamStarted(e) => e.encode_to_vec(),
             Event::StreamEnded(e) => e.encode_to_vec(),
+            Event::ChunkStarted(e) => e.encode_to_vec(),
             Event::ChunkUploaded(e) => e.encode_to_vec(),
             Event::RenditionReady(e) => e.encode_to_vec(),
             Event::ChunkFailed(e) => e.encode_to_vec(),
@@ -161,6 +200,7 @@ impl Event {
         Ok(match prefix {
             subject::STREAM_STARTED => Event::StreamStarted(StreamStarted::decode(payload).map_err(malformed)?),
             subject::STREAM_ENDED => Event::StreamEnded(StreamEnded::decode(payload).map_err(malformed)?),
+            subject::CHUNK_STARTED => Event::ChunkStarted(ChunkStarted::decode(payload).map_err(malformed)?),
             subject::CHUNK_UPLOADED => Event::ChunkUploaded(ChunkUploaded::decode(payload).map_err(malformed)?),
             subject::RENDITION_READY => Event::RenditionReady(RenditionReady::decode(payload).map_err(malformed)?),
             subject::CHUNK_FAILED => Event::ChunkFailed(ChunkFailed::decode(payload).map_err(malformed)?),
@@ -339,5 +379,68 @@ mod tests {
             "0a0563616d2d31120273311a0d31302e302e302e323a353535352080d095ffbc3128e8fb033100000000000029403900000000000002404080c8d00748e05d50035802600170047878800180eb01880178900101980110"
         );
         assert_eq!(SrtStats::decode(bytes.as_slice()).expect("decodes"), srt_stats());
+    }
+
+    fn chunk_started() -> ChunkStarted {
+        ChunkStarted {
+            stream: "cam-1".into(),
+            session_id: "s1".into(),
+            sequence: 7,
+            first_pts: 900_000,
+            wall_clock_ms: 1_700_000_000_000,
+            discontinuity: false,
+            width: 1280,
+            height: 720,
+            frame_duration: 3600,
+            source: Some(RawTsPosition {
+                stream_sequence: 41,
+                ladder_sequence: 12,
+                skip: 1504,
+                chunker_state: b"{}".to_vec(),
+            }),
+            target_duration: 180_000,
+        }
+    }
+
+    #[test]
+    fn golden_chunk_started_encoding() {
+        let event = Event::ChunkStarted(chunk_started());
+        assert_eq!(event.subject(), "chunk.started.cam-1");
+        assert_eq!(event.message_id(), "chunk-started.cam-1.s1.7");
+        let hex: String = event.encode().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "0a0563616d2d3112027331180720a0f7362880d095ffbc3138800a40d00548901c520b0829100c18e00b22027b7d58a0fe0a"
+        );
+        assert_eq!(Event::decode(&event.subject(), &event.encode()).expect("decodes"), event);
+    }
+
+    fn part() -> PartReady {
+        PartReady {
+            stream: "cam-1".into(),
+            session_id: "s1".into(),
+            sequence: 7,
+            rendition: "720p".into(),
+            part: 2,
+            object_key: "parts/cam-1/s1/720p/00000007.2.ts".into(),
+            size_bytes: 90_000,
+            duration: 43_200,
+            independent: false,
+            last: false,
+            part_target: 45_000,
+            wall_clock_ms: 1_700_000_000_000,
+            stored_ms: 1_700_000_001_000,
+        }
+    }
+
+    /// Parts are no event: their own subjects, which the event stream does not take.
+    #[test]
+    fn golden_part_ready_encoding() {
+        assert_eq!(part().subject(), "part.ready.cam-1");
+        assert_eq!(part().message_id(), "part.cam-1.s1.7.720p.2");
+        assert!(!subject::ALL.iter().any(|prefix| part().subject().starts_with(&format!("{prefix}."))));
+        let hex: String = part().encode_to_vec().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, "0a0563616d2d311202733118072204373230702802322170617274732f63616d2d312f73312f373230702f30303030303030372e322e74733890bf0540c0d10258c8df026080d095ffbc3168e8d795ffbc31");
+        assert_eq!(PartReady::decode(part().encode_to_vec().as_slice()).expect("decodes"), part());
     }
 }

@@ -1,8 +1,10 @@
 //! One stream name owned by this instance: the lease that makes it ours, the ordered consumer that reads its
 //! raw TS from the checkpoint on, and the cutting, storing and announcing of its chunks.
 //!
-//! Order of effects for every chunk: store the source object (write-once), publish `chunk.uploaded`
-//! (deterministic `Nats-Msg-Id`), then write the checkpoint (compare-and-swap). An owner that dies between any
+//! Order of effects for every chunk: `chunk.started` as soon as its first IDR is in (before the chunk it ends
+//! is stored, so a transcoder starts on it with its first bytes, read from the raw TS), then, once it is
+//! complete, store the source object (write-once), publish `chunk.uploaded` (deterministic `Nats-Msg-Id`),
+//! then write the checkpoint (compare-and-swap). An owner that dies between any
 //! two of them leaves the next owner to redo the chunk from the previous checkpoint: the chunker cuts it again
 //! byte for byte (`Chunker::resume`), the store answers `Unchanged`, and JetStream drops the announcement as a
 //! duplicate of identical content. Nothing is lost, cut twice or numbered twice.
@@ -17,8 +19,8 @@ use async_nats::jetstream::{
 use bytes::Bytes;
 use futures::StreamExt;
 use ladder_bus::{header, kv::LEASE_RENEW, kv::LEASE_TTL, topology, Bus, BusError};
-use ladder_media::{Chunk, Chunker, CLOCK};
-use ladder_proto::{ChunkFailed, ChunkUploaded, Event, StreamEnded, StreamFailed, Timing};
+use ladder_media::{Chunk, Chunker, Started, CLOCK};
+use ladder_proto::{ChunkFailed, ChunkStarted, ChunkUploaded, Event, RawTsPosition, StreamEnded, StreamFailed, Timing};
 use ladder_storage::{keys, ErrorKind, Storage};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -392,6 +394,8 @@ impl Owner {
         if !open.failed && !payload.is_empty() {
             // Offsets of the whole message, skipped bytes included, so a later checkpoint can point into it.
             let start = open.chunker.input_offset().saturating_sub(skipped);
+            // A chunk being built when this message came in is the next one to be numbered.
+            let building = !open.chunker.growing().is_empty();
             let result = open.chunker.push(payload);
             open.fed.push_back(Fed {
                 stream_seq,
@@ -400,8 +404,14 @@ impl Owner {
                 end: open.chunker.input_offset(),
                 received_ms,
             });
+            let started = open.chunker.take_started();
+            let first_started = open.next_sequence + u64::from(building);
             match result {
                 Ok(chunks) => {
+                    // Announced before the chunk that ended with it is stored: transcoding starts at once.
+                    for (sequence, start) in (first_started..).zip(started) {
+                        self.announce_start(sequence, start).await?;
+                    }
                     for chunk in chunks {
                         self.publish_chunk(chunk).await?;
                     }
@@ -494,6 +504,40 @@ impl Owner {
         });
         self.publish(&event).await?;
         Ok(())
+    }
+
+    /// Announces that chunk `sequence` has begun, with where its bytes are in the raw TS: a transcoder reads them
+    /// from there as they arrive. Derived from the input alone (the arrival times and positions of the messages,
+    /// the chunker's state), so an owner that redoes the chunk after a takeover announces the same event.
+    async fn announce_start(&self, sequence: u64, start: Started) -> Result<(), OwnerError> {
+        let Some(open) = self.open.as_ref() else {
+            return Ok(());
+        };
+        let offset = start.resume.input_offset;
+        let Some(at) = open.fed.iter().find(|f| f.start <= offset && offset < f.end) else {
+            return Err(OwnerError::Checkpoint(format!("chunk {sequence} starts in no message seen")));
+        };
+        let chunker_state = serde_json::to_vec(&start.resume)
+            .map_err(|e| OwnerError::Checkpoint(format!("encoding the chunker state: {e}")))?;
+        let event = Event::ChunkStarted(ChunkStarted {
+            stream: self.stream.clone(),
+            session_id: open.id.clone(),
+            sequence,
+            first_pts: start.first_pts,
+            wall_clock_ms: at.received_ms,
+            discontinuity: start.discontinuity,
+            width: start.width,
+            height: start.height,
+            frame_duration: start.frame_duration,
+            source: Some(RawTsPosition {
+                stream_sequence: at.stream_seq,
+                ladder_sequence: at.ladder_seq,
+                skip: offset - at.start,
+                chunker_state,
+            }),
+            target_duration: self.shared.target,
+        });
+        self.publish(&event).await
     }
 
     /// Stores, announces and checkpoints one chunk of the open session.
