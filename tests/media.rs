@@ -238,7 +238,12 @@ fn every_source_keeps_continuous_timestamps_idrs_and_bitrates() {
 
         for rendition in &renditions {
             let chunks = chunk_files(&session.join(rendition));
-            assert_eq!(chunks.len(), source_chunks.len(), "{stream}/{rendition}: one chunk per source chunk");
+            assert_eq!(
+                chunks.len(),
+                source_chunks.len(),
+                "{stream}/{rendition}: one chunk per source chunk\n{}",
+                stack.logs()
+            );
             let stats: Vec<ChunkStats> = chunks.iter().map(|c| chunk_stats(c, reference)).collect();
             // The frame-rate cap: 480p and below at most 30 fps, by keeping every n-th frame.
             let step = if source_frame < 2900 && rendition != "720p" { 2 } else { 1 };

@@ -163,8 +163,9 @@ pub struct SegmentArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct TranscodeArgs {
-    /// Chunks transcoded at once by this process.
-    #[arg(long, env = "LADDER_WORKERS", default_value_t = 2)]
+    /// Chunks transcoded at once by this process. A chunk is transcoded while it arrives, so a worker is busy
+    /// for as long as the chunk lasts: at least one per live stream, and one or two more.
+    #[arg(long, env = "LADDER_WORKERS", default_value_t = 4)]
     pub workers: usize,
     /// x264 preset.
     #[arg(long, env = "LADDER_X264_PRESET", default_value = "veryfast")]
@@ -172,9 +173,13 @@ pub struct TranscodeArgs {
     /// Default ladder (TOML) for streams without one of their own; built in: 720p, 480p and 360p.
     #[arg(long, env = "LADDER_LADDER")]
     pub ladder: Option<PathBuf>,
-    /// Seconds one ffmpeg run may take before it is killed and the attempt fails.
+    /// Seconds ffmpeg may run once a chunk's input has ended before it is killed and the attempt fails.
     #[arg(long, env = "LADDER_FFMPEG_TIMEOUT", default_value_t = 60.0)]
     pub ffmpeg_timeout: f64,
+    /// LL-HLS part target in milliseconds: every rendition chunk is cut into parts of whole frames at most
+    /// this long.
+    #[arg(long, env = "LADDER_PART_TARGET_MS", default_value_t = 500)]
+    pub part_target_ms: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -332,6 +337,11 @@ fn transcoder_config(
         "--ffmpeg-timeout (LADDER_FFMPEG_TIMEOUT) must be between 1 and 3600 seconds, got {}",
         transcode.ffmpeg_timeout
     );
+    anyhow::ensure!(
+        (200..=2000).contains(&transcode.part_target_ms),
+        "--part-target-ms (LADDER_PART_TARGET_MS) must be between 200 and 2000, got {}",
+        transcode.part_target_ms
+    );
     Ok(ladder_transcoder::Config {
         nats_url: nats.nats_url.clone(),
         storage: open_storage(storage)?,
@@ -339,6 +349,7 @@ fn transcoder_config(
         ladder: stream::read_ladder(transcode.ladder.as_deref())?,
         preset: transcode.preset.clone(),
         ffmpeg_timeout: Duration::from_secs_f64(transcode.ffmpeg_timeout),
+        part_target: Duration::from_millis(transcode.part_target_ms),
     })
 }
 

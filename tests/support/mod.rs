@@ -233,7 +233,7 @@ impl Stack {
             }
             "segmenter" => push(&["--nats", &nats, "--storage", &storage]),
             "transcoder" => {
-                push(&["--nats", &nats, "--workers", "2", "--preset", "ultrafast", "--storage", &storage]);
+                push(&["--nats", &nats, "--workers", "4", "--preset", "ultrafast", "--storage", &storage]);
                 if self.options.ladder.is_some() {
                     push(&["--ladder", &data.join("default-ladder.toml").display().to_string()]);
                 }

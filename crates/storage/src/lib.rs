@@ -35,6 +35,12 @@ pub mod keys {
     pub fn rendition_chunk(stream: &str, session: &str, rendition: &str, sequence: u64) -> String {
         format!("live/{stream}/{session}/{rendition}/{sequence:08}.ts")
     }
+
+    /// `parts/<stream>/<session>/<rendition>/<seq>.<part>.ts`: an LL-HLS partial segment. Under a prefix of
+    /// its own, so that a bucket lifecycle rule can expire parts (worth keeping for minutes) and keep segments.
+    pub fn rendition_part(stream: &str, session: &str, rendition: &str, sequence: u64, part: u32) -> String {
+        format!("parts/{stream}/{session}/{rendition}/{sequence:08}.{part}.ts")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,31 +1,45 @@
 //! # Layout
-//! - this file: a pool of pull workers on `chunk.uploaded.<stream>` (durable consumer `transcoder`, shared by
-//!   every worker of every transcoder process). For each chunk one ffmpeg run produces every rendition of the
-//!   ladder; the renditions are stored and announced with `rendition.ready.<stream>`, then the chunk is acked;
-//! - [`ffmpeg`]: the ffmpeg command, its wall-clock limit, and the checks every rendition chunk passes;
+//! - this file: a pool of pull workers on `chunk.started.<stream>` (durable consumer `transcoder`, shared by
+//!   every worker of every transcoder process). A worker takes a chunk when it begins and transcodes it while it
+//!   arrives; then it acks;
+//! - [`job`]: one chunk: the source into one ffmpeg, every rendition's output cut into LL-HLS parts that are
+//!   stored and announced (`part.ready.<stream>`) as they come, then each rendition's segment (the
+//!   concatenation of its parts), stored and announced with `rendition.ready.<stream>`;
+//! - [`source`]: the chunk's bytes as they arrive, read from the session's raw TS where `chunk.started` says the
+//!   chunk begins, cut with the segmenter's chunker;
+//! - [`ffmpeg`]: the ffmpeg command (stdin in, one pipe per rendition out), its wall-clock limit, and the checks
+//!   every segment passes;
 //! - [`ladder`]: ladder files and `ladder.set` events, their validation, and which renditions fit a source.
 //!
 //! The ladder is read for every chunk, as the original design read its config table: the last
 //! `ladder.set.<stream>` event in the event stream if there is one and it is valid ([`current_ladder`]), the
 //! configured default otherwise. A change therefore applies from the next chunk, with nothing to restart.
 //!
+//! A worker is busy with a chunk for as long as the chunk lasts (it is transcoded in real time, as it comes),
+//! so a transcoder needs at least as many workers as the live streams it serves, and a few more: chunk N+1 of a
+//! stream starts while chunk N's last frames are still being encoded.
+//!
 //! # Failures and crashes
 //! - While a chunk is worked on, the worker reports progress every [`PROGRESS_EVERY`], well inside the
 //!   consumer's ack wait; a worker that dies stops reporting, and JetStream hands the chunk to another worker
-//!   after the ack wait (seconds, not the length of a transcode).
-//! - ffmpeg runs under a wall-clock limit ([`Config::ffmpeg_timeout`]) and is killed when it is over.
+//!   after the ack wait (seconds, not the length of a transcode), which redoes it from its start: the same
+//!   parts under the same keys (see [`job`]).
+//! - ffmpeg runs under a wall-clock limit once its input has ended ([`Config::ffmpeg_timeout`]) and is killed
+//!   when it is over.
 //! - An ordinary failure is retried after [`RETRY_DELAY`]; the [`MAX_ATTEMPTS`]th failure is announced with
 //!   `chunk.failed.<stream>` so the playlists skip the chunk. A chunk delivered more than [`MAX_ATTEMPTS`]
-//!   times was left unfinished by workers that died on it: it is not run again, and is announced as failed.
-//! - Storage keys are write-once. A retry after a crash may encode bytes that differ from what the first
-//!   attempt stored (x264's output depends on threads and machine): the stored chunk is then checked like
-//!   fresh output and announced, and the new encoding is dropped.
+//!   times was left unfinished by workers that died on it: it is not run again, and is announced as failed. A
+//!   chunk whose raw TS is gone, or whose parts come out other than the ones stored, is given up at once.
+//! - Storage keys are write-once. If a retry finds a segment already stored with other bytes, the stored one is
+//!   checked like fresh output and announced, and the new encoding is dropped.
 //! - On shutdown no new chunk is pulled; chunks in flight get [`SHUTDOWN_GRACE`] to finish, and the rest are
 //!   handed back at once (nak without delay) for another instance.
 #![forbid(unsafe_code)]
 
 pub mod ffmpeg;
+pub mod job;
 pub mod ladder;
+pub mod source;
 
 use std::time::Duration;
 
@@ -33,8 +47,8 @@ use async_nats::jetstream::{message::AckKind, Message};
 use bytes::Bytes;
 use futures::StreamExt;
 use ladder_bus::{topology, Bus, BusError};
-use ladder_proto::{ChunkFailed, ChunkUploaded, Event, RenditionReady, Timing};
-use ladder_storage::{keys, ErrorKind, Storage};
+use ladder_proto::{ChunkFailed, ChunkStarted, Event};
+use ladder_storage::{ErrorKind, Storage};
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 
@@ -49,11 +63,14 @@ pub const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 pub const RETRY_DELAY: Duration = Duration::from_secs(2);
 /// How long chunks in flight may take to finish once shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// The default wall-clock limit of one ffmpeg run: a 2 s chunk takes about a second on one core.
+/// The default wall-clock limit of ffmpeg once a chunk's input has ended: it has the last frames to encode.
 pub const DEFAULT_FFMPEG_TIMEOUT: Duration = Duration::from_secs(60);
-/// Time a chunk may take beyond its ffmpeg run (download, uploads, publishing), which have their own retries;
-/// past it the attempt counts as failed rather than holding the chunk with progress reports for ever.
-const JOB_SLACK: Duration = Duration::from_secs(120);
+/// The default LL-HLS part target.
+pub const DEFAULT_PART_TARGET: Duration = Duration::from_millis(500);
+/// Time a chunk may take beyond its ffmpeg limit: it arrives in real time (the segmenter refuses chunks over
+/// 60 s), and storing and publishing have their own retries; past it the attempt counts as failed rather than
+/// holding the chunk with progress reports for ever.
+const JOB_SLACK: Duration = Duration::from_secs(180);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -65,8 +82,11 @@ pub struct Config {
     pub ladder: Vec<RenditionSpec>,
     /// x264 preset.
     pub preset: String,
-    /// Wall-clock limit of one ffmpeg run; ffmpeg is killed and the attempt fails when it is over.
+    /// Wall-clock limit of ffmpeg once the chunk's input has ended; ffmpeg is killed and the attempt fails
+    /// when it is over.
     pub ffmpeg_timeout: Duration,
+    /// LL-HLS part target: each rendition chunk is cut into parts of whole frames of at most this long.
+    pub part_target: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +108,28 @@ pub enum JobError {
     Bus(#[from] BusError),
     #[error("the chunk was not done within {}s", .0.as_secs())]
     Timeout(Duration),
+    #[error("{0}")]
+    Source(#[from] source::SourceError),
+    #[error("reading ffmpeg's output: {0}")]
+    Io(#[from] std::io::Error),
+    /// A part came out other than the one stored under its key by an earlier attempt.
+    #[error("part {key} is already stored with other bytes (an encoder that differs from the earlier attempt's): the chunk cannot be continued")]
+    Diverged { key: String },
+    /// A task of the job ended early because another one failed.
+    #[error("aborted")]
+    Aborted,
+}
+
+impl JobError {
+    /// Retrying cannot help.
+    fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            JobError::Malformed(_)
+                | JobError::Diverged { .. }
+                | JobError::Source(source::SourceError::Expired { .. } | source::SourceError::Malformed(_))
+        )
+    }
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), TranscoderError> {
@@ -165,7 +207,7 @@ async fn hand_back(message: &Message) {
 
 async fn handle(bus: &Bus, config: &Config, message: Message, abandon: &CancellationToken) {
     let attempt = message.info().map(|info| info.delivered).unwrap_or(1);
-    let chunk = match ChunkUploaded::decode(message.payload.as_ref()) {
+    let chunk = match ChunkStarted::decode(message.payload.as_ref()) {
         Ok(chunk) => chunk,
         Err(e) => {
             tracing::error!(subject = %message.subject, error = %e, "dropping malformed chunk event");
@@ -193,7 +235,7 @@ async fn handle(bus: &Bus, config: &Config, message: Message, abandon: &Cancella
     });
     let limit = config.ffmpeg_timeout + JOB_SLACK;
     let result = tokio::select! {
-        result = tokio::time::timeout(limit, transcode(bus, config, &chunk)) => {
+        result = tokio::time::timeout(limit, job::transcode(bus, config, &chunk)) => {
             result.unwrap_or(Err(JobError::Timeout(limit)))
         }
         // Shutdown grace is over: dropping the transcode kills its ffmpeg.
@@ -211,7 +253,13 @@ async fn handle(bus: &Bus, config: &Config, message: Message, abandon: &Cancella
                 tracing::warn!(stream = %chunk.stream, sequence = chunk.sequence, error = %e, "ack failed");
             }
         }
-        Err(error) if attempt < MAX_ATTEMPTS && !matches!(error, JobError::Malformed(_)) => {
+        Err(JobError::Source(source::SourceError::Refused(error))) => {
+            // The segmenter refuses the session at the same point and says so (stream.failed); the chunk never
+            // completes, so there is nothing to announce.
+            tracing::warn!(stream = %chunk.stream, sequence = chunk.sequence, %error, "the session's source is refused, dropping the chunk");
+            let _ = message.ack_with(AckKind::Term).await;
+        }
+        Err(error) if attempt < MAX_ATTEMPTS && !error.is_permanent() => {
             tracing::warn!(stream = %chunk.stream, sequence = chunk.sequence, attempt, %error, "transcode failed, will retry");
             let _ = message.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await;
         }
@@ -223,7 +271,7 @@ async fn handle(bus: &Bus, config: &Config, message: Message, abandon: &Cancella
 }
 
 /// Announces that `chunk` failed for good, then terminates its message.
-async fn give_up(bus: &Bus, message: &Message, chunk: &ChunkUploaded, reason: String) {
+async fn give_up(bus: &Bus, message: &Message, chunk: &ChunkStarted, reason: String) {
     let failed = Event::ChunkFailed(ChunkFailed {
         stream: chunk.stream.clone(),
         session_id: chunk.session_id.clone(),
@@ -269,51 +317,6 @@ pub async fn current_ladder(bus: &Bus, stream: &str) -> Result<Option<Vec<Rendit
 /// A name that may be one level of an object key: no separator, no `.` or `..`.
 fn key_part_ok(part: &str) -> bool {
     !part.is_empty() && part != "." && part != ".." && !part.contains(['/', '\\'])
-}
-
-async fn transcode(bus: &Bus, config: &Config, chunk: &ChunkUploaded) -> Result<(), JobError> {
-    if chunk.object_key.is_empty() || !key_part_ok(&chunk.stream) || !key_part_ok(&chunk.session_id) {
-        return Err(JobError::Malformed("missing object key, or a stream or session that is not a key part".into()));
-    }
-    let started_ms = ladder_bus::now_ms();
-    let source = config.storage.get(&chunk.object_key).await?;
-    let ladder = current_ladder(bus, &chunk.stream).await?.unwrap_or_else(|| config.ladder.clone());
-    let renditions = ladder::fit(&ladder, chunk.width, chunk.height);
-    let ffmpeg_started_ms = ladder_bus::now_ms();
-    let outputs =
-        ffmpeg::transcode(&source, &renditions, &config.preset, chunk.frame_duration, config.ffmpeg_timeout).await?;
-    let finished_ms = ladder_bus::now_ms();
-    for (spec, output) in renditions.iter().zip(outputs) {
-        let key = keys::rendition_chunk(&chunk.stream, &chunk.session_id, &spec.name, chunk.sequence);
-        let stored = store(&config.storage, &key, &spec.name, output).await?;
-        let event = Event::RenditionReady(RenditionReady {
-            stream: chunk.stream.clone(),
-            session_id: chunk.session_id.clone(),
-            sequence: chunk.sequence,
-            rendition: spec.name.clone(),
-            object_key: key,
-            size_bytes: stored.size,
-            // Timestamps are kept from the source, so the source chunk's are the rendition's.
-            first_pts: chunk.first_pts,
-            duration: chunk.duration,
-            wall_clock_ms: chunk.wall_clock_ms,
-            discontinuity: chunk.discontinuity,
-            width: stored.width,
-            height: stored.height,
-            bitrate: spec.bitrate,
-            codecs: stored.codecs,
-            frame_duration: chunk.frame_duration * ladder::frame_step(chunk.frame_duration, spec.max_fps),
-            timing: Some(Timing {
-                transcode_started_ms: started_ms,
-                ffmpeg_started_ms,
-                transcode_finished_ms: finished_ms,
-                ..chunk.timing.unwrap_or_default()
-            }),
-        });
-        bus.publish_event(&event).await?;
-    }
-    tracing::debug!(stream = %chunk.stream, sequence = chunk.sequence, ms = finished_ms - started_ms, "chunk transcoded");
-    Ok(())
 }
 
 /// What a stored rendition chunk is announced with.
