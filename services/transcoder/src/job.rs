@@ -92,8 +92,10 @@ pub async fn transcode(bus: &Bus, config: &Config, started: &ChunkStarted) -> Re
             .finished()
             .cloned()
             .ok_or(JobError::Source(SourceError::Bus("the session ended before the chunk had a frame".into())))?;
-        finished_tx.send_replace(Some(finished));
+        // Only once ffmpeg has exited cleanly is a rendition's last part its last: a killed or failed ffmpeg
+        // fails the chunk with its own reason.
         encoder.wait(config.ffmpeg_timeout).await?;
+        finished_tx.send_replace(Some(finished));
         Ok::<_, JobError>(())
     };
     let pipelines = renditions.iter().zip(outputs).map(|(spec, output)| {
@@ -132,7 +134,8 @@ async fn rendition(
                 parts_tx.send(part).await.map_err(|_| JobError::Aborted)?;
             }
         }
-        // ffmpeg is done with this rendition; the last part lasts what the chunk has left of its duration.
+        // ffmpeg is done with this rendition and has exited; the last part lasts what the chunk has left of its
+        // duration.
         let duration = chunk_end
             .wait_for(Option::is_some)
             .await

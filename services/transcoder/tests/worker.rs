@@ -1,102 +1,36 @@
-//! The transcoder's workers against a real nats-server, in-process: a chunk that keeps killing its workers, an
-//! ffmpeg over its wall-clock limit, a hostile `ladder.set`, and shutdown handing a chunk back at once.
+//! The transcoder's workers against a real nats-server and the in-process segmenter: a chunk that keeps killing
+//! its workers, an ffmpeg over its wall-clock limit, a hostile `ladder.set`, and shutdown handing a chunk back
+//! at once.
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+mod support;
 
-use bytes::Bytes;
-use ladder_bus::{server::NatsServer, topology, Bus};
-use ladder_proto::{ChunkFailed, ChunkUploaded, Event, LadderSet, RenditionConfig};
-use ladder_storage::Storage;
-use ladder_transcoder::{Config, RenditionSpec};
+use std::time::{Duration, Instant};
+
+use ladder_bus::topology;
+use ladder_proto::{ChunkFailed, Event, LadderSet, RenditionConfig};
+use ladder_transcoder::RenditionSpec;
 use prost::Message as _;
-use tokio_util::sync::CancellationToken;
+use support::{last, pull, setup, start, wait_for, Setup};
 
-struct Setup {
-    _dir: tempfile::TempDir,
-    _nats: NatsServer,
-    bus: Bus,
-    config: Config,
-}
-
-async fn setup() -> Setup {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let nats = NatsServer::start(dir.path(), None).await.expect("nats-server");
-    let bus = Bus::connect(&nats.url()).await.expect("bus");
-    let storage = Storage::local(&dir.path().join("media")).expect("storage");
-    let config = Config {
-        nats_url: nats.url(),
-        storage,
-        workers: 1,
-        ladder: vec![RenditionSpec::new("180p", 180, 300_000)],
-        preset: "veryfast".into(),
-        ffmpeg_timeout: Duration::from_secs(60),
-    };
-    Setup { _dir: dir, _nats: nats, bus, config }
-}
-
-/// A source chunk made by ffmpeg (one IDR at the start), stored and announced with `chunk.uploaded.<stream>`.
-async fn upload(setup: &Setup, stream: &str, size: &str, seconds: u32) {
-    let path = setup._dir.path().join(format!("{stream}.ts"));
-    let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi"])
-        .args(["-i", &format!("testsrc=size={size}:rate=25"), "-t", &seconds.to_string()])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "100000", "-pix_fmt", "yuv420p", "-f", "mpegts"])
-        .arg(&path)
-        .status()
-        .expect("ffmpeg runs");
-    assert!(status.success(), "ffmpeg made the source");
-    let key = ladder_storage::keys::source_chunk(stream, "s1", 0);
-    let data = std::fs::read(&path).expect("source");
-    setup.config.storage.put(&key, Bytes::from(data)).await.expect("put source");
-    let chunk = ChunkUploaded {
-        stream: stream.into(),
-        session_id: "s1".into(),
-        sequence: 0,
-        object_key: key,
-        duration: u64::from(seconds) * 90_000,
-        frame_duration: 3600,
-        ..Default::default()
-    };
-    setup.bus.publish_event(&Event::ChunkUploaded(chunk)).await.expect("publish chunk");
-}
-
-async fn last(bus: &Bus, subject: &str) -> Option<Bytes> {
-    bus.last_message(topology::EVENTS_STREAM, subject).await.expect("read stream")
-}
-
-async fn wait_for(bus: &Bus, subject: &str, timeout: Duration) -> Bytes {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(payload) = last(bus, subject).await {
-            return payload;
-        }
-        assert!(Instant::now() < deadline, "no {subject} within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn start(config: Config) -> (CancellationToken, tokio::task::JoinHandle<()>) {
-    let shutdown = CancellationToken::new();
-    let token = shutdown.clone();
-    let handle = tokio::spawn(async move { ladder_transcoder::run(config, token).await.expect("transcoder runs") });
-    (shutdown, handle)
-}
-
-/// Takes the next chunk message off the transcoder's consumer, as a worker would.
-async fn pull(bus: &Bus, timeout: Duration) -> Option<async_nats::jetstream::Message> {
-    use futures::StreamExt;
-    let consumer = bus.consumer(topology::TRANSCODER).await.expect("consumer");
-    let mut batch = consumer.fetch().max_messages(1).expires(timeout).messages().await.expect("fetch");
-    batch.next().await.map(|message| message.expect("message"))
+/// A source made by ffmpeg with one IDR at the start (a single chunk), published as ingest would and cut by the
+/// segmenter, which announces it with `chunk.started.<stream>`.
+async fn upload(setup: &mut Setup, stream: &str, size: &str, seconds: u32) {
+    let source = setup.make_source(
+        &format!("{stream}.ts"),
+        &format!(
+            "-f lavfi -i testsrc=size={size}:rate=25 -t {seconds} -c:v libx264 -preset ultrafast -g 100000 \
+             -pix_fmt yuv420p"
+        ),
+    );
+    setup.start_segmenter();
+    support::publish_raw(&setup.bus, stream, "s1", &source, 188 * 300, Duration::ZERO).await;
+    wait_for(&setup.bus, &format!("chunk.started.{stream}"), Duration::from_secs(20)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunk_that_keeps_killing_its_workers_ends_as_chunk_failed() {
-    let setup = setup().await;
-    upload(&setup, "poison", "320x240", 2).await;
+    let mut setup = setup().await;
+    upload(&mut setup, "poison", "320x240", 2).await;
     // Three workers took it and never finished: each delivery ended without an ack (a nak stands in for the ack
     // wait running out, which counts the same).
     for _ in 0..3 {
@@ -117,7 +51,7 @@ async fn a_chunk_that_keeps_killing_its_workers_ends_as_chunk_failed() {
 async fn an_ffmpeg_over_its_wall_clock_limit_is_retried_then_failed() {
     let mut setup = setup().await;
     setup.config.ffmpeg_timeout = Duration::from_millis(1);
-    upload(&setup, "hang", "320x240", 2).await;
+    upload(&mut setup, "hang", "320x240", 2).await;
     let started = Instant::now();
     let (shutdown, handle) = start(setup.config.clone());
     let failed = wait_for(&setup.bus, "chunk.failed.hang", Duration::from_secs(30)).await;
@@ -141,7 +75,7 @@ async fn an_ffmpeg_over_its_wall_clock_limit_is_retried_then_failed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ladder_set_from_the_bus_is_validated_before_use() {
-    let setup = setup().await;
+    let mut setup = setup().await;
     let set = |stream: &str, name: &str| {
         Event::LadderSet(LadderSet {
             stream: stream.into(),
@@ -156,7 +90,7 @@ async fn a_ladder_set_from_the_bus_is_validated_before_use() {
     assert_eq!(good[0].name, "360p");
 
     // A chunk of the hostile stream is transcoded into the default ladder.
-    upload(&setup, "evil", "320x240", 2).await;
+    upload(&mut setup, "evil", "320x240", 2).await;
     let (shutdown, handle) = start(setup.config.clone());
     let ready = wait_for(&setup.bus, "rendition.ready.evil", Duration::from_secs(30)).await;
     let ready = ladder_proto::RenditionReady::decode(ready).expect("decode");
@@ -172,7 +106,7 @@ async fn shutdown_hands_a_long_chunk_back_after_the_grace_period() {
     setup.config.preset = "veryslow".into();
     setup.config.ladder = ladder_transcoder::default_ladder();
     setup.config.ffmpeg_timeout = Duration::from_secs(600);
-    upload(&setup, "slow", "1280x720", 30).await;
+    upload(&mut setup, "slow", "1280x720", 30).await;
     let (shutdown, handle) = start(setup.config.clone());
     let mut consumer = setup.bus.consumer(topology::TRANSCODER).await.expect("consumer");
     let deadline = Instant::now() + Duration::from_secs(20);
