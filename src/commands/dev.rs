@@ -64,7 +64,7 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
     let segmenter = segmenter_config(&nats, &storage, &args.segment)?;
     let transcoder = transcoder_config(&nats, &storage, &args.transcode)?;
     let index = open_index(&index).await.map_err(Failure::into_error)?;
-    let manifest = manifest_config(&storage, index, &args.http)?;
+    let manifest = manifest_config(&nats, &storage, index, &args.http)?;
     let indexer = ladder_indexer::Config {
         nats_url: nats.nats_url.clone(),
         index: manifest.index.clone(),

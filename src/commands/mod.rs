@@ -65,6 +65,8 @@ pub enum Command {
     /// Serve HLS playlists, media and the player page.
     Manifest {
         #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
         storage: StorageArgs,
         #[command(flatten)]
         index: IndexArgs,
@@ -187,8 +189,9 @@ pub struct HttpArgs {
     /// Address of the HTTP server.
     #[arg(long, env = "LADDER_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
     pub http_listen: SocketAddr,
-    /// Segments in a live media playlist.
-    #[arg(long, env = "LADDER_PLAYLIST_WINDOW", default_value_t = 6)]
+    /// Segments in a live media playlist. Above six target durations' worth, LL-HLS players can ask for delta
+    /// updates that leave out the older ones.
+    #[arg(long, env = "LADDER_PLAYLIST_WINDOW", default_value_t = 10)]
     pub window: usize,
     /// Public base URL of the media (a CDN, or the bucket's website endpoint) for players to fetch segments
     /// from directly. Unset: the manifest serves segments itself from storage, under /media/.
@@ -198,6 +201,10 @@ pub struct HttpArgs {
     /// continues the same playlists.
     #[arg(long, env = "LADDER_END_GRACE", default_value_t = 30.0)]
     pub end_grace: f64,
+    /// Megabytes of segments and parts the manifest keeps in memory for /media/ (every viewer of a live
+    /// stream asks for the same few objects).
+    #[arg(long, env = "LADDER_MEDIA_CACHE_MB", default_value_t = 256)]
+    pub media_cache_mb: u64,
 }
 
 /// Why the command failed: bad configuration exits with 64, anything else with 1.
@@ -251,9 +258,9 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             let index = open_index(&index).await?;
             ladder_indexer::run(ladder_indexer::Config { nats_url: nats.nats_url, index, consumer }, shutdown).await?;
         }
-        Command::Manifest { storage, index, http } => {
+        Command::Manifest { nats, storage, index, http } => {
             let index = open_index(&index).await?;
-            let config = config(manifest_config(&storage, index, &http))?;
+            let config = config(manifest_config(&nats, &storage, index, &http))?;
             ladder_manifest::run(config, shutdown).await?;
         }
         Command::Dev(args) => dev::run(args, shutdown).await?,
@@ -354,6 +361,7 @@ fn transcoder_config(
 }
 
 fn manifest_config(
+    nats: &NatsArgs,
     storage: &StorageArgs,
     index: Arc<dyn Index>,
     http: &HttpArgs,
@@ -364,13 +372,20 @@ fn manifest_config(
         http.end_grace
     );
     anyhow::ensure!(http.window >= 3, "--window (LADDER_PLAYLIST_WINDOW) must be at least 3, got {}", http.window);
+    anyhow::ensure!(
+        http.media_cache_mb <= 64 * 1024,
+        "--media-cache-mb (LADDER_MEDIA_CACHE_MB) must be at most 65536, got {}",
+        http.media_cache_mb
+    );
     Ok(ladder_manifest::Config {
         http_listen: http.http_listen,
+        nats_url: nats.nats_url.clone(),
         index,
         storage: open_storage(storage)?,
         window: http.window,
         media_base: media_base(http.media_base_url.as_deref())?,
         end_grace: Duration::from_secs_f64(http.end_grace),
+        media_cache_bytes: http.media_cache_mb << 20,
     })
 }
 

@@ -36,6 +36,13 @@ def main(path):
             ],
         }
     else:
+        # The segment being produced (LL-HLS) has parts and no URI yet: reported apart from the segments.
+        complete = [s for s in playlist.segments if s.uri is not None]
+        pending = [s for s in playlist.segments if s.uri is None]
+        parts = lambda s: [
+            {"uri": p.uri, "duration": p.duration, "independent": p.independent == "YES"} for p in s.parts
+        ]
+        control = playlist.server_control
         out = {
             "variant": False,
             "version": playlist.version,
@@ -51,9 +58,33 @@ def main(path):
                     "duration": s.duration,
                     "program_date_time": s.program_date_time.isoformat() if s.program_date_time else None,
                     "discontinuity": s.discontinuity,
+                    "parts": parts(s),
                 }
-                for s in playlist.segments
+                for s in complete
             ],
+            "pending": [
+                {
+                    "program_date_time": s.program_date_time.isoformat() if s.program_date_time else None,
+                    "discontinuity": s.discontinuity,
+                    "parts": parts(s),
+                }
+                for s in pending
+            ],
+            "server_control": {
+                "can_block_reload": control.can_block_reload == "YES",
+                "part_hold_back": control.part_hold_back,
+                "can_skip_until": control.can_skip_until,
+            }
+            if control and control.can_block_reload
+            else None,
+            "part_target": playlist.part_inf.part_target if playlist.part_inf else None,
+            "preload_hint": {"type": playlist.preload_hint.hint_type, "uri": playlist.preload_hint.uri}
+            if playlist.preload_hint
+            else None,
+            "rendition_reports": [
+                {"uri": r.uri, "last_msn": r.last_msn, "last_part": r.last_part} for r in playlist.rendition_reports
+            ],
+            "skipped_segments": playlist.skip.skipped_segments if playlist.skip else 0,
         }
     print(json.dumps(out))
 

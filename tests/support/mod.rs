@@ -49,6 +49,8 @@ pub struct StackOptions {
     pub keys_required: bool,
     /// `--max-publishers` of every ingest; `None`: the default.
     pub max_publishers: Option<usize>,
+    /// `--window` of the manifest; `None`: 6 segments, which the playlist tests count on.
+    pub window: Option<usize>,
 }
 
 /// The NATS side of a stack.
@@ -242,9 +244,10 @@ impl Stack {
             "manifest" => {
                 let http = if port_taken(self.http_port) { free_port().expect("free port") } else { self.http_port };
                 port = Some(http);
-                push(&["--http-listen", &format!("127.0.0.1:{http}")]);
+                push(&["--nats", &nats, "--http-listen", &format!("127.0.0.1:{http}")]);
                 push(&["--index", &data.join("index.db").display().to_string(), "--storage", &storage]);
                 push(&["--end-grace", &self.options.end_grace.unwrap_or(1).to_string()]);
+                push(&["--window", &self.options.window.unwrap_or(6).to_string()]);
                 if let Some(base) = &self.options.media_base_url {
                     push(&["--media-base-url", base]);
                 }

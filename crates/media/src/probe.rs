@@ -83,3 +83,31 @@ pub fn needed_for_parameters(data: &[u8]) -> Option<u64> {
     }
     None
 }
+
+/// The decode-time step between the first two video frames of `data`, in 90 kHz ticks: one frame of the
+/// source. `None` until two frames are in.
+pub fn first_frame_step(data: &[u8]) -> Option<u64> {
+    let mut pmt_pid = None;
+    let mut video = None;
+    let mut first = None;
+    let mut unwrapper = ts::Unwrapper::default();
+    for packet in data.chunks_exact(ts::PACKET_SIZE).filter(|p| p[0] == ts::SYNC) {
+        let pid = ts::pid(packet);
+        if pid == ts::PAT_PID {
+            pmt_pid = ts::parse_pat(packet).or(pmt_pid);
+        } else if Some(pid) == pmt_pid {
+            if let Some(es) = ts::parse_pmt(packet) {
+                video = es.iter().find(|e| ts::stream_type::is_video(e.stream_type)).map(|e| e.pid).or(video);
+            }
+        } else if Some(pid) == video && ts::unit_start(packet) {
+            let Some(dts) = ts::payload(packet).and_then(ts::parse_pes_header).and_then(|h| h.dts) else { continue };
+            let dts = unwrapper.unwrap(dts);
+            match first {
+                None => first = Some(dts),
+                Some(first) if dts > first && dts - first < 90_000 => return Some(dts - first),
+                Some(_) => return None,
+            }
+        }
+    }
+    None
+}

@@ -1,29 +1,36 @@
 //! # Layout
-//! The HTTP face of ladder, read-only over the index and the object storage:
-//! - [`playlist`]: writes HLS master and media playlists from the index (pure functions, unit-tested);
-//! - this file: the axum routes, caching headers and the player pages in `assets/`.
+//! The HTTP face of ladder, over the playlists it keeps in memory and the object storage:
+//! - [`playlist`]: writes HLS master and media playlists, LL-HLS included (pure functions, unit-tested);
+//! - [`live`]: every stream's playlists in memory, loaded from the index once and then kept up to date by the
+//!   events, rendered once per change and published on a `watch` channel per stream;
+//! - [`follow`]: the ordered consumers over the event log and the LL-HLS parts that feed [`live`];
+//! - this file: the axum routes, blocking playlist reloads, caching headers, media from storage through a cache
+//!   that fetches each object once however many ask for it, and the player pages in `assets/`.
 //!
 //! | route                              | what                                             |
 //! |------------------------------------|--------------------------------------------------|
 //! | `GET /`                            | page listing the streams                         |
 //! | `GET /watch/<stream>`              | player page (hls.js, served from `/assets`)      |
 //! | `GET /live/<stream>/master.m3u8`   | master playlist of the stream's latest session   |
-//! | `GET /live/<stream>/<rendition>.m3u8` | live media playlist (sliding window)          |
+//! | `GET /live/<stream>/<rendition>.m3u8` | live media playlist (sliding window), LL-HLS: `?_HLS_msn=&_HLS_part=` blocks until that part exists, `?_HLS_skip=YES` is a delta update |
 //! | `GET /dvr/<stream>/<...>.m3u8`     | the same with every retained segment (DVR)       |
 //! | `GET /clip/<stream>/<...>.m3u8?from=&to=` | a VOD clip of a wall-clock range          |
-//! | `GET /media/<key>`                 | a stored chunk (embedded storage)                |
+//! | `GET /media/<key>`                 | a stored segment or part (embedded storage); a part announced as the next one (the preload hint) is answered once it exists |
 //! | `GET /api/streams`                 | the streams as JSON                              |
 //!
-//! The manifest keeps no state of its own: every response is computed from the index and the clock when it is
-//! asked for, so any number of instances answer alike (ETags hash the body), and a manifest or indexer restart
-//! loses nothing. The waits that depend on time (a missing chunk, [`playlist::GAP_WAIT_MS`]; an ended session's
-//! last chunks, [`playlist::IN_FLIGHT_WAIT_MS`]; the end grace) count from times recorded in the index, not from
-//! when a request came, so instances disagree only by their clock skew, right at those boundaries.
+//! No instance depends on another: each loads what it needs from the index and follows the bus itself, and a
+//! restart loses nothing. Every response is rendered from the same events with the same rules, so instances
+//! answer alike (ETags hash the body). The waits that depend on time (a missing chunk,
+//! [`playlist::GAP_WAIT_MS`]; an ended session's last chunks, [`playlist::IN_FLIGHT_WAIT_MS`]; the end grace)
+//! count from times recorded in the events, not from when a request came, so instances disagree only by their
+//! clock skew, right at those boundaries.
 #![forbid(unsafe_code)]
 
+pub mod follow;
+pub mod live;
 pub mod playlist;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     extract::{Path, Query, State},
@@ -32,13 +39,17 @@ use axum::{
     routing::get,
     Router,
 };
-use ladder_index::{Index, IndexError, Rendition, Session};
-use ladder_storage::{ErrorKind, Storage};
+use bytes::Bytes;
+use ladder_bus::{Bus, BusError};
+use ladder_index::{Index, IndexError};
+use ladder_storage::{ErrorKind, Storage, StorageError};
+use live::{Live, Rendered, RenditionView, Snapshot};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
 pub struct Config {
     pub http_listen: SocketAddr,
+    pub nats_url: String,
     pub index: Arc<dyn Index>,
     pub storage: Storage,
     /// Segments in a live media playlist.
@@ -49,6 +60,8 @@ pub struct Config {
     /// How long after a publisher leaves its playlists end (EXT-X-ENDLIST). A reconnect within it continues
     /// the same playlists.
     pub end_grace: std::time::Duration,
+    /// Bytes of media (segments and parts) kept in memory for `/media/`.
+    pub media_cache_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,21 +70,76 @@ pub enum ManifestError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("http server: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Bus(#[from] BusError),
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ManifestError> {
     let addr = config.http_listen;
+    let bus = Bus::connect(&config.nats_url).await?;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ManifestError::Bind { addr, source })?;
+    let server = Server::new(config);
+    let background = [
+        tokio::spawn(follow::follow(bus.clone(), server.live.clone(), false, shutdown.clone())),
+        tokio::spawn(follow::follow(bus.clone(), server.live.clone(), true, shutdown.clone())),
+        tokio::spawn(follow::tick(server.live.clone(), shutdown.clone())),
+    ];
     tracing::info!(%addr, "manifest serving http");
-    axum::serve(listener, router(config))
+    let served = axum::serve(listener, router_for(server))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
-        .map_err(ManifestError::Serve)?;
+        .map_err(ManifestError::Serve);
+    for task in background {
+        task.abort();
+    }
+    bus.drain().await;
     tracing::info!("manifest stopped");
-    Ok(())
+    served
 }
 
+/// The state the routes share.
+pub struct Server {
+    config: Config,
+    live: Arc<Live>,
+    media: quick_cache::sync::Cache<String, Bytes, ByteWeighter>,
+}
+
+#[derive(Clone)]
+struct ByteWeighter;
+
+impl quick_cache::Weighter<String, Bytes> for ByteWeighter {
+    fn weight(&self, key: &String, value: &Bytes) -> u64 {
+        (key.len() + value.len()) as u64
+    }
+}
+
+impl Server {
+    pub fn new(config: Config) -> Arc<Server> {
+        let settings = live::Settings {
+            window: config.window,
+            media_base: config.media_base.clone(),
+            end_grace: config.end_grace,
+        };
+        let live = Arc::new(Live::new(config.index.clone(), settings));
+        // About 200 KB an object: segments are bigger, parts smaller.
+        let items = (config.media_cache_bytes / 200_000).max(16) as usize;
+        let media = quick_cache::sync::Cache::with_weighter(items, config.media_cache_bytes.max(1), ByteWeighter);
+        Arc::new(Server { config, live, media })
+    }
+
+    /// The in-memory playlists, for a caller that feeds them events itself (tests).
+    pub fn live(&self) -> &Arc<Live> {
+        &self.live
+    }
+}
+
+/// The routes, over playlists followed from the bus by [`run`]; tests that apply events themselves use
+/// [`router_for`] with a [`Server`] they feed.
 pub fn router(config: Config) -> Router {
+    router_for(Server::new(config))
+}
+
+pub fn router_for(server: Arc<Server>) -> Router {
     Router::new()
         .route("/", get(streams_page))
         .route("/watch/{stream}", get(watch_page))
@@ -83,10 +151,10 @@ pub fn router(config: Config) -> Router {
         .route("/clip/{stream}/{file}", get(clip))
         .route("/media/{*key}", get(media))
         .layer(axum::middleware::from_fn(cors))
-        .with_state(Arc::new(config))
+        .with_state(server)
 }
 
-type Shared = Arc<Config>;
+type Shared = Arc<Server>;
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 
@@ -97,7 +165,7 @@ fn not_found(what: &str) -> Response {
 
 fn index_error(e: IndexError) -> Response {
     tracing::error!(error = %e, "index read failed");
-    (StatusCode::SERVICE_UNAVAILABLE, "index unavailable\n").into_response()
+    (StatusCode::SERVICE_UNAVAILABLE, [(header::CACHE_CONTROL, "no-store")], "index unavailable\n").into_response()
 }
 
 fn with_headers(body: impl IntoResponse, content_type: &'static str, cache: &'static str) -> Response {
@@ -117,120 +185,191 @@ enum Flavor {
     Clip,
 }
 
-#[derive(serde::Deserialize)]
-struct ClipRange {
+/// The query strings playlists take: a clip's range, and LL-HLS's blocking reload and delta update.
+#[derive(serde::Deserialize, Default)]
+struct PlaylistQuery {
     from: Option<String>,
     to: Option<String>,
+    #[serde(rename = "_HLS_msn")]
+    msn: Option<String>,
+    #[serde(rename = "_HLS_part")]
+    part: Option<String>,
+    #[serde(rename = "_HLS_skip")]
+    skip: Option<String>,
 }
 
-async fn live(state: State<Shared>, Path((stream, file)): Path<(String, String)>, headers: HeaderMap) -> Response {
-    playlist(state, stream, file, Flavor::Live, None, &headers).await
+async fn live(
+    state: State<Shared>,
+    Path((stream, file)): Path<(String, String)>,
+    Query(query): Query<PlaylistQuery>,
+    headers: HeaderMap,
+) -> Response {
+    playlist(state, stream, file, Flavor::Live, None, &query, &headers).await
 }
 
-async fn dvr(state: State<Shared>, Path((stream, file)): Path<(String, String)>, headers: HeaderMap) -> Response {
-    playlist(state, stream, file, Flavor::Dvr, None, &headers).await
+async fn dvr(
+    state: State<Shared>,
+    Path((stream, file)): Path<(String, String)>,
+    Query(query): Query<PlaylistQuery>,
+    headers: HeaderMap,
+) -> Response {
+    playlist(state, stream, file, Flavor::Dvr, None, &query, &headers).await
 }
 
 async fn clip(
     state: State<Shared>,
     Path((stream, file)): Path<(String, String)>,
-    Query(range): Query<ClipRange>,
+    Query(query): Query<PlaylistQuery>,
     headers: HeaderMap,
 ) -> Response {
     let parse = |text: &Option<String>| text.as_deref().and_then(playlist::parse_time);
-    let (Some(from_ms), Some(to_ms)) = (parse(&range.from), parse(&range.to)) else {
+    let (Some(from_ms), Some(to_ms)) = (parse(&query.from), parse(&query.to)) else {
         return bad_request("a clip needs from= and to=, as Unix milliseconds or RFC 3339 times");
     };
     if to_ms <= from_ms {
         return bad_request("a clip's to= must be after its from=");
     }
-    playlist(state, stream, file, Flavor::Clip, Some((from_ms, to_ms)), &headers).await
+    playlist(state, stream, file, Flavor::Clip, Some((from_ms, to_ms)), &query, &headers).await
 }
 
+/// A blocking playlist reload (RFC 8216bis 6.2.5.2): the media sequence number and part asked for.
+#[derive(Debug, Clone, Copy)]
+struct Block {
+    msn: u64,
+    part: Option<u32>,
+}
+
+/// Reads `_HLS_msn` and `_HLS_part`; `Err` with the reason for a 400.
+fn blocking(query: &PlaylistQuery) -> Result<Option<Block>, &'static str> {
+    let msn = query.msn.as_deref().map(|v| v.parse::<u64>().map_err(|_| "_HLS_msn must be a media sequence number"));
+    let part = query.part.as_deref().map(|v| v.parse::<u32>().map_err(|_| "_HLS_part must be a part index"));
+    match (msn.transpose()?, part.transpose()?) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err("_HLS_part needs _HLS_msn"),
+        (Some(msn), part) => Ok(Some(Block { msn, part })),
+    }
+}
+
+/// How far ahead of the playlist a blocking request may ask: RFC 8216bis answers 400 beyond two segments
+/// past the last, or beyond the advance part limit (three part targets' worth of parts).
+fn too_far(view: &RenditionView, block: Block) -> bool {
+    let newest = view.edge.newest().unwrap_or(0);
+    if block.msn > newest + 2 {
+        return true;
+    }
+    let (Some(part), Some(target)) = (block.part, view.part_target) else { return false };
+    let target_seconds = target as f64 / playlist::CLOCK;
+    let limit = if target_seconds < 1.0 { (3.0 / target_seconds).ceil() as u32 } else { 3 };
+    let listed = match view.edge.pending {
+        Some((msn, count)) if msn == block.msn => count,
+        _ if Some(block.msn) > view.edge.newest() => 0,
+        _ => return false,
+    };
+    part > listed + limit
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn playlist(
-    State(config): State<Shared>,
+    State(server): State<Shared>,
     stream: String,
     file: String,
     flavor: Flavor,
     range: Option<(i64, i64)>,
+    query: &PlaylistQuery,
     headers: &HeaderMap,
 ) -> Response {
     let Some(name) = file.strip_suffix(".m3u8") else {
         return not_found("playlist");
     };
-    let sessions = match config.index.sessions(&stream).await {
-        Ok(sessions) if !sessions.is_empty() => sessions,
-        Ok(_) => return not_found("stream"),
+    let mut snapshots = match server.live.watch(&stream).await {
+        Ok(Some(snapshots)) => snapshots,
+        Ok(None) => return not_found("stream"),
         Err(e) => return index_error(e),
     };
-    let latest = &sessions[sessions.len() - 1];
-    let grace_over =
-        |ended_at_ms: Option<i64>| ended_at_ms.is_some_and(|at| now_ms() - at >= config.end_grace.as_millis() as i64);
+    let snapshot: Arc<Snapshot> = snapshots.borrow().clone();
+    if !snapshot.exists {
+        return not_found("stream");
+    }
     if name == "master" {
-        let renditions = match current_renditions(&config, &stream, &sessions).await {
-            Ok(renditions) => renditions,
-            Err(e) => return index_error(e),
+        let Some(master) = &snapshot.master else { return not_found("stream") };
+        let cache = if snapshot.over { CACHE_ENDED } else { CACHE_MASTER };
+        return match range {
+            Some((from, to)) => {
+                let text = playlist::master(&snapshot.current, &format!("?from={from}&to={to}"));
+                cached(headers, &Rendered::from_text(text), PLAYLIST_TYPE, cache)
+            }
+            None => cached(headers, master, PLAYLIST_TYPE, cache),
         };
-        if renditions.is_empty() {
-            return not_found("stream");
-        }
-        let query = range.map(|(from, to)| format!("?from={from}&to={to}")).unwrap_or_default();
-        let cache = if grace_over(latest.ended_at_ms) { CACHE_ENDED } else { CACHE_MASTER };
-        return cached(headers, playlist::master(&renditions, &query), PLAYLIST_TYPE, cache);
     }
-    let mut media = Vec::with_capacity(sessions.len());
-    for session in sessions {
-        let segments = config.index.segments(&stream, &session.session_id, name).await;
-        let failed = config.index.failed_chunks(&stream, &session.session_id).await;
-        match (segments, failed) {
-            (Ok(segments), Ok(failed)) => media.push(playlist::SessionMedia { session, segments, failed }),
-            (Err(e), _) | (_, Err(e)) => return index_error(e),
+    let Some(view) = snapshot.renditions.get(name).cloned() else {
+        return not_found("rendition");
+    };
+    let media_base = &server.config.media_base;
+    match (flavor, range) {
+        (Flavor::Clip, Some((from_ms, to_ms))) => {
+            let Some(clip) = view.clip(from_ms, to_ms, media_base) else { return not_found("clip") };
+            let cache = if clip.fixed { CACHE_ENDED.to_string() } else { half_target(view.target_duration) };
+            cached(headers, &Rendered::from_text(clip.text), PLAYLIST_TYPE, &cache)
+        }
+        (Flavor::Dvr, _) => {
+            let cache = if view.ended() { CACHE_ENDED.to_string() } else { half_target(view.target_duration) };
+            cached(headers, view.dvr(media_base), PLAYLIST_TYPE, &cache)
+        }
+        _ => {
+            let block = match blocking(query) {
+                Ok(block) => block,
+                Err(why) => return bad_request(why),
+            };
+            let mut view = view;
+            if let Some(block) = block.filter(|_| !view.fixed) {
+                if too_far(&view, block) {
+                    return bad_request("_HLS_msn or _HLS_part is too far ahead of the playlist");
+                }
+                // Held until the part exists; woken by the change that adds it, not by polling.
+                let wait = Duration::from_secs(3 * view.target_duration.max(1));
+                let name = name.to_string();
+                let ready = tokio::time::timeout(
+                    wait,
+                    snapshots.wait_for(|s| {
+                        s.renditions.get(&name).is_some_and(|v| v.fixed || v.edge.has(block.msn, block.part))
+                    }),
+                )
+                .await;
+                view = match ready {
+                    Ok(Ok(snapshot)) => match snapshot.renditions.get(&name) {
+                        Some(view) => view.clone(),
+                        None => return not_found("rendition"),
+                    },
+                    _ => {
+                        return (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            [(header::CACHE_CONTROL, "no-store")],
+                            "the part asked for did not come in time\n",
+                        )
+                            .into_response()
+                    }
+                };
+            }
+            let skip = matches!(query.skip.as_deref(), Some("YES" | "v2"));
+            let body = match (&view.delta, skip) {
+                (Some(delta), true) => delta,
+                _ => &view.live,
+            };
+            let cache = match (view.fixed, block) {
+                (true, _) => CACHE_ENDED.to_string(),
+                // The answer to a blocking request never changes: a CDN keeps it (keyed on its query) for six
+                // target durations, as Apple advises.
+                (false, Some(_)) => format!("public, max-age={}", 6 * view.target_duration.max(1)),
+                (false, None) => half_target(view.target_duration),
+            };
+            cached(headers, body, PLAYLIST_TYPE, &cache)
         }
     }
-    let timeline = playlist::timeline(&media, now_ms());
-    // A rendition is known if a retained session recorded it (DVR and clips of an earlier ladder) or the
-    // ladder in force has it. The second lookup is only needed when the first finds nothing.
-    if timeline.entries.is_empty() {
-        match current_renditions(&config, &stream, &media.iter().map(|m| m.session.clone()).collect::<Vec<_>>()).await {
-            Ok(renditions) if renditions.iter().any(|r| r.name == name) => {}
-            Ok(_) => return not_found("rendition"),
-            Err(e) => return index_error(e),
-        }
-    }
-    let ended = timeline.complete && grace_over(timeline.ended_at_ms);
-    let kind = match (flavor, range) {
-        (Flavor::Clip, Some((from_ms, to_ms))) => playlist::Kind::Clip { from_ms, to_ms },
-        (Flavor::Dvr, _) => playlist::Kind::Dvr,
-        _ => playlist::Kind::Live { window: config.window },
-    };
-    let Some(body) = playlist::media(&timeline, kind, ended, &config.media_base) else {
-        return not_found("clip");
-    };
-    let cache = if body.fixed {
-        CACHE_ENDED.to_string()
-    } else {
-        // About half a target duration, as MediaPackage advises for CDNs in front of live playlists.
-        format!("public, max-age={}", (timeline.target_duration / 2).max(1))
-    };
-    cached(headers, body.text, PLAYLIST_TYPE, &cache)
 }
 
-/// The renditions of the newest session that has any: right after a reconnect, the new session has none until
-/// its first chunk is transcoded, and players go on with the previous session's. `sessions` oldest first.
-async fn current_renditions(config: &Config, stream: &str, sessions: &[Session]) -> Result<Vec<Rendition>, IndexError> {
-    for session in sessions.iter().rev() {
-        let found = config.index.renditions(stream, &session.session_id).await?;
-        if !found.is_empty() {
-            return Ok(playlist::current(found));
-        }
-    }
-    Ok(Vec::new())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+/// About half a target duration, as MediaPackage advises for CDNs in front of live playlists.
+fn half_target(target_duration: u64) -> String {
+    format!("public, max-age={}", (target_duration / 2).max(1))
 }
 
 /// The master changes only when the ladder does: a little longer than media playlists.
@@ -238,18 +377,18 @@ const CACHE_MASTER: &str = "public, max-age=5";
 /// Playlists that no longer change (an ended stream, a clip). Not for ever: a publisher may come back.
 const CACHE_ENDED: &str = "public, max-age=300";
 
-/// A response with an ETag (a hash of the body, the same from every manifest instance) that answers
+/// A response with its ETag (a hash of the body, the same from every manifest instance) that answers
 /// `If-None-Match` with 304.
-fn cached(request: &HeaderMap, body: String, content_type: &'static str, cache: &str) -> Response {
-    let etag = format!("\"{:016x}\"", fnv1a(body.as_bytes()));
+fn cached(request: &HeaderMap, rendered: &Rendered, content_type: &'static str, cache: &str) -> Response {
     let matches = request
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         // Weak comparison (RFC 9110): a CDN that compressed the body sends the tag back as W/"...".
         .is_some_and(|v| {
-            v.split(',').map(|tag| tag.trim()).any(|tag| tag.trim_start_matches("W/") == etag || tag == "*")
+            v.split(',').map(|tag| tag.trim()).any(|tag| tag.trim_start_matches("W/") == rendered.etag || tag == "*")
         });
-    let mut response = if matches { StatusCode::NOT_MODIFIED.into_response() } else { body.into_response() };
+    let mut response =
+        if matches { StatusCode::NOT_MODIFIED.into_response() } else { rendered.body.clone().into_response() };
     let headers = response.headers_mut();
     if !matches {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -257,15 +396,10 @@ fn cached(request: &HeaderMap, body: String, content_type: &'static str, cache: 
     if let Ok(value) = HeaderValue::from_str(cache) {
         headers.insert(header::CACHE_CONTROL, value);
     }
-    if let Ok(value) = HeaderValue::from_str(&etag) {
+    if let Ok(value) = HeaderValue::from_str(&rendered.etag) {
         headers.insert(header::ETAG, value);
     }
     response
-}
-
-/// FNV-1a, 64 bits: stable across processes and builds, unlike std's hasher.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn bad_request(why: &str) -> Response {
@@ -288,22 +422,52 @@ async fn cors(request: axum::extract::Request, next: axum::middleware::Next) -> 
     response
 }
 
-async fn media(State(config): State<Shared>, Path(key): Path<String>) -> Response {
+async fn media(State(server): State<Shared>, Path(key): Path<String>) -> Response {
     if !key.ends_with(".ts") || key.split('/').any(|part| part == ".." || part.is_empty()) {
         return not_found("object");
     }
-    match config.storage.get(&key).await {
-        Ok(bytes) => with_headers(bytes, "video/mp2t", "max-age=31536000, immutable"),
-        Err(e) if e.kind == ErrorKind::NotFound => not_found("object"),
-        Err(e) => {
-            tracing::error!(error = %e, "storage read failed");
-            (StatusCode::BAD_GATEWAY, "storage unavailable\n").into_response()
+    match fetch(&server, &key).await {
+        Ok(bytes) => return with_headers(bytes, "video/mp2t", "max-age=31536000, immutable"),
+        Err(e) if e.kind != ErrorKind::NotFound => return storage_error(e),
+        Err(_) => {}
+    }
+    // A part not stored yet: the one a playlist hints at next (EXT-X-PRELOAD-HINT). RFC 8216bis 6.2.6: the
+    // request is answered once the part exists, with all of it.
+    let Some(stream) = key.strip_prefix("parts/").and_then(|rest| rest.split('/').next()) else {
+        return not_found("object");
+    };
+    let Ok(Some(mut snapshots)) = server.live.watch(stream).await else { return not_found("object") };
+    let wait = {
+        let snapshot = snapshots.borrow();
+        let target = snapshot.renditions.values().map(|v| v.target_duration).max().unwrap_or(2);
+        Duration::from_secs(3 * target.max(1))
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if tokio::time::timeout_at(deadline, snapshots.changed()).await.map_or(true, |changed| changed.is_err()) {
+            return not_found("object");
+        }
+        match fetch(&server, &key).await {
+            Ok(bytes) => return with_headers(bytes, "video/mp2t", "max-age=31536000, immutable"),
+            Err(e) if e.kind != ErrorKind::NotFound => return storage_error(e),
+            Err(_) => {}
         }
     }
 }
 
-async fn streams_json(State(config): State<Shared>) -> Response {
-    match config.index.streams().await {
+/// An object from storage, through the cache: objects are write-once, so a copy is good for ever, and
+/// concurrent requests for one object fetch it once.
+async fn fetch(server: &Server, key: &str) -> Result<Bytes, StorageError> {
+    server.media.get_or_insert_async(key, server.config.storage.get(key)).await
+}
+
+fn storage_error(e: StorageError) -> Response {
+    tracing::error!(error = %e, "storage read failed");
+    (StatusCode::BAD_GATEWAY, "storage unavailable\n").into_response()
+}
+
+async fn streams_json(State(server): State<Shared>) -> Response {
+    match server.config.index.streams().await {
         Ok(sessions) => {
             let list: Vec<serde_json::Value> = sessions
                 .iter()

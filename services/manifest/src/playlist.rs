@@ -1,10 +1,10 @@
 //! HLS playlists (RFC 8216) from the index.
 
-use std::fmt::Write;
+use std::{collections::BTreeMap, fmt::Write};
 
 use ladder_index::{Rendition, Segment, Session};
 
-const CLOCK: f64 = 90_000.0;
+pub const CLOCK: f64 = 90_000.0;
 
 /// The master playlist: one variant per rendition, lowest bandwidth first. `query` is appended to each
 /// variant URI (a clip's time range), or empty.
@@ -89,6 +89,8 @@ pub struct SessionMedia {
 pub struct Entry {
     /// Media sequence number: unique and increasing across the stream's sessions.
     pub msn: u64,
+    /// Which of the sessions given to [`timeline`] the segment belongs to.
+    pub session: usize,
     pub segment: Segment,
     /// Something between the previous entry and this one breaks continuity: a reconnect, a skipped chunk or a
     /// timestamp jump.
@@ -108,6 +110,19 @@ pub struct Timeline {
     /// The target duration: the longest segment of the timeline, rounded to the nearest second. It can only
     /// grow as the stream goes on, never shrink, as RFC 8216 requires of a live playlist.
     pub target_duration: u64,
+    /// The segment that comes after the last entry, if the timeline is not held up before it: the one being
+    /// produced now, whose LL-HLS parts a live playlist lists.
+    pub next: Option<Slot>,
+}
+
+/// A place on the timeline: the chunk `sequence` of session `session`, with its media sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    pub session: usize,
+    pub sequence: u64,
+    pub msn: u64,
+    /// It starts a new session after an earlier one (a reconnect).
+    pub discontinuity: bool,
 }
 
 /// How long a session that ended with its last chunks still missing waits for them: time for them to be
@@ -124,7 +139,11 @@ pub fn timeline(sessions: &[SessionMedia], now_ms: i64) -> Timeline {
     let mut entries: Vec<Entry> = Vec::new();
     let mut base = 0u64;
     let mut complete = false;
+    // Where each session's numbers start; whether a session held the later ones back.
+    let mut bases = Vec::with_capacity(sessions.len());
+    let mut held_back = false;
     for (k, media) in sessions.iter().enumerate() {
+        bases.push(base);
         let newest = k + 1 == sessions.len();
         let listed = playable(&media.segments, &media.failed, now_ms);
         // Program dates anchor on a session's first segment, and again after each discontinuity (a timestamp
@@ -140,6 +159,7 @@ pub fn timeline(sessions: &[SessionMedia], now_ms: i64) -> Timeline {
                 anchor.map_or(segment.wall_clock_ms, |(wall, pts)| wall + (segment.first_pts as i64 - pts as i64) / 90);
             entries.push(Entry {
                 msn: base + segment.sequence,
+                session: k,
                 segment: segment.clone(),
                 discontinuity,
                 program_date_ms,
@@ -160,15 +180,31 @@ pub fn timeline(sessions: &[SessionMedia], now_ms: i64) -> Timeline {
             // An earlier session still has chunks in flight: later ones wait behind it, for a while. A rendition
             // the session never had (a smaller source, another ladder) holds nothing back.
             if !media.segments.is_empty() && now_ms - ended_at < IN_FLIGHT_WAIT_MS {
+                held_back = true;
                 break;
             }
         }
         base += count;
     }
+    let next = match (held_back, entries.last(), sessions.len()) {
+        (true, _, _) | (_, _, 0) => None,
+        // The newest session goes on after its last listed chunk (or waits for the chunk missing there).
+        (false, Some(last), n) if last.session + 1 == n => Some(Slot {
+            session: last.session,
+            sequence: last.segment.sequence + 1,
+            msn: last.msn + 1,
+            discontinuity: false,
+        }),
+        // The newest session has nothing listed yet (the ones between, if any, hold nothing back): its first
+        // chunk is next.
+        (false, _, n) => {
+            Some(Slot { session: n - 1, sequence: 0, msn: bases[n - 1], discontinuity: !entries.is_empty() })
+        }
+    };
     let target_duration =
         entries.iter().map(|e| (e.segment.duration as f64 / CLOCK).round() as u64).max().unwrap_or(2).max(1);
     let ended_at_ms = sessions.last().and_then(|m| m.session.ended_at_ms);
-    Timeline { entries, complete, ended_at_ms, target_duration }
+    Timeline { entries, complete, ended_at_ms, target_duration, next }
 }
 
 /// Which media playlist to write.
@@ -189,26 +225,94 @@ pub struct MediaPlaylist {
     pub fixed: bool,
 }
 
+/// What a live media playlist adds for LL-HLS (RFC 8216bis): the parts of its last segments and of the one
+/// being produced, the next part to expect, where the other renditions are, and what the server can do.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LowLatency {
+    /// PART-TARGET in 90 kHz ticks: no part is longer.
+    pub part_target: u64,
+    /// The parts of listed segments, by media sequence number: only the last few segments' are listed.
+    pub parts: BTreeMap<u64, Vec<PartLine>>,
+    /// The parts so far of the segment after the last listed one ([`Timeline::next`]).
+    pub pending: Vec<PartLine>,
+    /// When the segment being produced starts, wall clock (for its EXT-X-PROGRAM-DATE-TIME).
+    pub pending_date_ms: i64,
+    /// The URI of the next part (EXT-X-PRELOAD-HINT).
+    pub hint: Option<String>,
+    /// Every other rendition's live edge (EXT-X-RENDITION-REPORT).
+    pub reports: Vec<RenditionReport>,
+}
+
+/// One EXT-X-PART line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartLine {
+    /// 90 kHz ticks.
+    pub duration: u64,
+    /// The object key; the playlist prefixes the media base.
+    pub key: String,
+    pub independent: bool,
+}
+
+/// One EXT-X-RENDITION-REPORT line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenditionReport {
+    pub uri: String,
+    pub last_msn: u64,
+    /// The last part of that segment; `None` when its parts are not known.
+    pub last_part: Option<u32>,
+}
+
+/// Segments whose parts a live playlist lists: RFC 8216bis 6.2.2 drops parts older than three target
+/// durations from the end of the playlist.
+pub const PARTS_LISTED: usize = 3;
+
+impl LowLatency {
+    /// PART-HOLD-BACK: three part targets, what the spec says a server should give (at least two).
+    pub fn part_hold_back(&self) -> f64 {
+        3.0 * self.part_target as f64 / CLOCK
+    }
+}
+
+/// The skip boundary of delta updates (CAN-SKIP-UNTIL): six target durations, the least the spec allows.
+pub fn skip_until(target_duration: u64) -> f64 {
+    6.0 * target_duration as f64
+}
+
 /// A media playlist of `kind` from the timeline. `ended` adds EXT-X-ENDLIST (the stream is over, grace period
 /// included). A clip is a VOD playlist once all of its range is available; while its range runs past what is
 /// listed yet, it is an EVENT playlist that grows. Segment URIs are `media_base` followed by the object key:
 /// `/media/` when the manifest serves media itself, or the public base URL of the bucket or CDN in front of it.
 /// `None` when a clip has nothing to list.
-pub fn media(timeline: &Timeline, kind: Kind, ended: bool, media_base: &str) -> Option<MediaPlaylist> {
+///
+/// With `ll` (a live playlist whose stream has parts), it is an LL-HLS playlist: EXT-X-SERVER-CONTROL,
+/// EXT-X-PART-INF, the parts of the last segments and of the one in progress, EXT-X-PRELOAD-HINT and
+/// EXT-X-RENDITION-REPORT. Players without LL-HLS ignore those tags and play the same segments. With `skip` too
+/// it is a delta update (`_HLS_skip=YES`): the segments more than [`skip_until`] from the end are replaced by
+/// EXT-X-SKIP.
+pub fn media(
+    timeline: &Timeline,
+    kind: Kind,
+    ended: bool,
+    media_base: &str,
+    ll: Option<&LowLatency>,
+    skip: bool,
+) -> Option<MediaPlaylist> {
     let entries = &timeline.entries;
     let (start, end) = match kind {
         Kind::Live { window } => (entries.len().saturating_sub(window), entries.len()),
         Kind::Dvr => (0, entries.len()),
         Kind::Clip { from_ms, to_ms } => {
-            let overlaps = |e: &Entry| {
-                let end_ms = e.program_date_ms + (e.segment.duration / 90) as i64;
-                end_ms > from_ms && e.program_date_ms < to_ms
-            };
-            let first = entries.iter().position(overlaps)?;
-            let last = entries.iter().rposition(overlaps)?;
-            (first, last + 1)
+            let end_of = |e: &Entry| e.program_date_ms + (e.segment.duration / 90) as i64;
+            // Dates increase along the timeline: the range is found by bisection, not by a walk over it.
+            let first = entries.partition_point(|e| end_of(e) <= from_ms);
+            let last = entries.partition_point(|e| e.program_date_ms < to_ms);
+            if first >= last {
+                return None;
+            }
+            (first, last)
         }
     };
+    let ll = ll.filter(|_| !ended && matches!(kind, Kind::Live { .. }));
     let listed = entries.get(start..end).filter(|l| !l.is_empty());
     if listed.is_none() && matches!(kind, Kind::Clip { .. }) {
         return None;
@@ -218,12 +322,42 @@ pub fn media(timeline: &Timeline, kind: Kind, ended: bool, media_base: &str) -> 
     // nothing came before it).
     let discontinuity_sequence = entries.iter().take(start + 1).skip(1).filter(|e| e.discontinuity).count();
     let media_sequence = listed.first().map_or(entries.last().map_or(0, |e| e.msn + 1), |e| e.msn);
+    // A delta update leaves out the listed segments that end more than the skip boundary from the end.
+    let skipped = match (ll, skip) {
+        (Some(ll), true) => {
+            let pending: u64 = ll.pending.iter().map(|p| p.duration).sum();
+            let mut remaining = listed.iter().map(|e| e.segment.duration).sum::<u64>() + pending;
+            let boundary = (skip_until(timeline.target_duration) * CLOCK) as u64;
+            let mut n = 0;
+            for entry in listed {
+                remaining -= entry.segment.duration;
+                if remaining < boundary {
+                    break;
+                }
+                n += 1;
+            }
+            n
+        }
+        _ => 0,
+    };
+    let version = match (ll, skipped) {
+        (Some(_), 1..) => 9,
+        (Some(_), 0) => 6,
+        (None, _) => 3,
+    };
     let mut out = String::new();
-    let _ = write!(
-        out,
-        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{}\n#EXT-X-MEDIA-SEQUENCE:{media_sequence}\n",
-        timeline.target_duration
-    );
+    let _ = write!(out, "#EXTM3U\n#EXT-X-VERSION:{version}\n#EXT-X-TARGETDURATION:{}\n", timeline.target_duration);
+    if let Some(ll) = ll {
+        let _ = write!(
+            out,
+            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.3},CAN-SKIP-UNTIL={:.1}\n\
+             #EXT-X-PART-INF:PART-TARGET={:.3}\n",
+            ll.part_hold_back(),
+            skip_until(timeline.target_duration),
+            ll.part_target as f64 / CLOCK,
+        );
+    }
+    let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{media_sequence}");
     if discontinuity_sequence > 0 {
         let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{discontinuity_sequence}");
     }
@@ -239,18 +373,53 @@ pub fn media(timeline: &Timeline, kind: Kind, ended: bool, media_base: &str) -> 
         _ => {}
     }
     out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
-    for (i, entry) in listed.iter().enumerate() {
+    if skipped > 0 {
+        let _ = writeln!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
+    }
+    let part_line = |out: &mut String, part: &PartLine| {
+        let _ =
+            write!(out, "#EXT-X-PART:DURATION={:.5},URI=\"{media_base}{}\"", part.duration as f64 / CLOCK, part.key);
+        out.push_str(if part.independent { ",INDEPENDENT=YES\n" } else { "\n" });
+    };
+    for (i, entry) in listed.iter().enumerate().skip(skipped) {
         if entry.discontinuity && i > 0 {
             out.push_str("#EXT-X-DISCONTINUITY\n");
         }
         // Every segment carries its date, so a player joining at any point can place it.
         let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", program_date_time(entry.program_date_ms));
+        let recent = listed.len() - i <= PARTS_LISTED;
+        for part in ll.filter(|_| recent).and_then(|ll| ll.parts.get(&entry.msn)).into_iter().flatten() {
+            part_line(&mut out, part);
+        }
         let _ = write!(
             out,
             "#EXTINF:{:.6},\n{media_base}{}\n",
             entry.segment.duration as f64 / CLOCK,
             entry.segment.object_key
         );
+    }
+    if let (Some(ll), Some(next)) = (ll, timeline.next) {
+        if !ll.pending.is_empty() {
+            if next.discontinuity || listed.last().is_some_and(|last| last.msn + 1 != next.msn) {
+                out.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", program_date_time(ll.pending_date_ms));
+            for part in &ll.pending {
+                part_line(&mut out, part);
+            }
+        }
+    }
+    if let Some(ll) = ll {
+        if let Some(hint) = &ll.hint {
+            let _ = writeln!(out, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{media_base}{hint}\"");
+        }
+        for report in &ll.reports {
+            let _ = write!(out, "#EXT-X-RENDITION-REPORT:URI=\"{}\",LAST-MSN={}", report.uri, report.last_msn);
+            if let Some(part) = report.last_part {
+                let _ = write!(out, ",LAST-PART={part}");
+            }
+            out.push('\n');
+        }
     }
     if fixed {
         out.push_str("#EXT-X-ENDLIST\n");
@@ -312,7 +481,8 @@ mod tests {
         let mut media = session("a", 0, None, 10, &[]);
         media.segments = (0..10).map(|i| segment("a", i, 180_180)).collect();
         let timeline = timeline(&[media], 0);
-        let text = super::media(&timeline, Kind::Live { window: 6 }, false, "/media/").expect("playlist").text;
+        let text =
+            super::media(&timeline, Kind::Live { window: 6 }, false, "/media/", None, false).expect("playlist").text;
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:4\n"), "{text}");
         assert!(text.contains("#EXT-X-TARGETDURATION:2\n"), "2.002 s rounds to 2: {text}");
         assert_eq!(text.matches("#EXTINF:2.002000,").count(), 6);
@@ -325,8 +495,9 @@ mod tests {
         media.segments.retain(|s| s.sequence != 4);
         let listed: Vec<u64> = playable(&media.segments, &media.failed, 0).iter().map(|(s, _)| s.sequence).collect();
         assert_eq!(listed, vec![0, 1, 3], "4 is not ready, so 5 is not listed yet");
-        let text =
-            super::media(&timeline(&[media], 0), Kind::Live { window: 6 }, false, "/media/").expect("playlist").text;
+        let text = super::media(&timeline(&[media], 0), Kind::Live { window: 6 }, false, "/media/", None, false)
+            .expect("playlist")
+            .text;
         assert!(text.contains("00000001.ts\n#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:"), "{text}");
         assert_eq!(uris(&text).last(), Some(&"/media/live/s/a/720p/00000003.ts"));
     }
@@ -344,7 +515,8 @@ mod tests {
         assert_eq!(msns(&timeline(&[media.clone()], since + GAP_WAIT_MS - 1)), vec![0, 1], "still waiting for 2");
         let moved_on = timeline(&[media.clone()], since + GAP_WAIT_MS);
         assert_eq!(msns(&moved_on), vec![0, 1, 3, 4, 5]);
-        let text = super::media(&moved_on, Kind::Live { window: 6 }, false, "/media/").expect("playlist").text;
+        let text =
+            super::media(&moved_on, Kind::Live { window: 6 }, false, "/media/", None, false).expect("playlist").text;
         assert!(text.contains("00000001.ts\n#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:"), "{text}");
         assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{text}");
         // Should the chunk come after all, it takes its place.
@@ -387,13 +559,15 @@ mod tests {
         let timeline = timeline(&sessions, 0);
         let msns: Vec<u64> = timeline.entries.iter().map(|e| e.msn).collect();
         assert_eq!(msns, (0..9).collect::<Vec<_>>(), "b's chunk 0 follows a's chunk 4");
-        let text = super::media(&timeline, Kind::Live { window: 6 }, false, "/media/").expect("playlist").text;
+        let text =
+            super::media(&timeline, Kind::Live { window: 6 }, false, "/media/", None, false).expect("playlist").text;
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:3\n") && !text.contains("DISCONTINUITY-SEQUENCE"), "{text}");
         assert!(text.contains("a/720p/00000004.ts\n#EXT-X-DISCONTINUITY\n"), "{text}");
         // Once the reconnect point slides out, the discontinuity sequence counts it.
         let later = [session("a", 0, Some((1, 5)), 5, &[]), session("b", 2, None, 12, &[])];
-        let text =
-            super::media(&super::timeline(&later, 0), Kind::Live { window: 6 }, false, "/media/").expect("pl").text;
+        let text = super::media(&super::timeline(&later, 0), Kind::Live { window: 6 }, false, "/media/", None, false)
+            .expect("pl")
+            .text;
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:11\n#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{text}");
         assert!(!text.contains("#EXT-X-DISCONTINUITY\n"), "{text}");
     }
@@ -410,22 +584,22 @@ mod tests {
     fn ended_dvr_and_clip_playlists() {
         let done = timeline(&[session("a", 0, Some((1, 10)), 10, &[])], 0);
         assert!(done.complete);
-        let live = super::media(&done, Kind::Live { window: 6 }, true, "/media/").expect("playlist").text;
+        let live = super::media(&done, Kind::Live { window: 6 }, true, "/media/", None, false).expect("playlist").text;
         assert!(live.ends_with("#EXT-X-ENDLIST\n") && live.contains("#EXT-X-MEDIA-SEQUENCE:4\n"), "{live}");
-        let dvr = super::media(&done, Kind::Dvr, false, "/media/").expect("playlist").text;
+        let dvr = super::media(&done, Kind::Dvr, false, "/media/", None, false).expect("playlist").text;
         assert_eq!(uris(&dvr).len(), 10);
         assert!(!dvr.contains("ENDLIST"));
         let waiting = timeline(&[session("a", 0, Some((1, 10)), 9, &[])], 0);
         assert!(!waiting.complete, "the last chunk is still being transcoded");
         // A clip running past what is listed grows as an EVENT playlist, without ENDLIST, until it is whole.
         let open = Kind::Clip { from_ms: 1_700_000_006_500, to_ms: 1_700_000_030_000 };
-        let growing = super::media(&waiting, open, false, "/media/").expect("clip");
+        let growing = super::media(&waiting, open, false, "/media/", None, false).expect("clip");
         assert!(!growing.fixed && growing.text.contains("#EXT-X-PLAYLIST-TYPE:EVENT\n"), "{}", growing.text);
         assert!(!growing.text.contains("ENDLIST"));
 
         // Chunks 3 to 5 cover [1_700_000_006_037, 1_700_000_012_037).
         let clip = Kind::Clip { from_ms: 1_700_000_006_500, to_ms: 1_700_000_011_000 };
-        let text = super::media(&done, clip, false, "https://cdn.example.com/").expect("clip").text;
+        let text = super::media(&done, clip, false, "https://cdn.example.com/", None, false).expect("clip").text;
         assert_eq!(
             uris(&text),
             vec![
@@ -436,7 +610,7 @@ mod tests {
         );
         assert!(text.contains("#EXT-X-PLAYLIST-TYPE:VOD\n") && text.ends_with("#EXT-X-ENDLIST\n"), "{text}");
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:3\n"), "{text}");
-        assert_eq!(super::media(&done, Kind::Clip { from_ms: 0, to_ms: 1 }, false, "/media/"), None);
+        assert_eq!(super::media(&done, Kind::Clip { from_ms: 0, to_ms: 1 }, false, "/media/", None, false), None);
 
         // An earlier session with a chunk missing holds later ones back while it may be in flight, not for ever;
         // one that never had the rendition holds nothing back.

@@ -51,21 +51,26 @@ pub async fn transcode(bus: &Bus, config: &Config, started: &ChunkStarted) -> Re
     let mut source = RawChunk::open(bus, started).await?;
     // ffmpeg reads its whole analysis duration before it starts: it is started once the chunk's first bytes
     // say how much that must be (up to the first whole audio packet).
+    // The source's frame duration is known from its first two frames (the chunker's, at a session's first
+    // chunk, is a guess until then): the frame-rate caps depend on it.
     let mut head = Vec::new();
-    let needed = loop {
-        match source.next().await? {
-            Some(bytes) => {
-                head.extend_from_slice(&bytes);
-                if let Some(needed) = ladder_media::probe::needed_for_parameters(&head) {
-                    break needed;
-                }
+    let (needed, frame_duration) = loop {
+        let next = source.next().await?;
+        let end = next.is_none();
+        head.extend_from_slice(&next.unwrap_or_default());
+        let needed = ladder_media::probe::needed_for_parameters(&head);
+        let step = ladder_media::probe::first_frame_step(&head);
+        match (needed, step, end) {
+            (Some(needed), Some(step), _) => break (needed, step),
+            (needed, step, true) => {
+                break (needed.unwrap_or(started.target_duration * 30), step.unwrap_or(started.frame_duration))
             }
-            None => break ladder_media::probe::needed_for_parameters(&head).unwrap_or(started.target_duration * 30),
+            _ => {}
         }
     };
     let ffmpeg_started_ms = now_ms();
-    let analyze = ffmpeg::analyze_us(needed, started.frame_duration);
-    let mut encoder = ffmpeg::Encoder::spawn(&renditions, &config.preset, started.frame_duration, analyze)?;
+    let analyze = ffmpeg::analyze_us(needed, frame_duration);
+    let mut encoder = ffmpeg::Encoder::spawn(&renditions, &config.preset, frame_duration, analyze)?;
     let mut stdin = encoder.stdin.take();
     let outputs = std::mem::take(&mut encoder.outputs);
     let (finished_tx, finished_rx) = watch::channel(None::<Finished>);
@@ -98,27 +103,41 @@ pub async fn transcode(bus: &Bus, config: &Config, started: &ChunkStarted) -> Re
         finished_tx.send_replace(Some(finished));
         Ok::<_, JobError>(())
     };
-    let pipelines = renditions.iter().zip(outputs).map(|(spec, output)| {
-        let timing = Timing { transcode_started_ms: started_ms, ffmpeg_started_ms, ..Default::default() };
-        rendition(bus, config, started, spec, output, finished_rx.clone(), timing)
-    });
+    let job = Job {
+        bus,
+        config,
+        started,
+        source_frame: frame_duration,
+        timing: Timing { transcode_started_ms: started_ms, ffmpeg_started_ms, ..Default::default() },
+    };
+    let pipelines =
+        renditions.iter().zip(outputs).map(|(spec, output)| rendition(&job, spec, output, finished_rx.clone()));
     futures::try_join!(feeder, futures::future::try_join_all(pipelines))?;
     tracing::debug!(stream = %started.stream, sequence = started.sequence, ms = now_ms() - started_ms, "chunk transcoded");
     Ok(())
 }
 
+/// What the renditions of one chunk share.
+struct Job<'a> {
+    bus: &'a Bus,
+    config: &'a Config,
+    started: &'a ChunkStarted,
+    /// One source frame, 90 kHz ticks.
+    source_frame: u64,
+    timing: Timing,
+}
+
 /// One rendition: ffmpeg's output cut into parts, which a writer stores and announces in order, then the
 /// segment.
 async fn rendition(
-    bus: &Bus,
-    config: &Config,
-    started: &ChunkStarted,
+    job: &Job<'_>,
     spec: &RenditionSpec,
     mut output: tokio::net::unix::pipe::Receiver,
     finished: watch::Receiver<Option<Finished>>,
-    timing: Timing,
 ) -> Result<(), JobError> {
-    let frame = started.frame_duration * ladder::frame_step(started.frame_duration, spec.max_fps);
+    let Job { bus, config, started, source_frame, timing } = job;
+    let (bus, config, started, timing) = (*bus, *config, *started, *timing);
+    let frame = source_frame * ladder::frame_step(*source_frame, spec.max_fps);
     let target = ticks(config.part_target);
     let (parts_tx, mut parts_rx) = mpsc::channel::<Part>(PART_QUEUE);
     let mut chunk_end = finished.clone();
