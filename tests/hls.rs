@@ -304,3 +304,160 @@ fn caching_headers_etags_and_cors() {
     let (_, ended_master, _) = request(&stack, "GET", "/live/cam/master.m3u8", &[]);
     assert_eq!(ended_master["cache-control"], "public, max-age=300");
 }
+
+/// The last listed part of a parsed live playlist: (media sequence number, part index), and how many parts
+/// each listed segment has.
+fn live_edge(playlist: &Value) -> (u64, u64) {
+    let sequence = playlist["media_sequence"].as_u64().expect("media sequence");
+    let complete = segments(playlist).len() as u64;
+    let skipped = playlist["skipped_segments"].as_u64().unwrap_or(0);
+    match playlist["pending"].as_array().and_then(|p| p.first()) {
+        Some(pending) => (sequence + skipped + complete, pending["parts"].as_array().expect("parts").len() as u64 - 1),
+        None => {
+            let last = segments(playlist).last().expect("a segment");
+            (sequence + skipped + complete - 1, last["parts"].as_array().expect("parts").len().max(1) as u64 - 1)
+        }
+    }
+}
+
+/// LL-HLS on the live playlists (RFC 8216bis), read through the strict parser: parts of whole frames within the
+/// part target on the last segments and the one in progress, the preload hint, rendition reports, server
+/// control; blocking reloads answered when the part exists (and 400 for requests too far ahead), delta updates,
+/// parts served as the segment's bytes, a hinted part answered once it exists, identical concurrent blocking
+/// requests answered alike; and a plain playlist once the stream is over.
+#[test]
+fn low_latency_playlists_blocking_reloads_delta_updates_and_parts() {
+    let stack = Stack::start_with(StackOptions { window: Some(10), ..StackOptions::default() });
+    // 720p in, so the ladder has three renditions to report on.
+    let publisher = publish(&stack.srt_url("ll"), "1280x720", 25, 40, 440);
+    let parsed = |path: &str| get_parsed(&stack, path);
+    // Live with parts, and long enough for a delta update to leave something out (more than 6 target durations).
+    let playlist = eventually(Duration::from_secs(90), "an LL-HLS playlist with a window to skip", &stack, || {
+        let (status, body) = stack.get("/live/ll/360p.m3u8");
+        if status != 200 {
+            return None;
+        }
+        let playlist = parse_playlist(&stack, &body);
+        let listed: f64 = segments(&playlist).iter().map(|s| s["duration"].as_f64().unwrap_or(0.0)).sum();
+        (playlist["part_target"].is_number() && listed > 14.0).then_some(playlist)
+    });
+    check_media(&playlist, "/live/ll/360p.m3u8");
+    let target = playlist["target_duration"].as_f64().expect("target");
+    let part_target = playlist["part_target"].as_f64().expect("part target");
+    assert_eq!(part_target, 0.5);
+    let control = &playlist["server_control"];
+    assert_eq!(control["can_block_reload"], true, "{playlist}");
+    assert!(control["part_hold_back"].as_f64().expect("part hold back") >= 3.0 * part_target, "{control}");
+    assert!(control["can_skip_until"].as_f64().expect("skip until") >= 6.0 * target, "{control}");
+    assert_eq!(playlist["version"], 6);
+
+    // Parts only on the last three segments (and the one in progress), each within the target, whole 40 ms
+    // frames, the first of a segment independent, adding up to the segment.
+    let with_parts: Vec<&Value> =
+        segments(&playlist).iter().filter(|s| !s["parts"].as_array().expect("parts").is_empty()).collect();
+    assert!(!with_parts.is_empty() && with_parts.len() <= 3, "{playlist}");
+    let all = segments(&playlist);
+    assert!(all[all.len() - with_parts.len()..].iter().all(|s| !s["parts"].as_array().expect("parts").is_empty()));
+    let pending = playlist["pending"].as_array().expect("pending");
+    for segment in with_parts.iter().copied().chain(pending.iter()) {
+        let parts = segment["parts"].as_array().expect("parts");
+        assert_eq!(parts[0]["independent"], true, "{segment}");
+        assert!(parts.iter().skip(1).all(|p| p["independent"] == false), "{segment}");
+        for part in parts {
+            let duration = part["duration"].as_f64().expect("duration");
+            assert!(duration <= part_target && duration > 0.0, "{part}");
+            assert!(((duration * 25.0).round() - duration * 25.0).abs() < 1e-3, "whole frames: {part}");
+        }
+        if let Some(total) = segment["duration"].as_f64() {
+            let sum: f64 = parts.iter().map(|p| p["duration"].as_f64().unwrap_or(0.0)).sum();
+            assert!((sum - total).abs() < 0.001, "parts add up to the segment: {segment}");
+            // The segment is its parts end to end, byte for byte, and each part is immutable.
+            let mut joined = Vec::new();
+            for part in parts {
+                let (status, headers, _) = request(&stack, "GET", part["uri"].as_str().expect("uri"), &[]);
+                assert_eq!((status, headers["cache-control"].as_str()), (200, "max-age=31536000, immutable"));
+                joined.extend(support::get_url(&stack.url(part["uri"].as_str().expect("uri"))).1);
+            }
+            let (_, whole) = support::get_url(&stack.url(segment["uri"].as_str().expect("uri")));
+            assert!(whole == joined, "{}: the segment is its parts", segment["uri"]);
+        }
+    }
+    let hint = &playlist["preload_hint"];
+    assert_eq!(hint["type"], "PART", "{playlist}");
+    let reports: Vec<&str> =
+        playlist["rendition_reports"].as_array().expect("reports").iter().filter_map(|r| r["uri"].as_str()).collect();
+    assert_eq!(reports.len(), 2, "the other two renditions: {reports:?}");
+    assert!(!reports.contains(&"360p.m3u8"));
+
+    // A blocking reload for the next part: answered once it is there, cached for six target durations.
+    let (msn, part) = live_edge(&playlist);
+    let path = format!("/live/ll/360p.m3u8?_HLS_msn={msn}&_HLS_part={}", part + 1);
+    let asked = Instant::now();
+    let (status, headers, body) = request(&stack, "GET", &path, &[]);
+    assert_eq!(status, 200, "{body}");
+    assert!(asked.elapsed() < Duration::from_secs_f64(3.0 * target + 1.0), "answered within 3 target durations");
+    assert_eq!(headers["cache-control"], format!("public, max-age={}", 6 * target as u64));
+    let after = parse_playlist(&stack, &body);
+    let (new_msn, new_part) = live_edge(&after);
+    assert!((new_msn, new_part) > (msn, part), "the answer has the part asked for: {:?}", (new_msn, new_part));
+    // The same request from many players at once: one answer for all.
+    let next = format!("/live/ll/360p.m3u8?_HLS_msn={new_msn}&_HLS_part={}", new_part + 1);
+    let answers: Vec<(u16, String, String)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    let (status, headers, body) = request(&stack, "GET", &next, &[]);
+                    (status, headers.get("etag").cloned().unwrap_or_default(), body)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("request")).collect()
+    });
+    assert!(answers.iter().all(|a| a.0 == 200 && a.1 == answers[0].1 && a.2 == answers[0].2), "{answers:?}");
+    // Too far ahead, or a part without a segment: 400 at once.
+    for bad in [format!("?_HLS_msn={}", new_msn + 3), "?_HLS_part=1".to_string(), "?_HLS_msn=x".to_string()] {
+        let started = Instant::now();
+        let (status, _, _) = request(&stack, "GET", &format!("/live/ll/360p.m3u8{bad}"), &[]);
+        assert_eq!(status, 400, "{bad}");
+        assert!(started.elapsed() < Duration::from_secs(1), "{bad} was not held");
+    }
+    // The hinted part: the request gets it once it exists.
+    let hinted = parsed("/live/ll/360p.m3u8")["preload_hint"]["uri"].as_str().expect("hint").to_string();
+    let (status, bytes) = support::get_url(&stack.url(&hinted));
+    assert_eq!(status, 200, "{hinted}");
+    assert_eq!(bytes.first(), Some(&0x47), "a transport stream");
+
+    // A delta update: the segments before the skip boundary are left out, what remains is the full playlist's
+    // end.
+    let (_, full) = stack.get("/live/ll/360p.m3u8");
+    let (_, delta) = stack.get("/live/ll/360p.m3u8?_HLS_skip=YES");
+    let (full, delta) = (parse_playlist(&stack, &full), parse_playlist(&stack, &delta));
+    let skipped = delta["skipped_segments"].as_u64().expect("skipped");
+    assert!(skipped > 0, "{delta}");
+    assert_eq!(delta["version"], 9);
+    let kept: Vec<String> = segments(&delta).iter().map(uri).collect();
+    let tail: Vec<String> = segments(&full).iter().skip(skipped as usize).map(uri).collect();
+    if full["media_sequence"] == delta["media_sequence"] {
+        assert_eq!(kept, tail, "a delta update lists the end of the same playlist");
+    }
+    let kept_seconds: f64 = segments(&delta).iter().map(|s| s["duration"].as_f64().unwrap_or(0.0)).sum();
+    assert!(kept_seconds >= 6.0 * target - 2.0, "nothing within the skip boundary is left out: {kept_seconds}");
+
+    // Every other rendition is LL-HLS too.
+    for rendition in ["480p", "720p"] {
+        let playlist = parsed(&format!("/live/ll/{rendition}.m3u8"));
+        assert_eq!(playlist["part_target"], 0.5, "{rendition}");
+        check_media(&playlist, rendition);
+    }
+
+    // Over: a plain playlist again, with the end.
+    publisher.finish();
+    let ended = eventually(Duration::from_secs(90), "ll to end", &stack, || {
+        let playlist = parsed("/live/ll/360p.m3u8");
+        (playlist["endlist"] == true).then_some(playlist)
+    });
+    assert!(ended["part_target"].is_null() && ended["preload_hint"].is_null(), "{ended}");
+    assert!(segments(&ended).iter().all(|s| s["parts"].as_array().is_some_and(|p| p.is_empty())));
+    let (status, _, _) = request(&stack, "GET", "/live/ll/360p.m3u8?_HLS_msn=100000&_HLS_part=0", &[]);
+    assert_eq!(status, 200, "an ended playlist answers at once");
+}

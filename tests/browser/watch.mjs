@@ -3,7 +3,9 @@
 //   0. the list shows the stream as live;
 //   1. playback time advances for at least 10 s;
 //   2. a forced switch to each rendition plays that rendition (the video's own height changes);
-//   3. after the publisher reconnects (a discontinuity, hls.js's `cc` goes up), playback continues.
+//   3. after the publisher reconnects (a discontinuity, hls.js's `cc` goes up), playback continues;
+//   and all along hls.js plays in low-latency mode, loading parts, and the page reports the latency from each
+//   frame's EXT-X-PROGRAM-DATE-TIME (its arrival at ingest) to the moment it is on screen.
 // Prints one JSON line of observations and exits 1 with the reason if a check fails.
 // Usage: node watch.mjs http://127.0.0.1:PORT/ STREAM
 import { chromium } from 'playwright-core';
@@ -43,6 +45,11 @@ async function main() {
     cc: window.ladder.fragments.length ? window.ladder.fragments[window.ladder.fragments.length - 1].cc : null,
     fragments: window.ladder.fragments.length,
     latency: document.getElementById('latency').textContent,
+    seconds: window.ladder.latency,
+    parts: window.ladder.parts,
+    segments: window.ladder.segments,
+    lowLatency: !!(window.ladder.hls && window.ladder.hls.lowLatencyMode),
+    partTarget: window.ladder.hls && window.ladder.hls.levels[Math.max(0, window.ladder.hls.currentLevel)]?.details?.partTarget,
     rendition: document.getElementById('rendition').textContent,
     options: document.getElementById('picker').options.length,
     errors: window.ladder.errors,
@@ -64,6 +71,18 @@ async function main() {
   if (after.options !== after.levels.length + 1) fail(`the picker offers ${after.options} for ${after.levels}`);
   report.latency = after.latency;
   report.levels = after.levels;
+  if (!after.lowLatency || !(after.partTarget > 0)) fail(`hls.js is not in low-latency mode: ${JSON.stringify(after)}`);
+  if (after.parts < 4) fail(`hls.js loaded ${after.parts} parts in 12 s of low-latency playback`);
+  // The latency, sampled every second for 10 s while playing.
+  const latencies = [];
+  for (let i = 0; i < 10; i++) {
+    const s = await state();
+    if (typeof s.seconds === 'number') latencies.push(s.seconds);
+    await sleep(1000);
+  }
+  if (latencies.length < 5 || latencies.some((l) => !(l > 0 && l < 30))) fail(`no sane latency: ${latencies}`);
+  report.latencies = latencies;
+  report.parts = after.parts;
 
   // 2. Forced switches: pick each rendition in the picker, as a viewer would, and watch it play.
   for (let i = 0; i < after.levels.length; i++) {

@@ -268,9 +268,18 @@ impl Chunker {
 
     /// The bytes of the chunk being built, so far. They only grow until the chunk is finished: the finished
     /// chunk's data starts with them, except that [`Chunker::finish`] drops the packets of a PES packet the
-    /// stream ended in the middle of.
+    /// stream ended in the middle of (see [`Chunker::settled`]).
     pub fn growing(&self) -> &[u8] {
         self.current.as_ref().map_or(&[], |current| &current.data)
+    }
+
+    /// The start of [`Chunker::growing`] that the finished chunk holds whatever comes next, even the end of the
+    /// stream: up to the first packet of a PES packet not known to be complete (the video frame being written,
+    /// an audio packet not all in yet), which [`Chunker::finish`] would drop.
+    pub fn settled(&self) -> &[u8] {
+        let Some(current) = self.current.as_ref() else { return &[] };
+        let open = current.open_pes.values().filter(|pes| !pes.complete()).filter_map(|pes| pes.packets.first());
+        &current.data[..open.copied().min().unwrap_or(current.data.len())]
     }
 
     /// Feeds bytes; returns the chunks they completed. After an error the chunker refuses further input.

@@ -268,6 +268,7 @@ fn a_growing_chunk_is_a_prefix_of_the_finished_one_and_each_start_resumes_it() {
     let bytes = make(dir.path(), "a.ts", "-bf 2");
     let mut chunker = Chunker::new(2 * CLOCK);
     let (mut chunks, mut starts, mut prefixes) = (Vec::new(), Vec::new(), Vec::<Vec<u8>>::new());
+    let mut settled: Vec<(usize, Vec<u8>)> = Vec::new();
     for piece in bytes.chunks(1316 * 5 + 7) {
         let done = chunker.push(piece).expect("a valid stream");
         starts.extend(chunker.take_started());
@@ -278,10 +279,16 @@ fn a_growing_chunk_is_a_prefix_of_the_finished_one_and_each_start_resumes_it() {
             prefixes.resize(chunks.len() + 1, Vec::new());
         }
         prefixes[chunks.len()] = chunker.growing().to_vec();
+        settled.push((chunks.len(), chunker.settled().to_vec()));
     }
     chunks.extend(chunker.finish());
     assert!(chunks.len() >= 3, "{} chunks", chunks.len());
     assert_eq!(starts.len(), chunks.len(), "one start per chunk");
+    // What is settled stays in the chunk, the last one included (the stream ends in the middle of a frame).
+    for (i, settled) in &settled {
+        assert!(chunks[*i].data.starts_with(settled), "chunk {i} keeps what was settled");
+        assert!(settled.len() < chunks[*i].data.len() || settled.is_empty(), "chunk {i}: its last frame waits");
+    }
     for (i, (chunk, start)) in chunks.iter().zip(&starts).enumerate() {
         assert!(!prefixes[i].is_empty(), "chunk {i} was seen growing");
         // The last one may lose the packets of a PES packet the stream ended in the middle of (`finish`).

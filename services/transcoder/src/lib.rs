@@ -41,7 +41,7 @@ pub mod job;
 pub mod ladder;
 pub mod source;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use async_nats::jetstream::{message::AckKind, Message};
 use bytes::Bytes;
@@ -50,6 +50,7 @@ use ladder_bus::{topology, Bus, BusError};
 use ladder_proto::{ChunkFailed, ChunkStarted, Event};
 use ladder_storage::{ErrorKind, Storage};
 use prost::Message as _;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 pub use ladder::{default_ladder, LadderError, RenditionSpec};
@@ -147,11 +148,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Tran
             abandon.cancel();
         }
     });
+    // One puller for the whole process, asking for one chunk at a time and only when a worker is free: at most
+    // one chunk is on its way to this process when it stops, and is handed back (each delivery counts towards
+    // a chunk's attempts).
+    let free = Arc::new(Semaphore::new(workers));
+    let (tx, rx) = mpsc::channel::<(Message, OwnedSemaphorePermit)>(workers);
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
     let mut tasks = tokio::task::JoinSet::new();
-    for worker in 0..workers {
-        let (bus, config, shutdown, abandon) = (bus.clone(), config.clone(), shutdown.clone(), abandon.clone());
-        tasks.spawn(async move { work(worker, bus, config, shutdown, abandon).await });
+    for _ in 0..workers {
+        let (bus, config, rx, abandon) = (bus.clone(), config.clone(), rx.clone(), abandon.clone());
+        tasks.spawn(async move {
+            loop {
+                let next = rx.lock().await.recv().await;
+                let Some((message, _permit)) = next else { break };
+                handle(&bus, &config, message, &abandon).await;
+            }
+            Ok(())
+        });
     }
+    tasks.spawn(pull(bus.clone(), free, tx, shutdown.clone()));
     let mut result = Ok(());
     while let Some(joined) = tasks.join_next().await {
         if let Ok(Err(e)) = joined {
@@ -165,34 +180,50 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Tran
     result
 }
 
-async fn work(
-    worker: usize,
+/// Pulls one chunk whenever a worker is free, until shutdown; then closes the channel, which lets the workers
+/// finish what they hold and stop.
+async fn pull(
     bus: Bus,
-    config: Config,
+    free: Arc<Semaphore>,
+    tx: mpsc::Sender<(Message, OwnedSemaphorePermit)>,
     shutdown: CancellationToken,
-    abandon: CancellationToken,
 ) -> Result<(), TranscoderError> {
     let consumer = bus.consumer(topology::TRANSCODER).await?;
     while !shutdown.is_cancelled() {
-        // One message at a time, so a busy worker never sits on chunks another worker could take.
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = free.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
         let batch = consumer.batch().max_messages(1).expires(Duration::from_secs(2)).messages();
         let mut batch = tokio::select! {
             _ = shutdown.cancelled() => break,
             batch = batch => match batch {
                 Ok(batch) => batch,
                 Err(e) => {
-                    tracing::warn!(worker, error = %e, "pulling chunks failed");
+                    tracing::warn!(error = %e, "pulling chunks failed");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
             },
         };
+        let mut permit = Some(permit);
+        // The request stands until it expires: a chunk that comes once shutdown began is handed back at once.
         while let Some(message) = batch.next().await {
-            match message {
-                // Pulled as shutdown began: not started, so another instance may take it straight away.
-                Ok(message) if shutdown.is_cancelled() => hand_back(&message).await,
-                Ok(message) => handle(&bus, &config, message, &abandon).await,
-                Err(e) => tracing::warn!(worker, error = %e, "receiving chunk failed"),
+            match (message, permit.take()) {
+                (Ok(message), _) if shutdown.is_cancelled() => hand_back(&message).await,
+                (Ok(message), Some(permit)) => {
+                    if let Err(e) = tx.send((message, permit)).await {
+                        hand_back(&e.0 .0).await;
+                    }
+                }
+                (Ok(message), None) => hand_back(&message).await,
+                (Err(e), taken) => {
+                    permit = taken;
+                    tracing::warn!(error = %e, "receiving chunk failed");
+                }
             }
         }
     }

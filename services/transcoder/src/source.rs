@@ -173,10 +173,12 @@ impl RawChunk {
             if value(header::END).is_some() {
                 return Ok(self.finish());
             }
-            let growing = self.chunker.growing();
-            if growing.len() > self.fed {
-                let bytes = growing[self.fed..].to_vec();
-                self.fed = growing.len();
+            // Only what the chunk keeps whatever comes next: a stream that ends now drops its unfinished last
+            // frame and audio packet from the chunk, and ffmpeg must not have been given them.
+            let settled = self.chunker.settled();
+            if settled.len() > self.fed {
+                let bytes = settled[self.fed..].to_vec();
+                self.fed = settled.len();
                 return Ok(Some(bytes));
             }
         }
@@ -192,8 +194,8 @@ impl RawChunk {
     fn finish(&mut self) -> Option<Vec<u8>> {
         let handed_out = self.chunker.growing().get(..self.fed).unwrap_or_default().to_vec();
         let chunk = self.chunker.finish()?;
-        // The last chunk of a stream loses the packets of a PES packet the stream ended in the middle of; what
-        // was handed out already stays, and only what comes after it is added.
+        // Only settled bytes were handed out, so the finished chunk starts with them.
+        debug_assert!(chunk.data.starts_with(&handed_out));
         let rest = if chunk.data.starts_with(&handed_out) { chunk.data[self.fed..].to_vec() } else { Vec::new() };
         self.finished = Some(Finished {
             last_packet_ms: self.arrival_of(chunk.input_end.saturating_sub(1)),
