@@ -17,6 +17,7 @@ test: deps test-deps lint
 ## bench: latency, efficiency and throughput against ffmpeg and nginx; writes bench/RESULTS.md (not in CI)
 bench: deps
 	@./scripts/install-bench-deps.sh
+	@./scripts/install-browser-deps.sh
 	$(CARGO) build --release --bin ladder
 	python3 bench/run.py
 

@@ -240,6 +240,9 @@ def latency_run(target):
 
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
+    parts_seen = {}  # part URI -> (ms listed, ms its last frame reached ingest)
+    blocker = threading.Thread(target=follow_parts, args=(http, "720p", parts_seen, stop), daemon=True)
+    blocker.start()
     publisher = publish(srt, "bench", source)
     publisher.wait()
     # Wait for the last chunks to be transcoded and listed.
@@ -254,32 +257,29 @@ def latency_run(target):
         time.sleep(0.2)
     stop.set()
     poller.join()
+    blocker.join(timeout=10)
     cpu = proc_cpu(dev.pid) + proc_cpu(nats.proc.pid, children=False)
     playlist = http_get(f"http://127.0.0.1:{http}/live/bench/720p.m3u8")
     result = {"target_duration_s": target, "command": " ".join(dev_cmd)}
     uploaded = {e["sequence"]: e for e in events.of("chunk.uploaded.bench")}
     ready = events.of("rendition.ready.bench")
     renditions = sorted({e["rendition"] for e in ready})
-    stages = {k: [] for k in ["segment", "upload", "queue", "fetch", "ffmpeg", "store_index_visible", "total",
-                              "overhead"]}
+    stages = {k: [] for k in ["cut", "encode_tail", "store_index_visible", "total", "source_stored"]}
     for seq, chunk in sorted(uploaded.items()):
         t = chunk.get("timing") or {}
         per = [e for e in ready if e["sequence"] == seq]
         if len(per) < len(renditions) or any((r, seq) not in seen for r in renditions):
             continue
-        rt = per[0].get("timing") or {}
+        # The rendition that came last: its worker saw the chunk end, ffmpeg finished, it was listed.
+        rt = max((e.get("timing") or {} for e in per), key=lambda t: t.get("transcode_finished_ms", 0))
         visible = max(seen[(r, seq)] for r in renditions)
-        ffmpeg_ms = rt["transcode_finished_ms"] - rt["ffmpeg_started_ms"]
-        total = visible - t["ingest_last_packet_ms"]
-        stages["segment"].append(t["segmented_ms"] - t["ingest_last_packet_ms"])
-        stages["upload"].append(t["uploaded_ms"] - t["segmented_ms"])
-        stages["queue"].append(rt["transcode_started_ms"] - t["uploaded_ms"])
-        stages["fetch"].append(rt["ffmpeg_started_ms"] - rt["transcode_started_ms"])
-        stages["ffmpeg"].append(ffmpeg_ms)
+        stages["cut"].append(rt["segmented_ms"] - rt["ingest_last_packet_ms"])
+        stages["encode_tail"].append(rt["transcode_finished_ms"] - rt["segmented_ms"])
         stages["store_index_visible"].append(visible - rt["transcode_finished_ms"])
-        stages["total"].append(total)
-        stages["overhead"].append(total - ffmpeg_ms)
+        stages["total"].append(visible - rt["ingest_last_packet_ms"])
+        stages["source_stored"].append(t["uploaded_ms"] - t["ingest_last_packet_ms"])
     result["stages_ms"] = {k: percentiles(v) for k, v in stages.items()}
+    result["parts"] = part_latency(parts_seen)
     media_seconds = sum(c["duration"] for c in uploaded.values()) / 90000
     result["chunks"] = len(uploaded)
     result["renditions"] = renditions
@@ -289,6 +289,65 @@ def latency_run(target):
     result["http_port"] = http
     events.stop()
     return result, dev, nats, directory, playlist, http
+
+
+def iso_ms(text):
+    """Unix ms of an EXT-X-PROGRAM-DATE-TIME value (2026-12-01T20:02:43.803Z)."""
+    from datetime import datetime
+    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def playlist_parts(body):
+    """Every part a live playlist lists: (URI, ms its last frame reached ingest), from each segment's program date
+    and the parts' durations; and the playlist's live edge (msn, last part index)."""
+    parts, date, offset, msn, edge = [], None, 0.0, None, None
+    sequence = int(re.search(r"#EXT-X-MEDIA-SEQUENCE:(\d+)", body).group(1))
+    index = 0
+    for line in body.splitlines():
+        if line.startswith("#EXT-X-PROGRAM-DATE-TIME:"):
+            date, offset = iso_ms(line.split(":", 1)[1]), 0.0
+        elif line.startswith("#EXT-X-PART:"):
+            duration = float(re.search(r"DURATION=([\d.]+)", line).group(1))
+            offset += duration
+            uri = re.search(r'URI="([^"]+)"', line).group(1)
+            if date is not None:
+                parts.append((uri, date + offset * 1000))
+            part = int(uri.rsplit(".", 2)[-2])
+            edge = (sequence + index, part)
+        elif line and not line.startswith("#"):
+            index += 1
+    return parts, edge
+
+
+def follow_parts(http, rendition, seen, stop):
+    """Follows a live playlist with blocking reloads, as an LL-HLS player does: each answer comes the moment the
+    next part is listed. Records when each part was first listed and when its last frame reached ingest."""
+    url = f"http://127.0.0.1:{http}/live/bench/{rendition}.m3u8"
+    edge = None
+    while not stop.is_set():
+        try:
+            if edge is None:
+                body = http_get(url)
+            else:
+                body = http_get(f"{url}?_HLS_msn={edge[0]}&_HLS_part={edge[1] + 1}", timeout=10)
+        except Exception:
+            edge = None
+            time.sleep(0.1)
+            continue
+        at = now_ms()
+        parts, new_edge = playlist_parts(body)
+        for uri, ingest_ms in parts:
+            # Parts already listed when the player (re)joined were not seen appear: left out.
+            seen.setdefault(uri, (at, ingest_ms) if edge is not None else None)
+        if new_edge is None or new_edge == edge:
+            time.sleep(0.05)
+        edge = new_edge
+
+
+def part_latency(seen):
+    """Ingest to playlist, per part: from when its last frame reached ingest to when it was listed."""
+    delays = [part[0] - part[1] for part in seen.values() if part]
+    return {"parts": len(delays), "ms": percentiles(delays)}
 
 
 def baseline_ffmpeg():
@@ -353,6 +412,47 @@ http {{ access_log off; types {{ application/vnd.apple.mpegurl m3u8; }}
     return {"ladder": ladder, "nginx": static,
             "ratio_rps": round(ladder["requests_per_second"] / static["requests_per_second"], 3),
             "playlist_bytes": len(playlist)}
+
+
+def live_section(seconds=30):
+    """A live stream through `ladder dev` (720p25 looped, 2 s chunks): the manifest under wrk on a live LL-HLS
+    playlist, against nginx serving the same bytes, both while the stack transcodes; then the player page in
+    chromium with hls.js lowLatencyMode for `seconds`: glass to glass, from the frame's arrival at ingest (its
+    EXT-X-PROGRAM-DATE-TIME) to the screen."""
+    directory = tempfile.mkdtemp(prefix="ladder-bench-live-")
+    nats = Nats(os.path.join(directory, "nats"))
+    http, srt = free_port(), free_udp_port()
+    dev_cmd = record([LADDER, "dev", "--nats", nats.url, "--data-dir", directory, "--http-listen", f"127.0.0.1:{http}",
+                      "--srt-listen", f"127.0.0.1:{srt}", "--target-duration", "2", "--workers", "3"])
+    dev = subprocess.Popen(dev_cmd, stdout=subprocess.DEVNULL, stderr=open(os.path.join(directory, "dev.log"), "w"))
+    publisher = publish(srt, "bench", os.path.join(WORK, "source-2s.ts"), loop=True)
+    playlist_url = f"http://127.0.0.1:{http}/live/bench/720p.m3u8"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if "#EXT-X-PART:" in http_get(playlist_url):
+                break
+        except Exception:
+            pass
+        time.sleep(0.5)
+    time.sleep(4)
+    result = {"manifest": manifest_throughput(http, http_get(playlist_url))}
+    browser_dir = os.path.join(ROOT, "tests", "browser")
+    watch = subprocess.run(record(["node", os.path.join(browser_dir, "latency.mjs"),
+                                   f"http://127.0.0.1:{http}/watch/bench", str(seconds)]),
+                           cwd=browser_dir, capture_output=True, text=True, timeout=seconds + 120)
+    report = json.loads(watch.stdout.strip().splitlines()[-1]) if watch.stdout.strip() else {"failure": watch.stderr}
+    latencies = [round(x * 1000) for x in report.get("latencies", [])]
+    result["glass"] = {"ms": percentiles(latencies), "samples": len(latencies), "parts": report.get("parts"),
+                       "segments": report.get("segments"), "played_s": report.get("played"),
+                       "errors": sorted(set(report.get("errors") or []))[:5], "failure": report.get("failure")}
+    publisher.terminate()
+    publisher.wait()
+    dev.send_signal(signal.SIGINT)
+    dev.wait()
+    nats.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+    return result
 
 
 def segmenter_throughput():
@@ -871,9 +971,9 @@ def machine():
 def main():
     started = time.time()
     only = sys.argv[1:]
-    unknown = set(only) - {"ingest", "failover"}
+    unknown = set(only) - {"ingest", "failover", "live"}
     if unknown:
-        sys.exit(f"bench: unknown section {', '.join(sorted(unknown))}; one of: ingest, failover")
+        sys.exit(f"bench: unknown section {', '.join(sorted(unknown))}; one of: ingest, failover, live")
     make_sources()
     if only:
         # One section: measured now, the others kept from the last full run.
@@ -884,6 +984,11 @@ def main():
             log("ingest capacity")
             results["ingest"] = ingest_capacity()
             results["ingest_date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        if "live" in only:
+            log("live: manifest throughput and glass to glass")
+            live = live_section()
+            results["manifest"], results["glass"] = live["manifest"], live["glass"]
+            results["live_date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         if "failover" in only:
             log("segmenter failover")
             results["failover"] = segmenter_failover()
@@ -894,8 +999,6 @@ def main():
     results = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     log("latency at 2 s chunks")
     two, dev, nats, directory, playlist, http = latency_run(2)
-    log("manifest throughput")
-    results["manifest"] = manifest_throughput(http, playlist)
     dev.send_signal(signal.SIGINT)
     dev.wait()
     nats.stop()
@@ -912,6 +1015,9 @@ def main():
     results["efficiency"] = {"ladder": {k: two[k] for k in ["cpu_seconds", "media_seconds", "cpu_per_media_second"]},
                              "ffmpeg": base,
                              "ratio": round(two["cpu_per_media_second"] / base["cpu_per_media_second"], 3)}
+    log("live: manifest throughput and glass to glass")
+    live = live_section()
+    results["manifest"], results["glass"] = live["manifest"], live["glass"]
     log("segmenter throughput")
     results["segmenter"] = segmenter_throughput()
     log("ingest capacity")
@@ -1048,18 +1154,27 @@ def report(r):
              + "; ".join(f"{k}: {v}" for k, v in m["tools"].items()) + ".", "",
              "The raw figures are in [results.json](results.json); the commands are listed at the end.", ""]
     lines += ["## 1. Ingest-to-playlist latency", "",
-              "From ingest receiving a chunk's last TS packet to the chunk being listed in every variant playlist, "
-              "per chunk, from the Timing in the events (the visible stage is polled every 50 ms). "
-              "One 720p25 stream, 60 s, default ladder (720p, 480p, 360p), 2 transcoder workers, x264 veryfast.", ""]
+              "One 720p25 stream, 60 s, default ladder (720p, 480p, 360p), 2 transcoder workers, x264 veryfast. "
+              "Chunks are transcoded while they arrive, and cut into LL-HLS parts of 0.5 s.", "",
+              "**Parts**: from ingest receiving a part's last frame (its segment's EXT-X-PROGRAM-DATE-TIME plus the "
+              "durations of the parts up to it) to the part being listed in the 720p playlist, which a client "
+              "follows with blocking reloads as an LL-HLS player does.", "",
+              "| chunks | parts | p50 ms | p95 ms | max ms |", "|---|---|---|---|---|"]
+    for run in r["latency"]:
+        p = run["parts"]["ms"]
+        lines.append(f"| {run['target_duration_s']} s | {run['parts']['parts']} | {p['p50']} | {p['p95']} | {p['max']} |")
+    lines += ["", "**Segments**: from ingest receiving a chunk's last TS packet to the chunk being listed as a whole "
+              "segment in every variant playlist (polled every 50 ms), from the Timing in the events.", ""]
     for run in r["latency"]:
         lines += [f"**{run['target_duration_s']} s chunks** ({run['chunks']} chunks):", "",
                   "| stage | p50 ms | p95 ms | max ms |", "|---|---|---|---|"]
         for stage, p in run["stages_ms"].items():
             lines.append(f"| {stage} | {p['p50']} | {p['p95']} | {p['max']} |")
         lines.append("")
-    lines += ["`overhead` is total minus the time ffmpeg spent transcoding. `queue` is the wait for a transcoder "
-              "worker, `fetch` reading the source chunk and the stream's ladder, `store_index_visible` storing the "
-              "renditions, the events, the indexer and the manifest.", ""]
+    lines += ["`cut` is until the transcoder, reading the raw TS itself, sees the chunk end (the next IDR), "
+              "`encode_tail` ffmpeg's last frames after its input ended, `store_index_visible` storing the "
+              "segments, the events and the manifest listing them. `source_stored` is the segmenter storing the "
+              "source chunk, off the path to the playlists.", ""]
     e = r["efficiency"]
     lines += ["## 2. Transcode efficiency", "",
               "| | CPU s | media s | CPU s per media s |", "|---|---|---|---|",
@@ -1069,14 +1184,30 @@ def report(r):
               f"{e['ffmpeg']['media_seconds']} | {e['ffmpeg']['cpu_per_media_second']} |", "",
               f"Ratio ladder / ffmpeg: **{e['ratio']}**.", ""]
     mt = r["manifest"]
+    when = f" (measured on {r['live_date']})" if r.get("live_date") else ""
     lines += ["## 3. Manifest throughput", "",
-              f"wrk, 2 threads, 32 connections, 10 s, on the 720p live playlist ({mt['playlist_bytes']} bytes).", "",
+              f"wrk, 2 threads, 32 connections, 10 s, on the 720p live LL-HLS playlist ({mt['playlist_bytes']} bytes) "
+              f"of a stream being published and transcoded at the same time{when}; nginx serves a copy of the same "
+              "bytes as a static file, on the same machine while the stack runs.", "",
               "| server | requests/s | p99 ms | non-2xx |", "|---|---|---|---|",
               f"| ladder manifest | {mt['ladder']['requests_per_second']} | {mt['ladder']['p99_ms']} | "
               f"{mt['ladder']['non_2xx']} |",
               f"| nginx, same bytes as a static file | {mt['nginx']['requests_per_second']} | {mt['nginx']['p99_ms']} | "
               f"{mt['nginx']['non_2xx']} |", "",
               f"Ratio ladder / nginx: **{mt['ratio_rps']}**.", ""]
+    g = r.get("glass")
+    if g:
+        lines += ["## 3b. Glass to glass", "",
+                  "The player page (hls.js 1.7 with `lowLatencyMode`) in headless Debian chromium, watching the same "
+                  "live 720p25 stream (2 s chunks, 0.5 s parts) after 8 s to settle: the page's latency, now minus the "
+                  "EXT-X-PROGRAM-DATE-TIME of the frame on screen (when it reached ingest), sampled every 500 ms. "
+                  "The publisher's SRT latency (120 ms) comes before ingest and is not in it.", "",
+                  "| samples | p50 ms | p95 ms | max ms | parts loaded | whole segments loaded |",
+                  "|---|---|---|---|---|---|",
+                  f"| {g['samples']} | {g['ms']['p50']} | {g['ms']['p95']} | {g['ms']['max']} | {g['parts']} | "
+                  f"{g['segments']} |", ""]
+        if g.get("failure") or g.get("errors"):
+            lines += [f"Player errors: {g.get('errors')}; failure: {g.get('failure')}.", ""]
     s = r["segmenter"]
     lines += ["## 4. Segmenter throughput", "",
               f"Cutting a {s['file_mb']} MB TS file (10 min of 720p25 at 4 Mb/s) into 2 s chunks, written to disk.", "",
