@@ -153,6 +153,16 @@ index = "index.html"
 
 impl Drop for Garage {
     fn drop(&mut self) {
+        // A test that failed says what the server said, and whether it was still running.
+        if std::thread::panicking() {
+            let running = matches!(self.server.try_wait(), Ok(None));
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            eprintln!("--- garage (running: {running}, last lines)");
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
         let _ = self.server.kill();
         let _ = self.server.wait();
     }

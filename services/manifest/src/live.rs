@@ -15,7 +15,10 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    sync::{Arc, Mutex, OnceLock},
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc, Mutex, OnceLock,
+    },
     time::Duration,
 };
 
@@ -174,7 +177,13 @@ pub struct Live {
 struct StreamEntry {
     state: tokio::sync::Mutex<Option<StreamState>>,
     snapshot: watch::Sender<Arc<Snapshot>>,
+    /// When a request or an event last concerned the stream (Unix ms).
+    used_ms: AtomicI64,
 }
+
+/// A stream that is over, and that no request or event has concerned for this long, is dropped from memory
+/// (its next request loads it from the index again).
+const EVICT_AFTER_MS: i64 = 10 * 60 * 1000;
 
 impl Live {
     pub fn new(index: Arc<dyn Index>, settings: Settings) -> Live {
@@ -187,19 +196,24 @@ impl Live {
 
     fn entry(&self, stream: &str) -> Arc<StreamEntry> {
         let mut streams = self.streams.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        streams
+        let entry = streams
             .entry(stream.to_string())
             .or_insert_with(|| {
                 Arc::new(StreamEntry {
                     state: tokio::sync::Mutex::new(None),
                     snapshot: watch::channel(Arc::new(Snapshot::default())).0,
+                    used_ms: AtomicI64::new(now_ms()),
                 })
             })
-            .clone()
+            .clone();
+        entry.used_ms.store(now_ms(), Ordering::Relaxed);
+        entry
     }
 
     fn known(&self, stream: &str) -> Option<Arc<StreamEntry>> {
-        self.streams.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(stream).cloned()
+        let entry = self.streams.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(stream).cloned()?;
+        entry.used_ms.store(now_ms(), Ordering::Relaxed);
+        Some(entry)
     }
 
     /// The stream's playlists, loading it from the index the first time; `None` if the index has never heard
@@ -262,13 +276,30 @@ impl Live {
         }
     }
 
-    /// Renders again every stream whose playlists still depend on the time.
+    /// Renders again every stream whose playlists still depend on the time, and forgets the streams that are
+    /// over and unused.
     pub async fn tick(&self) {
-        let entries: Vec<Arc<StreamEntry>> =
-            self.streams.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).values().cloned().collect();
-        for entry in entries {
+        let entries: Vec<(String, Arc<StreamEntry>)> = self
+            .streams
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .map(|(name, entry)| (name.clone(), entry.clone()))
+            .collect();
+        for (name, entry) in entries {
             let mut state = entry.state.lock().await;
-            if state.as_ref().is_some_and(|s| !s.settled(now_ms(), &self.settings)) {
+            let now = now_ms();
+            let settled = state.as_ref().is_none_or(|s| s.settled(now, &self.settings));
+            if settled && now - entry.used_ms.load(Ordering::Relaxed) > EVICT_AFTER_MS {
+                drop(state);
+                let mut streams = self.streams.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                // Unless it was used meanwhile.
+                if streams.get(&name).is_some_and(|e| now - e.used_ms.load(Ordering::Relaxed) > EVICT_AFTER_MS) {
+                    streams.remove(&name);
+                }
+                continue;
+            }
+            if !settled {
                 if let Some(state) = state.as_mut() {
                     state.timelines_dirty = true;
                 }
