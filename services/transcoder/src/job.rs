@@ -49,10 +49,10 @@ pub async fn transcode(bus: &Bus, config: &Config, started: &ChunkStarted) -> Re
         return Ok(());
     }
     let mut source = RawChunk::open(bus, started).await?;
-    // ffmpeg reads its whole analysis duration before it starts: it is started once the chunk's first bytes
-    // say how much that must be (up to the first whole audio packet).
-    // The source's frame duration is known from its first two frames (the chunker's, at a session's first
-    // chunk, is a guess until then): the frame-rate caps depend on it.
+    // ffmpeg reads its whole analysis duration before it starts, so it is started once the chunk's first bytes
+    // say how much that must be (up to the first whole audio packet), and what the source's frame duration is
+    // (from its first two frames: the chunker's, at a session's first chunk, is a guess until then), on which
+    // the frame-rate caps depend.
     let mut head = Vec::new();
     let (needed, frame_duration) = loop {
         let next = source.next().await?;
