@@ -873,7 +873,8 @@ def segmenter_failover(kills=10, every=9):
         "ingest": ["ingest", "--nats", nats.url, "--srt-listen", f"127.0.0.1:{srt}", "--open-publish"],
         "transcoder": ["transcoder", "--nats", nats.url, "--storage", media, "--workers", "2", "--preset", "ultrafast"],
         "indexer": ["indexer", "--nats", nats.url, "--index", index],
-        "manifest": ["manifest", "--index", index, "--storage", media, "--http-listen", f"127.0.0.1:{http}"],
+        "manifest": ["manifest", "--nats", nats.url, "--index", index, "--storage", media,
+                     "--http-listen", f"127.0.0.1:{http}"],
         "segmenter": ["segmenter", "--nats", nats.url, "--storage", media],
     }
     record([LADDER, *cmds["segmenter"]])
