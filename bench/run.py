@@ -4,7 +4,8 @@
 1. Ingest-to-playlist latency per chunk, by stage, from the Timing carried in the events (2 s and 1 s chunks).
 2. Transcode efficiency: CPU seconds per media second, ladder (every process, ffmpeg children included)
    against one continuous ffmpeg encoding the same ladder from the same source.
-3. Manifest throughput: wrk against a live media playlist, ladder against nginx serving the same bytes.
+3. Manifest throughput: wrk against a live media playlist, ladder against nginx serving the same bytes; 10,000
+   blocking reloads held by one manifest at once. 3b. Glass to glass in chromium, hls.js LL-HLS and standard.
 4. Segmenter throughput: `ladder chunk` against `ffmpeg -c copy -f segment` on the same long TS file.
 5. Ingest capacity: N SRT publishers at 2 Mb/s into ingest + one segmenter, N doubled from 8 until chunks fall
    behind or arrive damaged once the segmenter owns every stream; the largest N that held is then held for
@@ -414,6 +415,113 @@ http {{ access_log off; types {{ application/vnd.apple.mpegurl m3u8; }}
             "playlist_bytes": len(playlist)}
 
 
+async def _blocked_rounds(http, pid, n, rounds):
+    import asyncio
+    path = "/live/bench/360p.m3u8"
+
+    async def get(reader, writer, query):
+        writer.write(f"GET {path}{query} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+        return status, (await reader.readexactly(length)).decode()
+
+    side = await asyncio.open_connection("127.0.0.1", http)
+    connections = []
+    for _ in range(0, n, 500):  # in batches, within the listen backlog
+        connections += await asyncio.gather(*[asyncio.open_connection("127.0.0.1", http) for _ in range(500)])
+    connections = connections[:n]
+    idle_cpu, idle_at = proc_cpu(pid, False), time.time()
+    await asyncio.sleep(4)
+    idle_rate = (proc_cpu(pid, False) - idle_cpu) / (time.time() - idle_at)
+    results = []
+    for _ in range(rounds):
+        # Wait, with a blocking reload of our own, for a segment to begin: the next one is then a whole
+        # target duration away, time enough to send every request before it exists.
+        _, body = await get(*side, "")
+        msn = playlist_parts(body)[1][0]
+        _, body = await get(*side, f"?_HLS_msn={msn + 1}&_HLS_part=0")
+        msn = playlist_parts(body)[1][0]
+        query = f"?_HLS_msn={msn + 1}&_HLS_part=0"
+        firsts = []
+
+        async def one(reader, writer):
+            status, body = await get(reader, writer, query)
+            if not firsts:
+                firsts.append((time.time(), proc_cpu(pid, False)))
+            return status, time.time(), playlist_parts(body)[1]
+
+        tasks = [asyncio.ensure_future(one(*c)) for c in connections]
+        await asyncio.sleep(0)  # every request written
+        sent_at, sent_cpu = time.time(), proc_cpu(pid, False)
+        answers = await asyncio.gather(*tasks)
+        done_at, done_cpu = time.time(), proc_cpu(pid, False)
+        first_at, first_cpu = firsts[0]
+        ok = [a for a in answers if a[0] == 200 and a[2] >= (msn + 1, 0)]
+        hold = max(first_at - sent_at, 0.001)
+        results.append({
+            "requests": n, "answered_200": len(ok), "held_s": round(hold, 3),
+            "first_to_last_answer_ms": round((done_at - first_at) * 1000, 1),
+            # While held, every change of the stream (each rendition's parts) wakes every waiter to look.
+            "cpu_while_holding_ms_per_s": round(max(first_cpu - sent_cpu - idle_rate * hold, 0) * 1000 / hold, 1),
+            "cpu_us_per_answer": round(max(done_cpu - first_cpu - idle_rate * (done_at - first_at), 0) * 1e6 / n, 1),
+        })
+    for _, writer in connections + [side]:
+        writer.close()
+    return {"idle_cpu_ms_per_s": round(idle_rate * 1000, 1), "rounds": results}
+
+
+def blocked_requests(nats_url, directory, n=10000, rounds=3):
+    """A second `ladder manifest` on the live stack, in its own process so that its CPU is its own, holding `n`
+    blocking playlist requests at once, as n LL-HLS players at the live edge would: all ask for the first part of
+    the next segment (`_HLS_msn=<next>&_HLS_part=0`), are held until it is announced, and are answered by that one
+    change. Per round: how many were answered with the part, for how long they were held, the time from the first
+    answer to the last (as one Python client reads them), and the manifest's CPU beyond its idle cost, per
+    second of holding and per answer."""
+    import asyncio
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, n + 1000)), hard))
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < n + 100:
+        return {"failure": f"the open-file limit ({hard}) is below {n} connections"}
+    http = free_port()
+    cmd = [LADDER, "manifest", "--nats", nats_url, "--index", os.path.join(directory, "index.db"),
+           "--storage", os.path.join(directory, "media"), "--http-listen", f"127.0.0.1:{http}"]
+    record(cmd)
+    manifest = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
+                                stderr=open(os.path.join(directory, "manifest-blocked.log"), "w"))
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                if "#EXT-X-PART:" in http_get(f"http://127.0.0.1:{http}/live/bench/360p.m3u8"):
+                    break
+            except Exception:
+                pass
+            time.sleep(0.5)
+        result = asyncio.run(_blocked_rounds(http, manifest.pid, n, rounds))
+        result["connections"] = n
+        return result
+    except Exception as e:
+        return {"failure": repr(e)}
+    finally:
+        manifest.terminate()
+        manifest.wait()
+
+
+def glass_to_glass(http, seconds, low_latency):
+    """The player page in chromium (tests/browser/latency.mjs) for `seconds`: from each frame's arrival at ingest
+    (its EXT-X-PROGRAM-DATE-TIME) to the screen, with hls.js in lowLatencyMode or as a standard HLS player."""
+    browser_dir = os.path.join(ROOT, "tests", "browser")
+    page = f"http://127.0.0.1:{http}/watch/bench" + ("" if low_latency else "?ll=0")
+    watch = subprocess.run(record(["node", os.path.join(browser_dir, "latency.mjs"), page, str(seconds)]),
+                           cwd=browser_dir, capture_output=True, text=True, timeout=seconds + 120)
+    report = json.loads(watch.stdout.strip().splitlines()[-1]) if watch.stdout.strip() else {"failure": watch.stderr}
+    latencies = [round(x * 1000) for x in report.get("latencies", [])]
+    return {"ms": percentiles(latencies), "samples": len(latencies), "parts": report.get("parts"),
+            "segments": report.get("segments"), "played_s": report.get("played"),
+            "errors": sorted(set(report.get("errors") or []))[:5], "failure": report.get("failure")}
+
+
 def live_section(seconds=30):
     """A live stream through `ladder dev` (720p25 looped, 2 s chunks): the manifest under wrk on a live LL-HLS
     playlist, against nginx serving the same bytes, both while the stack transcodes; then the player page in
@@ -437,15 +545,9 @@ def live_section(seconds=30):
         time.sleep(0.5)
     time.sleep(4)
     result = {"manifest": manifest_throughput(http, http_get(playlist_url))}
-    browser_dir = os.path.join(ROOT, "tests", "browser")
-    watch = subprocess.run(record(["node", os.path.join(browser_dir, "latency.mjs"),
-                                   f"http://127.0.0.1:{http}/watch/bench", str(seconds)]),
-                           cwd=browser_dir, capture_output=True, text=True, timeout=seconds + 120)
-    report = json.loads(watch.stdout.strip().splitlines()[-1]) if watch.stdout.strip() else {"failure": watch.stderr}
-    latencies = [round(x * 1000) for x in report.get("latencies", [])]
-    result["glass"] = {"ms": percentiles(latencies), "samples": len(latencies), "parts": report.get("parts"),
-                       "segments": report.get("segments"), "played_s": report.get("played"),
-                       "errors": sorted(set(report.get("errors") or []))[:5], "failure": report.get("failure")}
+    result["blocked"] = blocked_requests(nats.url, directory)
+    result["glass"] = glass_to_glass(http, seconds, low_latency=True)
+    result["glass_standard"] = glass_to_glass(http, seconds, low_latency=False)
     publisher.terminate()
     publisher.wait()
     dev.send_signal(signal.SIGINT)
@@ -988,7 +1090,7 @@ def main():
         if "live" in only:
             log("live: manifest throughput and glass to glass")
             live = live_section()
-            results["manifest"], results["glass"] = live["manifest"], live["glass"]
+            results.update(live)
             results["live_date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         if "failover" in only:
             log("segmenter failover")
@@ -1017,8 +1119,7 @@ def main():
                              "ffmpeg": base,
                              "ratio": round(two["cpu_per_media_second"] / base["cpu_per_media_second"], 3)}
     log("live: manifest throughput and glass to glass")
-    live = live_section()
-    results["manifest"], results["glass"] = live["manifest"], live["glass"]
+    results.update(live_section())
     log("segmenter throughput")
     results["segmenter"] = segmenter_throughput()
     log("ingest capacity")
@@ -1196,19 +1297,43 @@ def report(r):
               f"| nginx, same bytes as a static file | {mt['nginx']['requests_per_second']} | {mt['nginx']['p99_ms']} | "
               f"{mt['nginx']['non_2xx']} |", "",
               f"Ratio ladder / nginx: **{mt['ratio_rps']}**.", ""]
-    g = r.get("glass")
-    if g:
+    b = r.get("blocked")
+    if b and not b.get("failure"):
+        lines += [f"**Blocked requests held at once**: a second `ladder manifest` on the same live stack (its own "
+                  f"process, so its CPU is its own) holds {b['connections']} connections, each a blocking reload for "
+                  "the first part of the next segment of the 360p playlist (`_HLS_msn=<next>&_HLS_part=0`), sent "
+                  "together at the start of a segment; they are answered by the one change that lists that part. "
+                  "While they are held, every other change of the stream (each rendition's parts) wakes every waiter "
+                  "to look. One Python asyncio client reads the answers, so the first-to-last time is as much its "
+                  f"speed as the manifest's. The manifest's idle cost (no requests) was {b['idle_cpu_ms_per_s']} ms "
+                  "of CPU per second and is subtracted.", "",
+                  "| round | requests | answered 200 with the part | held s | first to last answer ms | "
+                  "CPU while holding ms/s | CPU per answer µs |", "|---|---|---|---|---|---|---|"]
+        for i, x in enumerate(b["rounds"], 1):
+            lines.append(f"| {i} | {x['requests']} | {x['answered_200']} | {x['held_s']} | "
+                         f"{x['first_to_last_answer_ms']} | {x['cpu_while_holding_ms_per_s']} | {x['cpu_us_per_answer']} |")
+        lines.append("")
+    elif b:
+        lines += [f"Blocked requests held at once: not measured ({b['failure']}).", ""]
+    glass = [(name, r.get(key)) for name, key in [("LL-HLS (`lowLatencyMode`)", "glass"),
+                                                  ("standard HLS (`?ll=0`)", "glass_standard")] if r.get(key)]
+    if glass:
         lines += ["## 3b. Glass to glass", "",
-                  "The player page (hls.js 1.7 with `lowLatencyMode`) in headless Debian chromium, watching the same "
-                  "live 720p25 stream (2 s chunks, 0.5 s parts) after 8 s to settle: the page's latency, now minus the "
-                  "EXT-X-PROGRAM-DATE-TIME of the frame on screen (when it reached ingest), sampled every 500 ms. "
-                  "The publisher's SRT latency (120 ms) comes before ingest and is not in it.", "",
-                  "| samples | p50 ms | p95 ms | max ms | parts loaded | whole segments loaded |",
-                  "|---|---|---|---|---|---|",
-                  f"| {g['samples']} | {g['ms']['p50']} | {g['ms']['p95']} | {g['ms']['max']} | {g['parts']} | "
-                  f"{g['segments']} |", ""]
-        if g.get("failure") or g.get("errors"):
-            lines += [f"Player errors: {g.get('errors')}; failure: {g.get('failure')}.", ""]
+                  "The player page (hls.js 1.7) in headless Debian chromium, watching the same live 720p25 stream "
+                  "(2 s chunks, 0.5 s parts, default ladder) after 8 s to settle, once with `lowLatencyMode` and once "
+                  "as a standard HLS player (`/watch/<stream>?ll=0`: whole segments, three target durations back): "
+                  "the page's latency, now minus the EXT-X-PROGRAM-DATE-TIME of the frame on screen (when it reached "
+                  "ingest), sampled every 500 ms. The publisher's SRT latency (120 ms) comes before ingest and is not "
+                  "in it. Goal for LL-HLS: p50 at or under 2.5 s.", "",
+                  "| player | samples | p50 ms | p95 ms | max ms | parts loaded | whole segments loaded |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, g in glass:
+            lines.append(f"| {name} | {g['samples']} | {g['ms']['p50']} | {g['ms']['p95']} | {g['ms']['max']} | "
+                         f"{g['parts']} | {g['segments']} |")
+        lines.append("")
+        for name, g in glass:
+            if g.get("failure") or g.get("errors"):
+                lines += [f"{name}: player errors {g.get('errors')}; failure: {g.get('failure')}.", ""]
     s = r["segmenter"]
     lines += ["## 4. Segmenter throughput", "",
               f"Cutting a {s['file_mb']} MB TS file (10 min of 720p25 at 4 Mb/s) into 2 s chunks, written to disk.", "",

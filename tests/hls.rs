@@ -307,6 +307,27 @@ fn caching_headers_etags_and_cors() {
 
 /// The last listed part of a parsed live playlist: (media sequence number, part index), and how many parts
 /// each listed segment has.
+/// The newest part a live playlist lists, as (media sequence, part index), and its URI; read from the text (the
+/// strict parser is too slow for a loop that must ask again at once).
+fn newest_part(body: &str) -> ((u64, u64), String) {
+    let number = |prefix: &str| {
+        body.lines().find_map(|l| l.strip_prefix(prefix)).and_then(|v| v.split(',').next()?.parse::<u64>().ok())
+    };
+    let mut msn = number("#EXT-X-MEDIA-SEQUENCE:").expect("media sequence")
+        + number("#EXT-X-SKIP:SKIPPED-SEGMENTS=").unwrap_or(0);
+    let (mut parts, mut newest) = (0, None);
+    for line in body.lines() {
+        if let Some(attributes) = line.strip_prefix("#EXT-X-PART:") {
+            let uri = attributes.split("URI=\"").nth(1).and_then(|u| u.split('"').next()).expect("part URI");
+            newest = Some(((msn, parts), uri.to_string()));
+            parts += 1;
+        } else if !line.is_empty() && !line.starts_with('#') {
+            (msn, parts) = (msn + 1, 0);
+        }
+    }
+    newest.expect("a part")
+}
+
 fn live_edge(playlist: &Value) -> (u64, u64) {
     let sequence = playlist["media_sequence"].as_u64().expect("media sequence");
     let complete = segments(playlist).len() as u64;
@@ -329,6 +350,7 @@ fn live_edge(playlist: &Value) -> (u64, u64) {
 fn low_latency_playlists_blocking_reloads_delta_updates_and_parts() {
     let stack = Stack::start_with(StackOptions { window: Some(10), ..StackOptions::default() });
     // 720p in, so the ladder has three renditions to report on.
+    let announced = stack.watch_parts("ll");
     let publisher = publish(&stack.srt_url("ll"), "1280x720", 25, 40, 440);
     let parsed = |path: &str| get_parsed(&stack, path);
     // Live with parts, and long enough for a delta update to leave something out (more than 6 target durations).
@@ -413,9 +435,39 @@ fn low_latency_playlists_blocking_reloads_delta_updates_and_parts() {
             .collect();
         handles.into_iter().map(|h| h.join().expect("request")).collect()
     });
-    assert!(answers.iter().all(|a| a.0 == 200 && a.1 == answers[0].1 && a.2 == answers[0].2), "{answers:?}");
+    // Each is the one rendering of the change that listed the part, shared by all it woke; a request that came
+    // in just after a further change (another rendition's part, in the rendition reports) gets that one.
+    assert!(answers.iter().all(|a| a.0 == 200 && live_edge(&parse_playlist(&stack, &a.2)) > (new_msn, new_part)));
+    let mut renderings: Vec<&str> = answers.iter().map(|a| a.1.as_str()).collect();
+    renderings.sort_unstable();
+    renderings.dedup();
+    assert!(renderings.len() <= 2, "8 identical requests, {} renderings: {answers:?}", renderings.len());
+    // Blocking reloads one after the other, as a player makes them: each answered as soon as its part is
+    // announced (`part.ready`, seen by this test's own subscription), not at the next poll or render. Only the
+    // requests made before their part existed count (the others were not held).
+    let mut edge = (new_msn, new_part);
+    let mut delays = Vec::new();
+    for _ in 0..16 {
+        let path = format!("/live/ll/360p.m3u8?_HLS_msn={}&_HLS_part={}", edge.0, edge.1 + 1);
+        let asked = Instant::now();
+        let (status, _, body) = request(&stack, "GET", &path, &[]);
+        let answered = Instant::now();
+        assert_eq!(status, 200, "{body}");
+        let (newest, uri) = newest_part(&body);
+        assert!(newest > edge, "{path} answered with the part: {body}");
+        let ready = announced.announced(&uri).unwrap_or_else(|| panic!("{uri} was announced on part.ready"));
+        if ready > asked {
+            delays.push(answered.duration_since(ready).as_secs_f64() * 1000.0);
+        }
+        edge = newest;
+    }
+    delays.sort_by(f64::total_cmp);
+    eprintln!("[hls] blocking reloads answered after part.ready, ms: {delays:.1?}");
+    assert!(delays.len() >= 8, "most requests were held until their part: {delays:?}");
+    let median = delays[delays.len() / 2];
+    assert!(median < 100.0, "a blocking reload is answered within 100 ms of part.ready: {delays:?}");
     // Too far ahead, or a part without a segment: 400 at once.
-    for bad in [format!("?_HLS_msn={}", new_msn + 3), "?_HLS_part=1".to_string(), "?_HLS_msn=x".to_string()] {
+    for bad in [format!("?_HLS_msn={}", edge.0 + 3), "?_HLS_part=1".to_string(), "?_HLS_msn=x".to_string()] {
         let started = Instant::now();
         let (status, _, _) = request(&stack, "GET", &format!("/live/ll/360p.m3u8{bad}"), &[]);
         assert_eq!(status, 400, "{bad}");

@@ -518,6 +518,33 @@ impl Stack {
         Events { child, lines }
     }
 
+    /// Records every `part.ready.<stream>` message as it is published (a core subscription, in its own thread),
+    /// with the time it arrived here: what a blocking playlist request is measured against.
+    pub fn watch_parts(&self, stream: &str) -> PartWatch {
+        let servers: Vec<String> = self.nats_url.split(',').map(str::to_string).collect();
+        let subject = ladder_proto::parts::subject(stream);
+        let parts = Arc::new(Mutex::new(Vec::new()));
+        let sink = parts.clone();
+        let (subscribed, ready) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async move {
+                let client = async_nats::connect(servers).await.expect("NATS for the part watch");
+                let mut messages = client.subscribe(subject).await.expect("subscribe to parts");
+                client.flush().await.expect("flush");
+                let _ = subscribed.send(());
+                while let Some(message) = messages.next().await {
+                    let at = Instant::now();
+                    let part = <ladder_proto::PartReady as prost::Message>::decode(message.payload.as_ref())
+                        .expect("a PartReady");
+                    sink.lock().expect("parts").push((at, part));
+                }
+            });
+        });
+        ready.recv_timeout(Duration::from_secs(10)).expect("the part watch subscribes");
+        PartWatch { parts }
+    }
+
     // --- NATS
 
     /// Kills node `i` of the NATS cluster with SIGKILL.
@@ -724,6 +751,20 @@ impl Drop for Events {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `part.ready` messages as they were seen: see [`Stack::watch_parts`].
+pub struct PartWatch {
+    parts: Arc<Mutex<Vec<(Instant, ladder_proto::PartReady)>>>,
+}
+
+impl PartWatch {
+    /// When the part a playlist lists at `uri` (which ends with its object key) was first announced (a redo
+    /// announces it again).
+    pub fn announced(&self, uri: &str) -> Option<Instant> {
+        let parts = self.parts.lock().expect("parts");
+        parts.iter().find(|(_, p)| !p.object_key.is_empty() && uri.ends_with(&p.object_key)).map(|(at, _)| *at)
     }
 }
 
