@@ -761,10 +761,22 @@ pub struct PartWatch {
 
 impl PartWatch {
     /// When the part a playlist lists at `uri` (which ends with its object key) was first announced (a redo
-    /// announces it again).
+    /// announces it again). Waits a little for it: the manifest may hear of a part before this subscription
+    /// does (NATS orders messages per subscription, not across them).
     pub fn announced(&self, uri: &str) -> Option<Instant> {
-        let parts = self.parts.lock().expect("parts");
-        parts.iter().find(|(_, p)| !p.object_key.is_empty() && uri.ends_with(&p.object_key)).map(|(at, _)| *at)
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let parts = self.parts.lock().expect("parts");
+            let found = parts.iter().find(|(_, p)| !p.object_key.is_empty() && uri.ends_with(&p.object_key));
+            if let Some((at, _)) = found {
+                return Some(*at);
+            }
+            drop(parts);
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }
 
