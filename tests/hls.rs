@@ -351,7 +351,7 @@ fn low_latency_playlists_blocking_reloads_delta_updates_and_parts() {
     let stack = Stack::start_with(StackOptions { window: Some(10), ..StackOptions::default() });
     // 720p in, so the ladder has three renditions to report on.
     let announced = stack.watch_parts("ll");
-    let publisher = publish(&stack.srt_url("ll"), "1280x720", 25, 40, 440);
+    let publisher = publish(&stack.srt_url("ll"), "1280x720", 25, 50, 440);
     let parsed = |path: &str| get_parsed(&stack, path);
     // Live with parts, and long enough for a delta update to leave something out (more than 6 target durations).
     let playlist = eventually(Duration::from_secs(90), "an LL-HLS playlist with a window to skip", &stack, || {
@@ -447,7 +447,7 @@ fn low_latency_playlists_blocking_reloads_delta_updates_and_parts() {
     // requests made before their part existed count (the others were not held).
     let mut edge = (new_msn, new_part);
     let mut delays = Vec::new();
-    for _ in 0..16 {
+    for _ in 0..12 {
         let path = format!("/live/ll/360p.m3u8?_HLS_msn={}&_HLS_part={}", edge.0, edge.1 + 1);
         let asked = Instant::now();
         let (status, _, body) = request(&stack, "GET", &path, &[]);
@@ -464,7 +464,7 @@ fn low_latency_playlists_blocking_reloads_delta_updates_and_parts() {
     }
     delays.sort_by(f64::total_cmp);
     eprintln!("[hls] blocking reloads answered after part.ready, ms: {delays:.1?}");
-    assert!(delays.len() >= 8, "most requests were held until their part: {delays:?}");
+    assert!(delays.len() >= 6, "most requests were held until their part: {delays:?}");
     let median = delays[delays.len() / 2];
     assert!(median < 100.0, "a blocking reload is answered within 100 ms of part.ready: {delays:?}");
     // Too far ahead, or a part without a segment: 400 at once.
