@@ -281,7 +281,7 @@ async fn playlist(
     let Some(name) = file.strip_suffix(".m3u8") else {
         return not_found("playlist");
     };
-    let mut snapshots = match server.live.watch(&stream).await {
+    let snapshots = match server.live.watch(&stream).await {
         Ok(Some(snapshots)) => snapshots,
         Ok(None) => return not_found("stream"),
         Err(e) => return index_error(e),
@@ -325,18 +325,17 @@ async fn playlist(
                 if too_far(&view, block) {
                     return bad_request("_HLS_msn or _HLS_part is too far ahead of the playlist");
                 }
-                // Held until the part exists; woken by the change that adds it, not by polling.
+                // Held until the part exists; woken by the changes of this rendition's edge (not by those of
+                // the others, nor by polling).
                 let wait = Duration::from_secs(3 * view.target_duration.max(1));
-                let name = name.to_string();
+                let Some(mut edge) = server.live.watch_edge(&stream, name) else { return not_found("stream") };
                 let ready = tokio::time::timeout(
                     wait,
-                    snapshots.wait_for(|s| {
-                        s.renditions.get(&name).is_some_and(|v| v.fixed || v.edge.has(block.msn, block.part))
-                    }),
+                    edge.wait_for(|(edge, fixed)| *fixed || edge.has(block.msn, block.part)),
                 )
                 .await;
                 view = match ready {
-                    Ok(Ok(snapshot)) => match snapshot.renditions.get(&name) {
+                    Ok(Ok(_)) => match snapshots.borrow().renditions.get(name) {
                         Some(view) => view.clone(),
                         None => return not_found("rendition"),
                     },

@@ -177,6 +177,10 @@ pub struct Live {
 struct StreamEntry {
     state: tokio::sync::Mutex<Option<StreamState>>,
     snapshot: watch::Sender<Arc<Snapshot>>,
+    /// Each rendition's live edge, and whether its playlist is fixed: what blocked requests wait on, so that
+    /// a change of one rendition (a part) wakes only the requests for that rendition. Updated after the
+    /// snapshot, so a request woken by its edge finds the snapshot that has it.
+    edges: Mutex<HashMap<String, watch::Sender<(Edge, bool)>>>,
     /// When a request or an event last concerned the stream (Unix ms).
     used_ms: AtomicI64,
 }
@@ -202,6 +206,7 @@ impl Live {
                 Arc::new(StreamEntry {
                     state: tokio::sync::Mutex::new(None),
                     snapshot: watch::channel(Arc::new(Snapshot::default())).0,
+                    edges: Mutex::new(HashMap::new()),
                     used_ms: AtomicI64::new(now_ms()),
                 })
             })
@@ -236,6 +241,18 @@ impl Live {
             }
         }
         Ok(Some(entry.snapshot.subscribe()))
+    }
+
+    /// The live edge of one rendition of a stream loaded by [`Live::watch`], and whether its playlist is fixed,
+    /// as they change.
+    pub fn watch_edge(&self, stream: &str, rendition: &str) -> Option<watch::Receiver<(Edge, bool)>> {
+        let entry = self.known(stream)?;
+        let mut edges = entry.edges.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let sender = edges.entry(rendition.to_string()).or_insert_with(|| {
+            let current = entry.snapshot.borrow().renditions.get(rendition).map(|v| (v.edge, v.fixed));
+            watch::channel(current.unwrap_or_default()).0
+        });
+        Some(sender.subscribe())
     }
 
     /// Applies an event of the event log. Returns the stream it changed, to be rendered.
@@ -322,7 +339,14 @@ impl Live {
                     .is_some_and(|old| old.live.etag == view.live.etag && old.fixed == view.fixed)
             });
         if !same || !previous.exists {
-            entry.snapshot.send_replace(Arc::new(snapshot));
+            let snapshot = Arc::new(snapshot);
+            entry.snapshot.send_replace(snapshot.clone());
+            let edges = entry.edges.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            for (name, sender) in edges.iter() {
+                let Some(view) = snapshot.renditions.get(name) else { continue };
+                let now = (view.edge, view.fixed);
+                sender.send_if_modified(|edge| std::mem::replace(edge, now) != now);
+            }
         }
     }
 }
