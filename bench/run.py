@@ -1360,8 +1360,8 @@ def report(r):
                   f"process, so its CPU is its own) holds {b['connections']} connections, each a blocking reload for "
                   "the first part of the next segment of the 360p playlist (`_HLS_msn=<next>&_HLS_part=0`), sent "
                   "together at the start of a segment; they are answered by the one change that lists that part. "
-                  "While they are held, every other change of the stream (each rendition's parts) wakes every waiter "
-                  "to look. One Python asyncio client reads the answers, so the first-to-last time is as much its "
+                  "While they are held, each other change of the 360p live edge (its parts) wakes every waiter to "
+                  "look; \"CPU while holding\" includes taking the requests in. One Python asyncio client reads the answers, so the first-to-last time is as much its "
                   f"speed as the manifest's. The manifest's idle cost (no requests) was {b['idle_cpu_ms_per_s']} ms "
                   "of CPU per second and is subtracted.", "",
                   "| round | requests | answered 200 with the part | held s | first to last answer ms | "
