@@ -415,6 +415,35 @@ http {{ access_log off; types {{ application/vnd.apple.mpegurl m3u8; }}
             "playlist_bytes": len(playlist)}
 
 
+def wait_for_playlist(url, ready, seconds):
+    """Polls a playlist every 0.5 s until `ready(body)` holds, for at most `seconds`; a failed request is polled
+    again."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            if ready(http_get(url)):
+                return
+        except Exception:
+            pass
+        time.sleep(0.5)
+
+
+def has_parts(body):
+    return "#EXT-X-PART:" in body
+
+
+def second_manifest(nats_url, directory, log_name):
+    """A `ladder manifest` of its own on the live stack of `live_section` (its CPU is its own), once it serves
+    the live LL-HLS playlist: (process, HTTP port)."""
+    http = free_port()
+    cmd = [LADDER, "manifest", "--nats", nats_url, "--index", os.path.join(directory, "index.db"),
+           "--storage", os.path.join(directory, "media"), "--http-listen", f"127.0.0.1:{http}"]
+    record(cmd)
+    manifest = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(os.path.join(directory, log_name), "w"))
+    wait_for_playlist(f"http://127.0.0.1:{http}/live/bench/360p.m3u8", has_parts, 30)
+    return manifest, http
+
+
 async def _blocked_rounds(http, pid, n, rounds):
     import asyncio
     path = "/live/bench/360p.m3u8"
@@ -464,7 +493,7 @@ async def _blocked_rounds(http, pid, n, rounds):
         results.append({
             "requests": n, "answered_200": len(ok), "held_s": round(hold, 3),
             "first_to_last_answer_ms": round((done_at - first_at) * 1000, 1),
-            # While held, every change of the stream (each rendition's parts) wakes every waiter to look.
+            # While held, every other change of the 360p live edge (its parts) wakes every waiter to look.
             "cpu_while_holding_ms_per_s": round(max(first_cpu - sent_cpu - idle_rate * hold, 0) * 1000 / hold, 1),
             "cpu_us_per_answer": round(max(done_cpu - first_cpu - idle_rate * (done_at - first_at), 0) * 1e6 / n, 1),
             "distinct_answers": len(edges),
@@ -486,21 +515,8 @@ def blocked_requests(nats_url, directory, n=10000, rounds=3):
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, n + 1000)), hard))
     if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < n + 100:
         return {"failure": f"the open-file limit ({hard}) is below {n} connections"}
-    http = free_port()
-    cmd = [LADDER, "manifest", "--nats", nats_url, "--index", os.path.join(directory, "index.db"),
-           "--storage", os.path.join(directory, "media"), "--http-listen", f"127.0.0.1:{http}"]
-    record(cmd)
-    manifest = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
-                                stderr=open(os.path.join(directory, "manifest-blocked.log"), "w"))
+    manifest, http = second_manifest(nats_url, directory, "manifest-blocked.log")
     try:
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                if "#EXT-X-PART:" in http_get(f"http://127.0.0.1:{http}/live/bench/360p.m3u8"):
-                    break
-            except Exception:
-                pass
-            time.sleep(0.5)
         result = asyncio.run(_blocked_rounds(http, manifest.pid, n, rounds))
         result["connections"] = n
         return result
@@ -516,23 +532,10 @@ def manifest_alone(nats_url, directory, dev, publisher):
     (loaded from the index and the parts, as any new manifest instance is), measured while the rest of the stack
     and the publisher are stopped (SIGSTOP) so that x264 does not share the two cores. The stream stays live;
     its playlist is the one of that moment."""
-    http = free_port()
-    cmd = [LADDER, "manifest", "--nats", nats_url, "--index", os.path.join(directory, "index.db"),
-           "--storage", os.path.join(directory, "media"), "--http-listen", f"127.0.0.1:{http}"]
-    record(cmd)
-    manifest = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
-                                stderr=open(os.path.join(directory, "manifest-alone.log"), "w"))
+    manifest, http = second_manifest(nats_url, directory, "manifest-alone.log")
     url = f"http://127.0.0.1:{http}/live/bench/720p.m3u8"
     stopped = []
     try:
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                if "#EXT-X-PART:" in http_get(url):
-                    break
-            except Exception:
-                pass
-            time.sleep(0.5)
         children = subprocess.run(["pgrep", "-P", str(dev.pid)], capture_output=True, text=True).stdout.split()
         for pid in [publisher.pid, dev.pid] + [int(c) for c in children]:
             os.kill(pid, signal.SIGSTOP)
@@ -579,15 +582,7 @@ def live_section(seconds=30):
     playlist_url = f"http://127.0.0.1:{http}/live/bench/720p.m3u8"
     # A viewer joins a stream that has been live a while: wait for six segments (12 s) in the playlist. (hls.js
     # joining a playlist of one or two segments starts at its oldest, stalls, and keeps the raised latency.)
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            body = http_get(playlist_url)
-            if "#EXT-X-PART:" in body and body.count("#EXTINF:") >= 6:
-                break
-        except Exception:
-            pass
-        time.sleep(0.5)
+    wait_for_playlist(playlist_url, lambda body: has_parts(body) and body.count("#EXTINF:") >= 6, 90)
     result = {"glass": glass_to_glass(http, seconds, low_latency=True),
               "glass_standard": glass_to_glass(http, seconds, low_latency=False)}
     result["manifest"] = manifest_throughput(http, http_get(playlist_url))
@@ -1330,30 +1325,28 @@ def report(r):
               f"| one continuous ffmpeg, same ladder and settings | {e['ffmpeg']['cpu_seconds']} | "
               f"{e['ffmpeg']['media_seconds']} | {e['ffmpeg']['cpu_per_media_second']} |", "",
               f"Ratio ladder / ffmpeg: **{e['ratio']}**.", ""]
+
+    def manifest_table(m):
+        return ["| server | requests/s | p99 ms | non-2xx |", "|---|---|---|---|",
+                f"| ladder manifest | {m['ladder']['requests_per_second']} | {m['ladder']['p99_ms']} | "
+                f"{m['ladder']['non_2xx']} |",
+                f"| nginx, same bytes as a static file | {m['nginx']['requests_per_second']} | "
+                f"{m['nginx']['p99_ms']} | {m['nginx']['non_2xx']} |", "",
+                f"Ratio ladder / nginx: **{m['ratio_rps']}**.", ""]
+
     mt = r["manifest"]
     when = f" (measured on {r['live_date']})" if r.get("live_date") else ""
     lines += ["## 3. Manifest throughput", "",
               f"wrk, 2 threads, 32 connections, 10 s, on the 720p live LL-HLS playlist ({mt['playlist_bytes']} bytes) "
               f"of a stream being published and transcoded at the same time{when}; nginx serves a copy of the same "
-              "bytes as a static file, on the same machine while the stack runs.", "",
-              "| server | requests/s | p99 ms | non-2xx |", "|---|---|---|---|",
-              f"| ladder manifest | {mt['ladder']['requests_per_second']} | {mt['ladder']['p99_ms']} | "
-              f"{mt['ladder']['non_2xx']} |",
-              f"| nginx, same bytes as a static file | {mt['nginx']['requests_per_second']} | {mt['nginx']['p99_ms']} | "
-              f"{mt['nginx']['non_2xx']} |", "",
-              f"Ratio ladder / nginx: **{mt['ratio_rps']}**.", ""]
+              "bytes as a static file, on the same machine while the stack runs.", ""] + manifest_table(mt)
     ma = r.get("manifest_alone")
     if ma and not ma.get("failure"):
         lines += ["The same as on a manifest machine of its own: a second `ladder manifest` on the live stack (loaded "
                   "from the index and the parts, as any new instance is), measured while the rest of the stack and "
                   "the publisher are stopped with SIGSTOP, so that x264 does not share the two cores. The stream "
-                  "stays live; its playlist is the one of that moment. Goal: at least 1.0x nginx, p99 under 2 ms.", "",
-                  "| server | requests/s | p99 ms | non-2xx |", "|---|---|---|---|",
-                  f"| ladder manifest | {ma['ladder']['requests_per_second']} | {ma['ladder']['p99_ms']} | "
-                  f"{ma['ladder']['non_2xx']} |",
-                  f"| nginx, same bytes as a static file | {ma['nginx']['requests_per_second']} | "
-                  f"{ma['nginx']['p99_ms']} | {ma['nginx']['non_2xx']} |", "",
-                  f"Ratio ladder / nginx: **{ma['ratio_rps']}**.", ""]
+                  "stays live; its playlist is the one of that moment. Goal: at least 1.0x nginx, p99 under 2 ms.",
+                  ""] + manifest_table(ma)
     b = r.get("blocked")
     if b and not b.get("failure"):
         lines += [f"**Blocked requests held at once**: a second `ladder manifest` on the same live stack (its own "
@@ -1361,9 +1354,9 @@ def report(r):
                   "the first part of the next segment of the 360p playlist (`_HLS_msn=<next>&_HLS_part=0`), sent "
                   "together at the start of a segment; they are answered by the one change that lists that part. "
                   "While they are held, each other change of the 360p live edge (its parts) wakes every waiter to "
-                  "look; \"CPU while holding\" includes taking the requests in. One Python asyncio client reads the answers, so the first-to-last time is as much its "
-                  f"speed as the manifest's. The manifest's idle cost (no requests) was {b['idle_cpu_ms_per_s']} ms "
-                  "of CPU per second and is subtracted.", "",
+                  "look; \"CPU while holding\" includes taking the requests in. One Python asyncio client reads "
+                  "the answers, so the first-to-last time is as much its speed as the manifest's. The manifest's "
+                  f"idle cost (no requests) was {b['idle_cpu_ms_per_s']} ms of CPU per second and is subtracted.", "",
                   "| round | requests | answered 200 with the part | held s | first to last answer ms | "
                   "CPU while holding ms/s | CPU per answer µs | distinct answers |", "|---|---|---|---|---|---|---|---|"]
         for i, x in enumerate(b["rounds"], 1):

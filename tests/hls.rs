@@ -305,8 +305,6 @@ fn caching_headers_etags_and_cors() {
     assert_eq!(ended_master["cache-control"], "public, max-age=300");
 }
 
-/// The last listed part of a parsed live playlist: (media sequence number, part index), and how many parts
-/// each listed segment has.
 /// The newest part a live playlist lists, as (media sequence, part index), and its URI; read from the text (the
 /// strict parser is too slow for a loop that must ask again at once).
 fn newest_part(body: &str) -> ((u64, u64), String) {
@@ -328,6 +326,7 @@ fn newest_part(body: &str) -> ((u64, u64), String) {
     newest.expect("a part")
 }
 
+/// The last listed part of a parsed live playlist: (media sequence number, part index).
 fn live_edge(playlist: &Value) -> (u64, u64) {
     let sequence = playlist["media_sequence"].as_u64().expect("media sequence");
     let complete = segments(playlist).len() as u64;

@@ -1,8 +1,9 @@
 // Measures glass-to-glass latency as a viewer of the player page sees it, for `make bench`: opens
 // /watch/<stream> in headless Debian chromium (playwright-core), lets hls.js settle (caught up with its target
-// latency), then samples the page's latency (now minus the EXT-X-PROGRAM-DATE-TIME of the frame on screen, i.e. its arrival at ingest)
-// every 500 ms. Prints one JSON line; exits 1 if playback never starts.
+// latency), then samples the page's latency (now minus the EXT-X-PROGRAM-DATE-TIME of the frame on screen, i.e.
+// its arrival at ingest) every 500 ms. Prints one JSON line; exits 1 if playback never starts.
 // Usage: node latency.mjs http://127.0.0.1:PORT/watch/STREAM SECONDS
+// LATENCY_TRACE=1 also prints every sample (latency, buffer ahead, playback rate, hls.js target) to stderr.
 import { chromium } from 'playwright-core';
 
 const [url, seconds = '30'] = process.argv.slice(2);
