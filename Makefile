@@ -31,6 +31,7 @@ deps:
 
 test-deps:
 	@./scripts/install-garage.sh
+	@./scripts/install-prometheus.sh
 	@./scripts/install-python-deps.sh
 	@./scripts/install-browser-deps.sh
 

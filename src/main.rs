@@ -9,7 +9,13 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = commands::Cli::parse();
-    commands::init_tracing(&cli);
+    let _traces = match commands::init_tracing(&cli) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("ladder: configuration error: {e:#}");
+            return std::process::ExitCode::from(64);
+        }
+    };
     match commands::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(commands::Failure::Config(e)) => {

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     manifest_config, open_index, segmenter_config, transcoder_config, Failure, HttpArgs, IndexArgs, NatsArgs,
-    SegmentArgs, SrtArgs, StorageArgs, TranscodeArgs,
+    SegmentArgs, SrtArgs, StorageArgs, TelemetryArgs, TranscodeArgs,
 };
 
 /// How long the services get to finish in-flight work after Ctrl-C.
@@ -30,6 +30,9 @@ pub struct DevArgs {
     /// Stream name of the test source.
     #[arg(long, default_value = "test")]
     test_stream: String,
+    /// Serve the Prometheus metrics of all five services at http://ADDR/metrics.
+    #[arg(long, env = "LADDER_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+    metrics_listen: std::net::SocketAddr,
     #[command(flatten)]
     srt: SrtArgs,
     #[command(flatten)]
@@ -74,6 +77,7 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
     ladder_bus::Bus::connect(&nats.nats_url).await?;
 
     let services = shutdown.child_token();
+    TelemetryArgs { metrics_listen: Some(args.metrics_listen) }.start(&services).await?;
     let mut tasks: JoinSet<(&str, anyhow::Result<()>)> = JoinSet::new();
     let token = services.clone();
     tasks.spawn(async move { ("ingest", ladder_ingest::run(ingest, token).await.map_err(Into::into)) });
@@ -108,6 +112,7 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
         "  playlist: http://localhost:{http_port}/live/{}/master.m3u8",
         if args.test_source { args.test_stream.as_str() } else { "NAME" }
     );
+    println!("  metrics:  http://{}/metrics", args.metrics_listen);
     println!("  events:   ladder events --nats {}", nats.nats_url);
     println!(
         "  keys:     open publishing: any NAME without a key; give one with ladder stream set-key NAME --nats {}",

@@ -20,6 +20,10 @@ pub struct Cli {
     /// Log filter, e.g. `info` or `ladder_segmenter=debug,info`.
     #[arg(long, global = true, env = "LADDER_LOG", default_value = "info,async_nats=warn")]
     pub log: String,
+    /// Export traces (one per chunk, across every service) over OTLP/HTTP to this collector, e.g.
+    /// http://127.0.0.1:4318 (Jaeger, the OpenTelemetry Collector, Tempo). Unset: no traces.
+    #[arg(long, global = true, env = "LADDER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -31,12 +35,16 @@ pub enum Command {
         #[command(flatten)]
         nats: NatsArgs,
         #[command(flatten)]
+        telemetry: TelemetryArgs,
+        #[command(flatten)]
         srt: SrtArgs,
     },
     /// Cut raw TS into chunks at IDR frames and store them.
     Segmenter {
         #[command(flatten)]
         nats: NatsArgs,
+        #[command(flatten)]
+        telemetry: TelemetryArgs,
         #[command(flatten)]
         storage: StorageArgs,
         #[command(flatten)]
@@ -47,6 +55,8 @@ pub enum Command {
         #[command(flatten)]
         nats: NatsArgs,
         #[command(flatten)]
+        telemetry: TelemetryArgs,
+        #[command(flatten)]
         storage: StorageArgs,
         #[command(flatten)]
         transcode: TranscodeArgs,
@@ -55,6 +65,8 @@ pub enum Command {
     Indexer {
         #[command(flatten)]
         nats: NatsArgs,
+        #[command(flatten)]
+        telemetry: TelemetryArgs,
         #[command(flatten)]
         index: IndexArgs,
         /// Durable consumer to read events with. Indexers sharing one index (ScyllaDB) share `indexer`; an
@@ -66,6 +78,8 @@ pub enum Command {
     Manifest {
         #[command(flatten)]
         nats: NatsArgs,
+        #[command(flatten)]
+        telemetry: TelemetryArgs,
         #[command(flatten)]
         storage: StorageArgs,
         #[command(flatten)]
@@ -91,6 +105,29 @@ pub struct NatsArgs {
     /// NATS server URL.
     #[arg(long = "nats", env = "LADDER_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TelemetryArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9464). Unset: no metrics endpoint.
+    #[arg(long, env = "LADDER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl TelemetryArgs {
+    /// Starts the metrics endpoint, if asked for, until `shutdown`.
+    pub async fn start(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let Some(addr) = self.metrics_listen else { return Ok(()) };
+        let server =
+            ladder_telemetry::MetricsServer::bind(addr).await.context("--metrics-listen (LADDER_METRICS_LISTEN)")?;
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = server.serve(shutdown).await {
+                tracing::error!(error = %e, "metrics endpoint failed");
+            }
+        });
+        Ok(())
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -231,34 +268,70 @@ fn config<T>(result: anyhow::Result<T>) -> Result<T, Failure> {
     result.map_err(Failure::Config)
 }
 
-pub fn init_tracing(cli: &Cli) {
+/// Logs to stderr, and with `--otlp-endpoint` exports spans as `ladder-<command>`. The guard keeps the
+/// exporter running until the command returns.
+pub fn init_tracing(cli: &Cli) -> anyhow::Result<Option<ladder_telemetry::trace::TraceGuard>> {
+    use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, Layer};
     let filter =
         tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).init();
+    let fmt = tracing_subscriber::fmt::layer().with_target(false).with_writer(std::io::stderr);
+    let (otel, guard) = match &cli.otlp_endpoint {
+        Some(endpoint) => {
+            let (layer, guard) = ladder_telemetry::trace::layer(&format!("ladder-{}", cli.command.name()), endpoint)
+                .context("--otlp-endpoint (LADDER_OTLP_ENDPOINT)")?;
+            (Some(layer), Some(guard))
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry().with(fmt.and_then(otel).with_filter(filter)).init();
+    Ok(guard)
+}
+
+impl Command {
+    /// The command's name, as typed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Ingest { .. } => "ingest",
+            Command::Segmenter { .. } => "segmenter",
+            Command::Transcoder { .. } => "transcoder",
+            Command::Indexer { .. } => "indexer",
+            Command::Manifest { .. } => "manifest",
+            Command::Dev(_) => "dev",
+            Command::Events(_) => "events",
+            Command::Reindex(_) => "reindex",
+            Command::Chunk(_) => "chunk",
+            Command::Stream(_) => "stream",
+        }
+    }
 }
 
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     let shutdown = shutdown_on_signal();
     match cli.command {
-        Command::Ingest { nats, srt } => {
+        Command::Ingest { nats, telemetry, srt } => {
+            telemetry.start(&shutdown).await?;
             ladder_ingest::run(config(srt.config(&nats))?, shutdown).await?;
         }
-        Command::Segmenter { nats, storage, segment } => {
+        Command::Segmenter { nats, telemetry, storage, segment } => {
+            telemetry.start(&shutdown).await?;
             ladder_segmenter::run(config(segmenter_config(&nats, &storage, &segment))?, shutdown).await?;
         }
-        Command::Transcoder { nats, storage, transcode } => {
+        Command::Transcoder { nats, telemetry, storage, transcode } => {
+            telemetry.start(&shutdown).await?;
             ladder_transcoder::run(config(transcoder_config(&nats, &storage, &transcode))?, shutdown).await?;
         }
-        Command::Indexer { nats, index, consumer } => {
+        Command::Indexer { nats, telemetry, index, consumer } => {
             if consumer.is_empty() || !consumer.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
                 return Err(Failure::Config(anyhow::anyhow!(
                     "--consumer {consumer:?}: use letters, digits, '-' and '_' (a JetStream durable name)"
                 )));
             }
+            telemetry.start(&shutdown).await?;
             let index = open_index(&index).await?;
             ladder_indexer::run(ladder_indexer::Config { nats_url: nats.nats_url, index, consumer }, shutdown).await?;
         }
-        Command::Manifest { nats, storage, index, http } => {
+        Command::Manifest { nats, telemetry, storage, index, http } => {
+            telemetry.start(&shutdown).await?;
             let index = open_index(&index).await?;
             let config = config(manifest_config(&nats, &storage, index, &http))?;
             ladder_manifest::run(config, shutdown).await?;

@@ -7,6 +7,7 @@
 
 pub mod checks;
 pub mod garage;
+pub mod prometheus;
 
 use std::{
     collections::BTreeMap,
@@ -51,6 +52,8 @@ pub struct StackOptions {
     pub max_publishers: Option<usize>,
     /// `--window` of the manifest; `None`: 6 segments, which the playlist tests count on.
     pub window: Option<usize>,
+    /// Every instance serves its Prometheus metrics (`--metrics-listen`) on a free port of its own.
+    pub metrics: bool,
 }
 
 /// The NATS side of a stack.
@@ -67,6 +70,8 @@ struct Instance {
     env: Vec<(String, String)>,
     /// The manifest's HTTP port or the ingest's SRT port.
     port: Option<u16>,
+    /// Where it serves its metrics, with [`StackOptions::metrics`].
+    metrics_port: Option<u16>,
     /// `None` once the test killed or terminated it.
     child: Option<Child>,
 }
@@ -254,6 +259,12 @@ impl Stack {
             }
             other => panic!("unknown service {other}"),
         }
+        let mut metrics_port = None;
+        if self.options.metrics {
+            let port = free_port().expect("free port");
+            metrics_port = Some(port);
+            args.extend(["--metrics-listen".into(), format!("127.0.0.1:{port}").into()]);
+        }
         let mut env: Vec<(String, String)> = vec![
             ("LADDER_LOG".into(), "info".into()),
             ("NO_COLOR".into(), "1".into()),
@@ -263,7 +274,8 @@ impl Stack {
         if matches!(service, "segmenter" | "transcoder" | "manifest") {
             env.extend(self.options.storage_env.iter().map(|(k, v)| (k.to_string(), v.clone())));
         }
-        let mut instance = Instance { name: name.clone(), service: service.to_string(), args, env, port, child: None };
+        let mut instance =
+            Instance { name: name.clone(), service: service.to_string(), args, env, port, metrics_port, child: None };
         self.spawn(&mut instance, false);
         self.services.push(instance);
         name
@@ -317,6 +329,11 @@ impl Stack {
     pub fn srt_url_of(&self, name: &str, stream_id: &str) -> String {
         let port = self.services.iter().find(|i| i.name == name).and_then(|i| i.port).expect("an ingest with a port");
         format!("srt://127.0.0.1:{port}?streamid={stream_id}&pkt_size=1316")
+    }
+
+    /// Every instance's metrics endpoint as (service, instance name, port), with [`StackOptions::metrics`].
+    pub fn metrics_targets(&self) -> Vec<(String, String, u16)> {
+        self.services.iter().filter_map(|i| Some((i.service.clone(), i.name.clone(), i.metrics_port?))).collect()
     }
 
     pub fn instances(&self) -> Vec<String> {

@@ -20,6 +20,7 @@
 
 pub mod keys;
 pub mod kv;
+pub mod metrics;
 pub mod server;
 pub mod topology;
 

@@ -421,11 +421,15 @@ impl Storage {
         let mut tries = 0;
         loop {
             tries += 1;
-            let error = match attempt().await {
+            let began = std::time::Instant::now();
+            let result = attempt().await;
+            metrics::request(operation, began.elapsed());
+            let error = match result {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
             };
             let kind = classify(&error);
+            metrics::error(operation, kind);
             if kind != ErrorKind::Transient || tries >= self.attempts {
                 return Err(StorageError { kind, operation, key: key.to_string(), message: error.to_string() });
             }
@@ -479,6 +483,51 @@ fn classify(error: &object_store::Error) -> ErrorKind {
 }
 
 pub mod conformance;
+
+mod metrics {
+    //! Storage latency and errors, per backend call (a retried call is counted per attempt).
+    use std::{sync::LazyLock, time::Duration};
+
+    use ladder_telemetry::{
+        register, seconds_histograms, Counter, Family, HistogramFamily, OperationErrorLabels, OperationLabels,
+    };
+
+    use crate::ErrorKind;
+
+    struct Metrics {
+        requests: HistogramFamily<OperationLabels>,
+        errors: Family<OperationErrorLabels, Counter>,
+    }
+
+    static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+        Metrics {
+        requests: register(
+            "ladder_storage_request_seconds",
+            "Object storage calls (put, get, head, list, ...), each attempt, with their latency.",
+            seconds_histograms(),
+        ),
+        errors: register(
+            "ladder_storage_errors",
+            "Object storage calls that failed, by kind: not_found (often expected), transient (retried), permanent, conflict.",
+            Family::default(),
+        ),
+    }
+    });
+
+    pub(crate) fn request(operation: &'static str, took: Duration) {
+        METRICS.requests.get_or_create(&OperationLabels { operation }).observe(took.as_secs_f64());
+    }
+
+    pub(crate) fn error(operation: &'static str, kind: ErrorKind) {
+        let kind = match kind {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Transient => "transient",
+            ErrorKind::Permanent => "permanent",
+            ErrorKind::Conflict => "conflict",
+        };
+        METRICS.errors.get_or_create(&OperationErrorLabels { operation, kind }).inc();
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,12 @@
 //! consumer of its own ([`Config::consumer`], e.g. `indexer-b`), with the same settings.
 #![forbid(unsafe_code)]
 
-use std::{sync::Arc, time::Duration};
+mod metrics;
+
+use std::{
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
 
 use async_nats::jetstream::message::AckKind;
 use futures::StreamExt;
@@ -34,8 +39,10 @@ pub enum IndexerError {
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), IndexerError> {
+    LazyLock::force(&metrics::METRICS);
     let bus = Bus::connect(&config.nats_url).await?;
     let consumer = bus.consumer_named(topology::INDEXER, &config.consumer).await?;
+    let backlog = ladder_bus::metrics::watch_consumer(consumer.clone(), shutdown.child_token());
     let mut messages = consumer.messages().await.map_err(|e| IndexerError::Consume(e.to_string()))?;
     tracing::info!(consumer = %config.consumer, "indexer started");
     loop {
@@ -60,7 +67,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inde
                 continue;
             }
         };
-        match config.index.apply(&event).await {
+        let applying = std::time::Instant::now();
+        let applied = config.index.apply(&event).await;
+        metrics::applied(&event, applied.is_ok(), applying.elapsed());
+        match applied {
             Ok(()) => {
                 if let Err(e) = message.ack().await {
                     tracing::warn!(error = %e, "ack failed");
@@ -72,6 +82,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inde
             }
         }
     }
+    backlog.abort();
     bus.drain().await;
     tracing::info!("indexer stopped");
     Ok(())

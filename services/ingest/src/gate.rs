@@ -268,6 +268,7 @@ struct RefusalState {
 
 impl Refusals {
     fn record(&self, refusal: &Refusal, peer: Option<SocketAddr>, stream_id: Option<&str>) {
+        crate::metrics::refused(&refusal.code.name());
         let (total, suppressed) = {
             let mut state = lock(&self.0);
             let total = {

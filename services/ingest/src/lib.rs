@@ -37,6 +37,7 @@
 
 pub mod claims;
 mod gate;
+mod metrics;
 mod session;
 pub mod stream_id;
 mod ts;
@@ -143,6 +144,7 @@ pub enum IngestError {
 /// their TS and stream events to NATS. Returns after every session has ended (bounded by [`SHUTDOWN_GRACE`]).
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), IngestError> {
     config.validate()?;
+    metrics::init();
     let bus = tokio::select! {
         bus = Bus::connect(&config.nats_url) => bus?,
         _ = shutdown.cancelled() => return Ok(()),

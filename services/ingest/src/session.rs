@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     claims::{Claim, ClaimWatch, Lost},
     gate::LiveName,
+    metrics,
     ts::{Batch, Batcher},
 };
 
@@ -118,7 +119,9 @@ pub async fn run(
     let stream = live.name().to_string();
     let remote = connection.peer();
     let js = bus.jetstream().clone();
+    let _connected = metrics::Connected::new();
     let sampler = Sampler {
+        series: metrics::SrtSeries::new(&stream),
         client: js.client(),
         stream: stream.clone(),
         session: session.clone(),
@@ -227,6 +230,7 @@ pub async fn run(
         }
         (Ok(()), Stop::NotTransportStream) => {
             let reason = format!("not an MPEG transport stream ({} bytes without TS sync)", batcher.skipped());
+            metrics::refused("NOT_TS");
             tracing::error!(%stream, %session, %remote, %reason, "publisher refused");
             format!("error: {reason}")
         }
@@ -276,6 +280,7 @@ struct Sampler {
     session: String,
     remote: SocketAddr,
     key_length: u32,
+    series: metrics::SrtSeries,
 }
 
 impl Sampler {
@@ -287,6 +292,7 @@ impl Sampler {
                 return;
             }
         };
+        self.series.observe(&stats);
         let sample = self.sample(&stats, now_ms());
         // Core NATS: buffered by the client, never waited for. A sample lost in an outage is not missed.
         if let Err(e) = self.client.publish(sample.subject(), sample.encode_to_vec().into()).await {
@@ -367,6 +373,7 @@ struct TsPublisher {
     subject: String,
     session: String,
     next_sequence: u64,
+    labels: ladder_telemetry::StreamLabels,
     /// Stream sequence of the last message stored on `subject` (this session's previous one, or what was
     /// there before it); 0 for none.
     last_stored: u64,
@@ -378,6 +385,7 @@ impl TsPublisher {
             js,
             claim,
             stream: stream.to_string(),
+            labels: ladder_telemetry::StreamLabels::of(stream),
             subject: topology::ingest_subject(stream),
             session: session.to_string(),
             next_sequence: 0,
@@ -413,9 +421,11 @@ impl TsPublisher {
     }
 
     async fn publish(&mut self, batch: Batch) -> Result<(), Failure> {
+        let bytes = batch.payload.len();
         let message = self.message(batch.payload).header(header::RECEIVED_MS, batch.received_ms.to_string());
         self.last_stored = self.publish_until_stored(self.subject.clone(), message, true).await?;
         self.next_sequence += 1;
+        metrics::stored(&self.labels, bytes);
         Ok(())
     }
 

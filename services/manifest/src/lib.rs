@@ -28,6 +28,7 @@
 
 pub mod follow;
 pub mod live;
+mod metrics;
 pub mod playlist;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -75,6 +76,7 @@ pub enum ManifestError {
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ManifestError> {
+    metrics::init();
     let addr = config.http_listen;
     let bus = Bus::connect(&config.nats_url).await?;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ManifestError::Bind { addr, source })?;
@@ -150,6 +152,8 @@ pub fn router_for(server: Arc<Server>) -> Router {
         .route("/dvr/{stream}/{file}", get(dvr))
         .route("/clip/{stream}/{file}", get(clip))
         .route("/media/{*key}", get(media))
+        // Runs after routing (axum applies `layer` to each route), so the route's pattern is known.
+        .layer(axum::middleware::from_fn(metrics::track))
         .layer(axum::middleware::from_fn(cors))
         .with_state(server)
 }
@@ -295,10 +299,14 @@ async fn playlist(
         let cache = if snapshot.over { CACHE_ENDED } else { CACHE_MASTER };
         return match range {
             Some((from, to)) => {
+                metrics::playlist("master");
                 let text = playlist::master(&snapshot.current, &format!("?from={from}&to={to}"));
                 cached(headers, &Rendered::from_text(text), PLAYLIST_TYPE, cache)
             }
-            None => cached(headers, master, PLAYLIST_TYPE, cache),
+            None => {
+                metrics::playlist("master");
+                cached(headers, master, PLAYLIST_TYPE, cache)
+            }
         };
     }
     let Some(view) = snapshot.renditions.get(name).cloned() else {
@@ -308,11 +316,13 @@ async fn playlist(
     match (flavor, range) {
         (Flavor::Clip, Some((from_ms, to_ms))) => {
             let Some(clip) = view.clip(from_ms, to_ms, media_base) else { return not_found("clip") };
+            metrics::playlist("clip");
             let cache = if clip.fixed { CACHE_ENDED.to_string() } else { half_target(view.target_duration) };
             cached(headers, &Rendered::from_text(clip.text), PLAYLIST_TYPE, &cache)
         }
         (Flavor::Dvr, _) => {
             let cache = if view.ended() { CACHE_ENDED.to_string() } else { half_target(view.target_duration) };
+            metrics::playlist("dvr");
             cached(headers, view.dvr(media_base), PLAYLIST_TYPE, &cache)
         }
         _ => {
@@ -329,30 +339,41 @@ async fn playlist(
                 // the others, nor by polling).
                 let wait = Duration::from_secs(3 * view.target_duration.max(1));
                 let Some(mut edge) = server.live.watch_edge(&stream, name) else { return not_found("stream") };
+                let waiting = std::time::Instant::now();
                 let ready = tokio::time::timeout(
                     wait,
                     edge.wait_for(|(edge, fixed)| *fixed || edge.has(block.msn, block.part)),
                 )
                 .await;
                 view = match ready {
-                    Ok(Ok(_)) => match snapshots.borrow().renditions.get(name) {
-                        Some(view) => view.clone(),
-                        None => return not_found("rendition"),
-                    },
+                    Ok(Ok(_)) => {
+                        metrics::blocked("answered", waiting);
+                        match snapshots.borrow().renditions.get(name) {
+                            Some(view) => view.clone(),
+                            None => return not_found("rendition"),
+                        }
+                    }
                     _ => {
+                        metrics::blocked("timed_out", waiting);
                         return (
                             StatusCode::SERVICE_UNAVAILABLE,
                             [(header::CACHE_CONTROL, "no-store")],
                             "the part asked for did not come in time\n",
                         )
-                            .into_response()
+                            .into_response();
                     }
                 };
             }
             let skip = matches!(query.skip.as_deref(), Some("YES" | "v2"));
             let body = match (&view.delta, skip) {
-                (Some(delta), true) => delta,
-                _ => &view.live,
+                (Some(delta), true) => {
+                    metrics::playlist("delta");
+                    delta
+                }
+                _ => {
+                    metrics::playlist(if block.is_some() { "live_blocking" } else { "live" });
+                    &view.live
+                }
             };
             let cache = match (view.fixed, block) {
                 (true, _) => CACHE_ENDED.to_string(),

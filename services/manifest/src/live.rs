@@ -491,9 +491,12 @@ impl StreamState {
                     wall_clock_ms: e.wall_clock_ms,
                     discontinuity: e.discontinuity,
                 };
-                if let Some(old) = media.segments.insert(e.sequence, segment) {
-                    media.total_bytes -= old.size_bytes;
-                    media.total_ticks -= old.duration;
+                match media.segments.insert(e.sequence, segment) {
+                    Some(old) => {
+                        media.total_bytes -= old.size_bytes;
+                        media.total_ticks -= old.duration;
+                    }
+                    None => crate::metrics::listed(e, now_ms()),
                 }
                 media.total_bytes += e.size_bytes;
                 media.total_ticks += e.duration;

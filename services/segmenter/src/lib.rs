@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod checkpoint;
+mod metrics;
 mod owner;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -72,6 +73,7 @@ struct Known {
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), SegmenterError> {
+    metrics::init();
     let bus = Bus::connect(&config.nats_url).await?;
     let js = bus.jetstream().clone();
     let replicas = bus.replicas();

@@ -25,7 +25,7 @@ use ladder_storage::{keys, ErrorKind, Storage};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::Checkpoint;
+use crate::{checkpoint::Checkpoint, metrics};
 
 /// An owner with no open session and no message for this long gives the stream back.
 const RELEASE_WHEN_IDLE: Duration = Duration::from_secs(5);
@@ -75,6 +75,7 @@ pub async fn own(shared: Arc<Shared>, stream: String, revision: u64, stop: Cance
     let (revision_tx, revision_rx) = watch::channel(revision);
     let renewer = tokio::spawn(renew(shared.clone(), stream.clone(), revision_tx, lost.clone()));
     tracing::info!(%stream, instance = %shared.instance, "stream owned");
+    let _owned = metrics::Owned::new();
     let outcome = match Owner::load(shared.clone(), stream.clone()).await {
         Ok(mut owner) => owner.run(&lost).await,
         Err(e) => Err(e),
@@ -459,6 +460,7 @@ impl Owner {
         });
         self.publish(&ended).await?;
         tracing::info!(stream = %self.stream, session = %open.id, chunks = open.next_sequence, reason, "session closed");
+        metrics::METRICS.sessions.inc();
         let checkpoint = Checkpoint {
             session: open.id.clone(),
             closed: true,
@@ -582,10 +584,13 @@ impl Owner {
                 });
                 // Unannounced, the chunk would never be transcoded: not checkpointed, so the next owner redoes it.
                 self.publish(&event).await?;
-                tracing::debug!(
-                    stream = %self.stream, sequence, duration_s = chunk.duration as f64 / CLOCK as f64, size,
-                    "chunk uploaded"
-                );
+                metrics::ChunkUploaded {
+                    stream: &self.stream,
+                    sequence,
+                    duration_s: chunk.duration as f64 / CLOCK as f64,
+                    size,
+                }
+                .emit();
             }
             Err(reason) => {
                 // Without its source the chunk cannot be transcoded: a gap the playlists skip, said out loud.
@@ -600,6 +605,7 @@ impl Owner {
                     permanent: true,
                 });
                 self.publish(&failed).await?;
+                ladder_telemetry::chunk_failed("segmenter");
             }
         }
 

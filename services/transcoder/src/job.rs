@@ -28,7 +28,7 @@ use tokio::{
 };
 
 use crate::{
-    current_ladder, ffmpeg, ladder,
+    current_ladder, ffmpeg, ladder, metrics,
     source::{Finished, RawChunk, SourceError},
     store, Config, JobError, RenditionSpec,
 };
@@ -43,6 +43,7 @@ pub async fn transcode(bus: &Bus, config: &Config, started: &ChunkStarted) -> Re
         return Err(JobError::Malformed("a stream or session that is not a key part".into()));
     }
     let started_ms = now_ms();
+    metrics::METRICS.queue_wait.observe((started_ms - started.wall_clock_ms).max(0) as f64 / 1000.0);
     let ladder = current_ladder(bus, &started.stream).await?.unwrap_or_else(|| config.ladder.clone());
     let renditions = ladder::fit(&ladder, started.width, started.height);
     if renditions.is_empty() {
@@ -216,6 +217,12 @@ async fn rendition(
         }),
     });
     bus.publish_event(&event).await?;
+    let labels = metrics::rendition(&spec.name);
+    metrics::METRICS.renditions_ready.get_or_create(&labels).inc();
+    metrics::METRICS
+        .ffmpeg
+        .get_or_create(&labels)
+        .observe((transcode_finished_ms - timing.ffmpeg_started_ms) as f64 / 1000.0);
     Ok(())
 }
 
@@ -252,6 +259,7 @@ async fn store_part(
         stored_ms: now_ms(),
     };
     bus.publish_part(&ready).await?;
+    metrics::METRICS.parts.get_or_create(&metrics::rendition(&spec.name)).inc();
     Ok(())
 }
 

@@ -39,6 +39,7 @@
 pub mod ffmpeg;
 pub mod job;
 pub mod ladder;
+mod metrics;
 pub mod source;
 
 use std::{sync::Arc, time::Duration};
@@ -134,6 +135,7 @@ impl JobError {
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), TranscoderError> {
+    metrics::init();
     let bus = Bus::connect(&config.nats_url).await?;
     let workers = config.workers.max(1);
     tracing::info!(workers, renditions = config.ladder.len(), "transcoder started");
@@ -189,6 +191,7 @@ async fn pull(
     shutdown: CancellationToken,
 ) -> Result<(), TranscoderError> {
     let consumer = bus.consumer(topology::TRANSCODER).await?;
+    let _backlog = AbortOnDrop(ladder_bus::metrics::watch_consumer(consumer.clone(), shutdown.clone()));
     while !shutdown.is_cancelled() {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -255,6 +258,7 @@ async fn handle(bus: &Bus, config: &Config, message: Message, abandon: &Cancella
         give_up(bus, &message, &chunk, reason).await;
         return;
     }
+    let _busy = metrics::Busy::new();
     let heartbeat = tokio::spawn({
         let message = message.clone();
         async move {
@@ -274,6 +278,7 @@ async fn handle(bus: &Bus, config: &Config, message: Message, abandon: &Cancella
             heartbeat.abort();
             tracing::info!(stream = %chunk.stream, sequence = chunk.sequence, "shutting down, handing chunk back");
             hand_back(&message).await;
+            metrics::attempt("handed_back");
             return;
         }
     };
@@ -283,21 +288,33 @@ async fn handle(bus: &Bus, config: &Config, message: Message, abandon: &Cancella
             if let Err(e) = message.ack().await {
                 tracing::warn!(stream = %chunk.stream, sequence = chunk.sequence, error = %e, "ack failed");
             }
+            metrics::attempt("done");
         }
         Err(JobError::Source(source::SourceError::Refused(error))) => {
             // The segmenter refuses the session at the same point and says so (stream.failed); the chunk never
             // completes, so there is nothing to announce.
             tracing::warn!(stream = %chunk.stream, sequence = chunk.sequence, %error, "the session's source is refused, dropping the chunk");
             let _ = message.ack_with(AckKind::Term).await;
+            metrics::attempt("dropped");
         }
         Err(error) if attempt < MAX_ATTEMPTS && !error.is_permanent() => {
             tracing::warn!(stream = %chunk.stream, sequence = chunk.sequence, attempt, %error, "transcode failed, will retry");
             let _ = message.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await;
+            metrics::attempt("retried");
         }
         Err(error) => {
             tracing::error!(stream = %chunk.stream, sequence = chunk.sequence, attempt, %error, "transcode failed for good");
             give_up(bus, &message, &chunk, error.to_string()).await;
         }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -315,6 +332,8 @@ async fn give_up(bus: &Bus, message: &Message, chunk: &ChunkStarted, reason: Str
     match bus.publish_event(&failed).await {
         Ok(()) => {
             let _ = message.ack_with(AckKind::Term).await;
+            metrics::attempt("failed");
+            ladder_telemetry::chunk_failed("transcoder");
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot publish chunk failure, leaving it for redelivery");

@@ -1,0 +1,181 @@
+//! Operating ladder: a real Prometheus scrapes every service of a stack while a stream runs, and the series it
+//! stored are read back from its HTTP API; the alert rules shipped in `deploy/prometheus/` load in it and pass
+//! their `promtool` unit tests.
+
+mod support;
+
+use std::{net::SocketAddr, time::Duration};
+
+use ladder_proto::Event;
+use ladder_srt::{Caller, CallerConfig, RejectReason, SrtError};
+use support::{
+    eventually, get_url,
+    prometheus::{alert_rules, Prometheus, Target},
+    publish_small, run, Stack, StackOptions,
+};
+
+const STREAM: &str = "metrics";
+/// Two renditions the small test source fits.
+const LADDER: &str = r#"
+[[rendition]]
+name = "180p"
+height = 180
+bitrate = 300000
+
+[[rendition]]
+name = "120p"
+height = 120
+bitrate = 150000
+"#;
+
+#[test]
+fn prometheus_scrapes_every_service_during_a_stream() {
+    let stack = Stack::start_with(StackOptions { metrics: true, ladder: Some(LADDER.into()), ..Default::default() });
+    let targets: Vec<Target> =
+        stack.metrics_targets().into_iter().map(|(job, name, port)| Target { job, name, port }).collect();
+    assert_eq!(targets.len(), 5, "every service serves metrics");
+    let prometheus = Prometheus::start(&targets);
+
+    // Every target is up, and the alert rules loaded.
+    eventually(Duration::from_secs(30), "prometheus scrapes all five services", &stack, || {
+        (prometheus.value("sum(up{job=~\"ladder-.*\"})") == Some(5.0)).then_some(())
+    });
+    let rules = prometheus.api("/api/v1/rules", &[]);
+    let groups = rules["groups"].as_array().expect("rule groups");
+    let loaded: Vec<&str> = groups
+        .iter()
+        .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    for alert in ["LadderLiveStreamNoChunks", "LadderTranscodeBacklogGrowing", "LadderPublishersRefusedSpike"] {
+        assert!(loaded.contains(&alert), "alert {alert} loaded in prometheus: {loaded:?}");
+    }
+    assert!(
+        groups.iter().flat_map(|g| g["rules"].as_array().into_iter().flatten()).all(|r| r["health"] != "err"),
+        "no rule fails to evaluate: {rules}"
+    );
+
+    // A publisher that encrypts to a stream without a key is refused (UNSECURE), and counted.
+    let mut config = CallerConfig::new(SocketAddr::from(([127, 0, 0, 1], stack.srt_port)), "nokey");
+    config.passphrase = Some("a passphrase nobody asked for".into());
+    match Caller::connect(&config) {
+        Err(SrtError::Rejected(reason)) => assert_eq!(reason, RejectReason::UNSECURE),
+        Err(other) => panic!("expected UNSECURE, got {other}"),
+        Ok(_) => panic!("an encrypting publisher to a stream without a key was accepted"),
+    }
+
+    let publisher = publish_small(&stack.srt_url(STREAM), 14, 440);
+    // While the stream is live: its SRT series are there.
+    let rtt = eventually(Duration::from_secs(30), "the srt rtt of the live stream", &stack, || {
+        prometheus.value(&format!("max(ladder_srt_rtt_seconds{{stream=\"{STREAM}\"}})"))
+    });
+    assert!((0.0..1.0).contains(&rtt), "rtt over loopback: {rtt} s");
+    let rate = eventually(Duration::from_secs(30), "the srt receive rate", &stack, || {
+        prometheus
+            .value(&format!("max(ladder_srt_receive_rate_bytes_per_second{{stream=\"{STREAM}\"}})"))
+            .filter(|rate| *rate > 0.0)
+    });
+    // 400 kb/s of video and 128 kb/s of audio, in TS over SRT.
+    assert!((20_000.0..1_000_000.0).contains(&rate), "receive rate {rate} B/s");
+    // Players: the master, a live playlist, and a blocking reload of the next segment.
+    let live = eventually(Duration::from_secs(30), "a live playlist", &stack, || {
+        let (status, body) = stack.get(&format!("/live/{STREAM}/180p.m3u8"));
+        (status == 200 && body.contains("#EXTINF")).then_some(body)
+    });
+    assert_eq!(stack.get(&format!("/live/{STREAM}/master.m3u8")).0, 200);
+    let msn: u64 = live
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("media sequence");
+    let segments = live.lines().filter(|l| l.starts_with("#EXTINF")).count() as u64;
+    let (status, _) = stack.get(&format!("/live/{STREAM}/180p.m3u8?_HLS_msn={}", msn + segments));
+    assert_eq!(status, 200, "a blocking reload of the next segment");
+    // A path no route matches is counted under `unmatched`, never under its own path.
+    assert_eq!(get_url(&stack.url("/no/such/page")).0, 404);
+
+    publisher.finish();
+    let ended = eventually(Duration::from_secs(60), "the stream's playlists end", &stack, || {
+        let (status, body) = stack.get(&format!("/live/{STREAM}/180p.m3u8"));
+        (status == 200 && body.contains("#EXT-X-ENDLIST")).then_some(body)
+    });
+    let events = stack.events();
+    let chunks = events.iter().filter(|e| matches!(e, Event::ChunkUploaded(c) if c.stream == STREAM)).count();
+    let renditions = events.iter().filter(|e| matches!(e, Event::RenditionReady(r) if r.stream == STREAM)).count();
+    assert!(chunks >= 5, "14 s in chunks of 2 s: {chunks}");
+    assert_eq!(renditions, 2 * chunks, "every chunk in 2 renditions");
+    assert!(ended.matches("#EXTINF").count() >= chunks.min(6), "{ended}");
+
+    // What Prometheus stored agrees with the event log once the last scrape is in.
+    let counted = |expr: &str, expected: usize| {
+        let what = format!("{expr} = {expected}");
+        eventually(Duration::from_secs(30), &what, &stack, || {
+            prometheus.value(expr).filter(|value| *value == expected as f64)
+        });
+    };
+    counted(&format!("sum(ladder_segmenter_chunks_total{{stream=\"{STREAM}\"}})"), chunks);
+    counted("sum(ladder_transcoder_renditions_ready_total)", renditions);
+    counted("sum(ladder_transcoder_attempts_total{kind=\"done\"})", chunks);
+    counted("sum(ladder_indexer_apply_seconds_count{event=\"rendition.ready\"})", renditions);
+    // One manifest: it listed every rendition chunk once, each with its latency from ingest.
+    counted("sum(ladder_ingest_to_playlist_seconds_count)", renditions);
+    counted("sum(ladder_chunks_failed_total)", 0);
+    counted("sum(ladder_ingest_publishers_refused_total{reason=\"UNSECURE\"})", 1);
+    counted("sum(ladder_ingest_publishers_accepted_total)", 1);
+    counted("sum(ladder_ingest_publishers)", 0);
+    // The backlogs drain to 0 once everything is done.
+    counted("max(ladder_consumer_pending{consumer=\"transcoder\"})", 0);
+    counted("max(ladder_consumer_pending{consumer=\"indexer\"})", 0);
+    counted("max(ladder_consumer_ack_pending{consumer=\"indexer\"})", 0);
+
+    let p50 = prometheus
+        .value("histogram_quantile(0.5, sum by (le) (ladder_ingest_to_playlist_seconds_bucket))")
+        .expect("latency quantile");
+    // A 2 s chunk is listed once transcoded: well under 10 s on any machine that runs the suite.
+    assert!(p50 > 0.0 && p50 < 10.0, "ingest to playlist p50 {p50} s");
+    let chunk_seconds = prometheus
+        .value("sum(ladder_segmenter_chunk_duration_seconds_sum) / sum(ladder_segmenter_chunk_duration_seconds_count)")
+        .expect("mean chunk duration");
+    assert!((1.5..=2.5).contains(&chunk_seconds), "chunks of about 2 s: {chunk_seconds}");
+    let bytes =
+        prometheus.value(&format!("sum(ladder_ingest_bytes_total{{stream=\"{STREAM}\"}})")).expect("ingest bytes");
+    assert!(bytes > 200_000.0, "14 s at about 500 kb/s: {bytes} bytes");
+    let puts = prometheus.value("sum(ladder_storage_request_seconds_count{operation=\"put\"})").expect("storage puts");
+    // Each chunk stored once as source and once per rendition, plus the parts.
+    assert!(puts >= (chunks + renditions) as f64, "storage puts {puts}");
+    let served = prometheus
+        .value("sum(ladder_http_requests_total{route=\"/live/{stream}/{file}\",status=\"200\"})")
+        .expect("http requests");
+    assert!(served >= 3.0, "playlists served: {served}");
+    assert_eq!(prometheus.value("sum(ladder_http_requests_total{route=\"unmatched\",status=\"404\"})"), Some(1.0));
+    let blocked = prometheus
+        .value("sum(ladder_manifest_blocked_reload_seconds_count{kind=\"answered\"})")
+        .expect("blocked reloads");
+    assert!(blocked >= 1.0, "the blocking reload was counted: {blocked}");
+    for service in ["ingest", "segmenter", "transcoder", "indexer", "manifest"] {
+        assert_eq!(
+            prometheus.value(&format!("sum(up{{job=\"ladder-{service}\"}})")),
+            Some(1.0),
+            "{service} scraped to the end"
+        );
+    }
+    assert!(stack.crashed().is_empty(), "crashed: {:?}", stack.crashed());
+}
+
+#[test]
+fn alert_rules_are_valid_and_pass_their_unit_tests() {
+    let rules = alert_rules();
+    let (ok, stdout, stderr) = run("promtool", &["check", "rules", &rules.display().to_string()]);
+    assert!(ok, "promtool check rules: {stdout}{stderr}");
+    assert!(stdout.contains("SUCCESS"), "{stdout}");
+    let tests = rules.with_file_name("alerts.test.yml");
+    let dir = tests.parent().expect("deploy/prometheus");
+    let output = std::process::Command::new("promtool")
+        .args(["test", "rules", "alerts.test.yml"])
+        .current_dir(dir)
+        .output()
+        .expect("promtool runs (make test installs it)");
+    let printed = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "promtool test rules: {printed}");
+    assert!(printed.contains("SUCCESS"), "{printed}");
+}
