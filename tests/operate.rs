@@ -9,7 +9,7 @@ use std::{net::SocketAddr, time::Duration};
 use ladder_proto::Event;
 use ladder_srt::{Caller, CallerConfig, RejectReason, SrtError};
 use support::{
-    eventually, get_url,
+    eventually, get_url, otlp,
     prometheus::{alert_rules, Prometheus, Target},
     publish_small, run, Stack, StackOptions,
 };
@@ -178,4 +178,97 @@ fn alert_rules_are_valid_and_pass_their_unit_tests() {
     let printed = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "promtool test rules: {printed}");
     assert!(printed.contains("SUCCESS"), "{printed}");
+}
+
+/// Spans by id, of one trace.
+fn by_id(spans: &[&otlp::Span]) -> std::collections::HashMap<String, otlp::Span> {
+    spans.iter().map(|s| (s.span_id.clone(), (*s).clone())).collect()
+}
+
+#[test]
+fn one_chunk_is_one_trace_across_every_service() {
+    let receiver = otlp::Receiver::start();
+    let stack = Stack::start_with(StackOptions {
+        otlp_endpoint: Some(receiver.endpoint()),
+        ladder: Some(LADDER.into()),
+        ..Default::default()
+    });
+    let publisher = publish_small(&stack.srt_url("traced"), 8, 440);
+    eventually(Duration::from_secs(30), "a live playlist", &stack, || {
+        (stack.get("/live/traced/180p.m3u8").0 == 200).then_some(())
+    });
+    publisher.finish();
+
+    const SERVICES: [&str; 5] =
+        ["ladder-ingest", "ladder-segmenter", "ladder-transcoder", "ladder-indexer", "ladder-manifest"];
+    // A trace of a whole chunk: a segmenter span with its sequence, and spans from every service.
+    let (trace_id, spans) = eventually(
+        Duration::from_secs(60),
+        "a trace with spans of all five services",
+        &stack,
+        || {
+            let spans = receiver.spans();
+            let mut traces: std::collections::BTreeMap<&str, Vec<&otlp::Span>> = Default::default();
+            for span in &spans {
+                traces.entry(span.trace_id.as_str()).or_default().push(span);
+            }
+            let found = traces.into_iter().find_map(|(id, spans)| {
+            let complete = SERVICES.iter().all(|service| spans.iter().any(|s| s.service == *service))
+                && ["ingest.gop", "segmenter.chunk", "transcoder.chunk", "ffmpeg", "storage.put", "indexer.apply", "manifest.listing"]
+                    .iter()
+                    .all(|name| spans.iter().any(|s| s.name == *name))
+                // Both renditions listed, both indexed.
+                && spans.iter().filter(|s| s.name == "manifest.listing").count() >= 2;
+            complete.then(|| (id.to_string(), spans.into_iter().cloned().collect::<Vec<_>>()))
+        });
+            found
+        },
+    );
+    let refs: Vec<&otlp::Span> = spans.iter().collect();
+    let ids = by_id(&refs);
+    let named = |name: &str| spans.iter().filter(|s| s.name == name).collect::<Vec<_>>();
+    let parent_name = |span: &otlp::Span| ids.get(&span.parent_span_id).map(|p| p.name.clone());
+    // One root, ingest's; every other span's parent is in the trace.
+    let roots: Vec<&otlp::Span> = spans.iter().filter(|s| s.parent_span_id.is_empty()).collect();
+    assert_eq!(roots.len(), 1, "one root in trace {trace_id}: {roots:?}");
+    assert_eq!((roots[0].name.as_str(), roots[0].service.as_str()), ("ingest.gop", "ladder-ingest"));
+    for span in &spans {
+        if !span.parent_span_id.is_empty() {
+            assert!(ids.contains_key(&span.parent_span_id), "the parent of {span:?} is in trace {trace_id}");
+        }
+    }
+    // The chain: ingest -> segmenter -> transcoder (ffmpeg, uploads) -> indexer and manifest.
+    let segmenter = named("segmenter.chunk");
+    assert_eq!(segmenter.len(), 1, "one segmenter span: {segmenter:?}");
+    assert_eq!(parent_name(segmenter[0]).as_deref(), Some("ingest.gop"));
+    let sequence = segmenter[0].attributes.get("sequence").cloned().expect("the chunk's sequence");
+    let transcoder = named("transcoder.chunk");
+    assert!(!transcoder.is_empty());
+    for span in &transcoder {
+        assert_eq!(parent_name(span).as_deref(), Some("segmenter.chunk"), "{span:?}");
+        assert_eq!(span.attributes.get("sequence"), Some(&sequence), "the same chunk: {span:?}");
+    }
+    for span in named("ffmpeg") {
+        assert_eq!(parent_name(span).as_deref(), Some("transcoder.chunk"), "{span:?}");
+    }
+    let puts = named("storage.put");
+    assert!(puts.iter().any(|s| s.service == "ladder-segmenter"), "the source chunk's upload: {puts:?}");
+    // Each rendition's parts and its segment.
+    assert!(puts.iter().filter(|s| s.service == "ladder-transcoder").count() >= 4, "{puts:?}");
+    for span in &puts {
+        let parent = parent_name(span);
+        assert!(matches!(parent.as_deref(), Some("segmenter.chunk" | "transcoder.chunk")), "{span:?}");
+    }
+    for span in named("manifest.listing") {
+        assert_eq!(parent_name(span).as_deref(), Some("transcoder.chunk"), "{span:?}");
+    }
+    let indexed: Vec<Option<String>> = named("indexer.apply").into_iter().map(parent_name).collect();
+    assert!(indexed.contains(&Some("segmenter.chunk".into())), "chunk.started or chunk.uploaded indexed: {indexed:?}");
+    assert!(indexed.contains(&Some("transcoder.chunk".into())), "rendition.ready indexed: {indexed:?}");
+    eprintln!(
+        "trace {trace_id}: {} spans ({} export requests in all): {:?}",
+        spans.len(),
+        receiver.requests(),
+        spans.iter().map(|s| format!("{}/{}", s.service, s.name)).collect::<Vec<_>>()
+    );
 }

@@ -7,6 +7,7 @@
 
 pub mod checks;
 pub mod garage;
+pub mod otlp;
 pub mod prometheus;
 
 use std::{
@@ -54,6 +55,8 @@ pub struct StackOptions {
     pub window: Option<usize>,
     /// Every instance serves its Prometheus metrics (`--metrics-listen`) on a free port of its own.
     pub metrics: bool,
+    /// Every instance exports its spans to this OTLP/HTTP collector (`--otlp-endpoint`).
+    pub otlp_endpoint: Option<String>,
 }
 
 /// The NATS side of a stack.
@@ -271,6 +274,9 @@ impl Stack {
             // How an instance may name itself (in leases and logs); ignored by a service that does not read it.
             ("LADDER_INSTANCE".into(), name.clone()),
         ];
+        if let Some(endpoint) = &self.options.otlp_endpoint {
+            env.push(("LADDER_OTLP_ENDPOINT".into(), endpoint.clone()));
+        }
         if matches!(service, "segmenter" | "transcoder" | "manifest") {
             env.extend(self.options.storage_env.iter().map(|(k, v)| (k.to_string(), v.clone())));
         }

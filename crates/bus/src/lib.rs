@@ -208,6 +208,8 @@ impl Bus {
     }
 
     async fn publish(&self, subject: String, message: PublishMessage, expected: Expected<'_>) -> Result<(), BusError> {
+        // What consumes the message continues the trace of the span publishing it (if traces are exported).
+        let message = ladder_telemetry::trace::with_context(message);
         // The builder keeps its fields private; its outbound form shows what is sent, for the duplicate check.
         let sent = message.clone().outbound_message(subject.clone());
         let message_id = sent

@@ -260,6 +260,7 @@ impl Storage {
     /// that read-back (the other one then reports `Created` too). The window is about one upload long. ladder
     /// keeps it shut by having one writer per key at a time (a stream has one segmenter owner) and by keys whose
     /// bytes are deterministic (a re-cut chunk is byte for byte the same), so writers that overlap agree.
+    #[tracing::instrument(name = "storage.put", level = "info", skip_all, fields(key = %key, bytes = data.len()))]
     pub async fn put(&self, key: &str, data: Bytes) -> Result<PutOutcome, StorageError> {
         let path = self.path(key, "put")?;
         let mut options = PutOptions { mode: PutMode::Create, ..PutOptions::default() };

@@ -97,6 +97,9 @@ where
 /// reqwest's blocking client, built off the async runtime (it starts one of its own, which may not be created
 /// inside another).
 fn reqwest_blocking_client() -> Result<reqwest::blocking::Client, TelemetryError> {
+    // reqwest is built without a TLS provider of its own: ring, as for object storage (the process's provider
+    // may already be installed, which is fine).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     std::thread::spawn(|| reqwest::blocking::Client::builder().build())
         .join()
         .map_err(|_| TelemetryError::Otlp("building the HTTP client panicked".into()))?
@@ -158,6 +161,20 @@ pub fn set_parent(span: &tracing::Span, headers: Option<&HeaderMap>) {
     let context = context_of(headers);
     if context.span().span_context().is_valid() {
         let _ = span.set_parent(context);
+    }
+}
+
+/// The `traceparent` a message carries, to keep until a span is made a child of it ([`set_parent_to`]).
+pub fn traceparent(headers: Option<&HeaderMap>) -> Option<String> {
+    headers?.get(TRACEPARENT).map(|value| value.as_str().to_string())
+}
+
+/// [`set_parent`] from a kept `traceparent`.
+pub fn set_parent_to(span: &tracing::Span, traceparent: Option<&str>) {
+    if let Some(traceparent) = traceparent {
+        let mut headers = HeaderMap::new();
+        headers.insert(TRACEPARENT, traceparent);
+        set_parent(span, Some(&headers));
     }
 }
 

@@ -68,7 +68,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inde
             }
         };
         let applying = std::time::Instant::now();
-        let applied = config.index.apply(&event).await;
+        let span = tracing::info_span!(parent: None, "indexer.apply", event = event.subject_prefix(), stream = %event.stream());
+        ladder_telemetry::trace::set_parent(&span, message.headers.as_ref());
+        let applied = tracing::Instrument::instrument(config.index.apply(&event), span).await;
         metrics::applied(&event, applied.is_ok(), applying.elapsed());
         match applied {
             Ok(()) => {

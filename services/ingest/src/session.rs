@@ -374,6 +374,8 @@ struct TsPublisher {
     session: String,
     next_sequence: u64,
     labels: ladder_telemetry::StreamLabels,
+    /// The span of the keyframe interval being published (`ingest.gop`): its messages carry its context.
+    gop: Option<tracing::Span>,
     /// Stream sequence of the last message stored on `subject` (this session's previous one, or what was
     /// there before it); 0 for none.
     last_stored: u64,
@@ -386,6 +388,7 @@ impl TsPublisher {
             claim,
             stream: stream.to_string(),
             labels: ladder_telemetry::StreamLabels::of(stream),
+            gop: None,
             subject: topology::ingest_subject(stream),
             session: session.to_string(),
             next_sequence: 0,
@@ -422,6 +425,12 @@ impl TsPublisher {
 
     async fn publish(&mut self, batch: Batch) -> Result<(), Failure> {
         let bytes = batch.payload.len();
+        if crate::ts::starts_keyframe(&batch.payload) || self.gop.is_none() {
+            // A new trace at each keyframe: the segmenter cuts chunks at them, and each chunk's spans join it.
+            self.gop = Some(tracing::info_span!(
+                parent: None, "ingest.gop", stream = %self.stream, session = %self.session, first_message = self.next_sequence
+            ));
+        }
         let message = self.message(batch.payload).header(header::RECEIVED_MS, batch.received_ms.to_string());
         self.last_stored = self.publish_until_stored(self.subject.clone(), message, true).await?;
         self.next_sequence += 1;
@@ -442,11 +451,17 @@ impl TsPublisher {
     }
 
     fn message(&self, payload: bytes::Bytes) -> PublishMessage {
-        PublishMessage::build()
+        let mut message = PublishMessage::build()
             .payload(payload)
             .message_id(self.message_id())
             .header(header::SESSION, self.session.as_str())
-            .header(header::SEQUENCE, self.next_sequence.to_string())
+            .header(header::SEQUENCE, self.next_sequence.to_string());
+        if let Some(gop) = &self.gop {
+            for (key, value) in ladder_telemetry::trace::headers_of(gop) {
+                message = message.header(key.as_str(), value.as_str());
+            }
+        }
+        message
     }
 
     fn message_id(&self) -> String {

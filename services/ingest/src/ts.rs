@@ -145,6 +145,34 @@ impl Batcher {
     }
 }
 
+/// Whether `payload` (whole TS packets) holds the start of an H.264 keyframe: a packet that starts a video PES
+/// (stream id 0xE0 to 0xEF) whose first bytes hold an SPS or an IDR slice. Encoders repeat the SPS at every
+/// keyframe of a live TS (players joining need it), so this finds the chunk boundaries the segmenter will cut
+/// at without parsing the stream: it only decides where ingest begins a new trace.
+pub fn starts_keyframe(payload: &[u8]) -> bool {
+    payload.chunks_exact(TS_PACKET_LEN).any(|packet| {
+        if packet[0] != SYNC_BYTE || packet[1] & 0x40 == 0 {
+            return false;
+        }
+        let body = match (packet[3] >> 4) & 0x3 {
+            0b01 => &packet[4..],
+            0b11 => {
+                let af = usize::from(packet[4]);
+                match packet.get(5 + af..) {
+                    Some(body) => body,
+                    None => return false,
+                }
+            }
+            _ => return false,
+        };
+        if body.len() < 9 || body[..3] != [0, 0, 1] || !(0xE0..=0xEF).contains(&body[3]) {
+            return false;
+        }
+        let es = body.get(9 + usize::from(body[8])..).unwrap_or_default();
+        es.windows(4).any(|w| w[..3] == [0, 0, 1] && matches!(w[3] & 0x1F, 5 | 7))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +199,31 @@ mod tests {
 
     fn concat(batches: &[Batch]) -> Vec<u8> {
         batches.iter().flat_map(|b| b.payload.iter().copied()).collect()
+    }
+
+    /// A packet starting a PES of stream `stream_id` whose payload begins with a NAL unit of `nal_type`.
+    fn pes_start(stream_id: u8, nal_type: u8, adaptation: bool) -> Vec<u8> {
+        let mut packet = vec![SYNC_BYTE, 0x41, 0x00, if adaptation { 0x30 } else { 0x10 }];
+        if adaptation {
+            packet.extend_from_slice(&[7, 0x50, 0, 0, 0, 0, 0, 0]);
+        }
+        packet.extend_from_slice(&[0, 0, 1, stream_id, 0, 0, 0x80, 0x80, 5, 0x21, 0, 1, 0, 1]);
+        packet.extend_from_slice(&[0, 0, 0, 1, 0x09, 0xF0, 0, 0, 0, 1, nal_type]);
+        packet.resize(TS_PACKET_LEN, 0xFF);
+        packet
+    }
+
+    #[test]
+    fn keyframes_are_found_by_their_sps_or_idr() {
+        assert!(starts_keyframe(&pes_start(0xE0, 0x67, true)));
+        assert!(starts_keyframe(&pes_start(0xE0, 0x65, false)));
+        // A P frame, audio, or no packet starting a PES.
+        assert!(!starts_keyframe(&pes_start(0xE0, 0x41, true)));
+        assert!(!starts_keyframe(&pes_start(0xC0, 0x67, false)));
+        assert!(!starts_keyframe(&packets(3)));
+        let mut two = packets(1);
+        two.extend(pes_start(0xE0, 0x67, false));
+        assert!(starts_keyframe(&two));
     }
 
     #[test]

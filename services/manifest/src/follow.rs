@@ -84,6 +84,14 @@ pub async fn follow(bus: Bus, live: Arc<Live>, parts: bool, shutdown: Cancellati
                 }
             } else {
                 match Event::decode(&message.subject, &message.payload) {
+                    Ok(event @ Event::RenditionReady(_)) => {
+                        // The end of a chunk's trace: its rendition in this manifest's playlists.
+                        let span = tracing::info_span!(
+                            parent: None, "manifest.listing", stream = %event.stream(), subject = %message.subject
+                        );
+                        ladder_telemetry::trace::set_parent(&span, message.headers.as_ref());
+                        tracing::Instrument::instrument(live.apply(&event), span).await
+                    }
                     Ok(event) => live.apply(&event).await,
                     Err(error) => {
                         tracing::warn!(subject = %message.subject, %error, "undecodable event, skipped");

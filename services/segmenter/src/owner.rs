@@ -9,7 +9,11 @@
 //! byte for byte (`Chunker::resume`), the store answers `Unchanged`, and JetStream drops the announcement as a
 //! duplicate of identical content. Nothing is lost, cut twice or numbered twice.
 
-use std::{collections::VecDeque, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
 
 use async_nats::jetstream::{
     consumer::{pull::OrderedConfig, DeliverPolicy},
@@ -24,6 +28,7 @@ use ladder_proto::{ChunkFailed, ChunkStarted, ChunkUploaded, Event, RawTsPositio
 use ladder_storage::{keys, ErrorKind, Storage};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{checkpoint::Checkpoint, metrics};
 
@@ -142,6 +147,8 @@ struct Fed {
     start: u64,
     end: u64,
     received_ms: i64,
+    /// The trace context ingest sent the message with (its `ingest.gop` span).
+    traceparent: Option<String>,
 }
 
 /// The publish session being cut.
@@ -159,6 +166,8 @@ struct Open {
     chunk_start: u64,
     last_activity: tokio::time::Instant,
     last_received_ms: i64,
+    /// The span of each chunk announced and not yet stored, by sequence: from its start to its upload.
+    spans: BTreeMap<u64, tracing::Span>,
 }
 
 struct Owner {
@@ -210,6 +219,7 @@ impl Owner {
                 chunk_start,
                 last_activity: tokio::time::Instant::now(),
                 last_received_ms: 0,
+                spans: BTreeMap::new(),
             }
         });
         if let Some(open) = &open {
@@ -362,6 +372,7 @@ impl Owner {
                 chunk_start: 0,
                 last_activity: tokio::time::Instant::now(),
                 last_received_ms: received_ms,
+                spans: BTreeMap::new(),
             });
         }
         let Some(open) = self.open.as_mut() else {
@@ -404,6 +415,7 @@ impl Owner {
                 start,
                 end: open.chunker.input_offset(),
                 received_ms,
+                traceparent: ladder_telemetry::trace::traceparent(message.headers.as_ref()),
             });
             let started = open.chunker.take_started();
             let first_started = open.next_sequence + u64::from(building);
@@ -511,8 +523,8 @@ impl Owner {
     /// Announces that chunk `sequence` has begun, with where its bytes are in the raw TS: a transcoder reads them
     /// from there as they arrive. Derived from the input alone (the arrival times and positions of the messages,
     /// the chunker's state), so an owner that redoes the chunk after a takeover announces the same event.
-    async fn announce_start(&self, sequence: u64, start: Started) -> Result<(), OwnerError> {
-        let Some(open) = self.open.as_ref() else {
+    async fn announce_start(&mut self, sequence: u64, start: Started) -> Result<(), OwnerError> {
+        let Some(open) = self.open.as_mut() else {
             return Ok(());
         };
         let offset = start.resume.input_offset;
@@ -539,7 +551,16 @@ impl Owner {
             }),
             target_duration: self.shared.target,
         });
-        self.publish(&event).await
+        // One chunk, one trace: this span is a child of ingest's span for the message the chunk starts in.
+        let span =
+            tracing::info_span!(parent: None, "segmenter.chunk", stream = %self.stream, session = %open.id, sequence);
+        ladder_telemetry::trace::set_parent_to(&span, at.traceparent.as_deref());
+        open.spans.insert(sequence, span.clone());
+        // Chunks that never end (a session cut short) are not kept for ever.
+        while open.spans.len() > 8 {
+            open.spans.pop_first();
+        }
+        self.publish(&event).instrument(span).await
     }
 
     /// Stores, announces and checkpoints one chunk of the open session.
@@ -558,63 +579,72 @@ impl Owner {
         let size = chunk.data.len() as u64;
         let session_id = open.id.clone();
         let data = Bytes::from(chunk.data);
+        let span = open.spans.remove(&sequence).unwrap_or_else(|| {
+            tracing::info_span!(parent: None, "segmenter.chunk", stream = %self.stream, session = %session_id, sequence)
+        });
+        let (input_end, next) = (chunk.input_end, chunk.next.clone());
 
-        match self.store(&key, data).await {
-            Ok(()) => {
-                let event = Event::ChunkUploaded(ChunkUploaded {
-                    stream: self.stream.clone(),
-                    session_id: session_id.clone(),
-                    sequence,
-                    object_key: key,
-                    size_bytes: size,
-                    first_pts: chunk.first_pts,
-                    duration: chunk.duration,
-                    wall_clock_ms,
-                    discontinuity: chunk.discontinuity,
-                    width: chunk.width,
-                    height: chunk.height,
-                    codecs: chunk.codecs,
-                    frame_duration: chunk.frame_duration,
-                    timing: Some(Timing {
-                        ingest_last_packet_ms: last_packet_ms,
-                        segmented_ms,
-                        uploaded_ms: ladder_bus::now_ms(),
-                        ..Default::default()
-                    }),
-                });
-                // Unannounced, the chunk would never be transcoded: not checkpointed, so the next owner redoes it.
-                self.publish(&event).await?;
-                metrics::ChunkUploaded {
-                    stream: &self.stream,
-                    sequence,
-                    duration_s: chunk.duration as f64 / CLOCK as f64,
-                    size,
+        let stored = async {
+            match self.store(&key, data).await {
+                Ok(()) => {
+                    let event = Event::ChunkUploaded(ChunkUploaded {
+                        stream: self.stream.clone(),
+                        session_id: session_id.clone(),
+                        sequence,
+                        object_key: key,
+                        size_bytes: size,
+                        first_pts: chunk.first_pts,
+                        duration: chunk.duration,
+                        wall_clock_ms,
+                        discontinuity: chunk.discontinuity,
+                        width: chunk.width,
+                        height: chunk.height,
+                        codecs: chunk.codecs,
+                        frame_duration: chunk.frame_duration,
+                        timing: Some(Timing {
+                            ingest_last_packet_ms: last_packet_ms,
+                            segmented_ms,
+                            uploaded_ms: ladder_bus::now_ms(),
+                            ..Default::default()
+                        }),
+                    });
+                    // Unannounced, the chunk would never be transcoded: not checkpointed, so the next owner redoes it.
+                    self.publish(&event).await?;
+                    metrics::ChunkUploaded {
+                        stream: &self.stream,
+                        sequence,
+                        duration_s: chunk.duration as f64 / CLOCK as f64,
+                        size,
+                    }
+                    .emit();
                 }
-                .emit();
+                Err(reason) => {
+                    // Without its source the chunk cannot be transcoded: a gap the playlists skip, said out loud.
+                    tracing::error!(stream = %self.stream, sequence, %reason, "storing chunk failed");
+                    let failed = Event::ChunkFailed(ChunkFailed {
+                        stream: self.stream.clone(),
+                        session_id: session_id.clone(),
+                        sequence,
+                        has_sequence: true,
+                        stage: "segmenter".into(),
+                        reason,
+                        permanent: true,
+                    });
+                    self.publish(&failed).await?;
+                    ladder_telemetry::chunk_failed("segmenter");
+                }
             }
-            Err(reason) => {
-                // Without its source the chunk cannot be transcoded: a gap the playlists skip, said out loud.
-                tracing::error!(stream = %self.stream, sequence, %reason, "storing chunk failed");
-                let failed = Event::ChunkFailed(ChunkFailed {
-                    stream: self.stream.clone(),
-                    session_id: session_id.clone(),
-                    sequence,
-                    has_sequence: true,
-                    stage: "segmenter".into(),
-                    reason,
-                    permanent: true,
-                });
-                self.publish(&failed).await?;
-                ladder_telemetry::chunk_failed("segmenter");
-            }
+            Ok::<(), OwnerError>(())
         }
+        .instrument(span);
+        stored.await?;
 
         let Some(open) = self.open.as_mut() else {
             return Ok(());
         };
         open.next_sequence = sequence + 1;
-        open.chunk_start = chunk.input_end;
-        let Some(next) = chunk.next else {
+        open.chunk_start = input_end;
+        let Some(next) = next else {
             return Ok(()); // the session's last chunk: `close` checkpoints
         };
         while open.fed.front().is_some_and(|f| f.end <= next.input_offset) {

@@ -27,6 +27,8 @@ use tokio::{
     sync::{mpsc, watch},
 };
 
+use tracing::Instrument;
+
 use crate::{
     current_ladder, ffmpeg, ladder, metrics,
     source::{Finished, RawChunk, SourceError},
@@ -70,6 +72,8 @@ pub async fn transcode(bus: &Bus, config: &Config, started: &ChunkStarted) -> Re
         }
     };
     let ffmpeg_started_ms = now_ms();
+    // One span per ffmpeg run: from its start, while the chunk is fed to it, to its exit.
+    let ffmpeg_span = tracing::info_span!("ffmpeg", renditions = renditions.len(), preset = %config.preset);
     let analyze = ffmpeg::analyze_us(needed, frame_duration);
     let mut encoder = ffmpeg::Encoder::spawn(&renditions, &config.preset, frame_duration, analyze)?;
     let mut stdin = encoder.stdin.take();
@@ -103,7 +107,8 @@ pub async fn transcode(bus: &Bus, config: &Config, started: &ChunkStarted) -> Re
         encoder.wait(config.ffmpeg_timeout).await?;
         finished_tx.send_replace(Some(finished));
         Ok::<_, JobError>(())
-    };
+    }
+    .instrument(ffmpeg_span);
     let job = Job {
         bus,
         config,

@@ -269,8 +269,14 @@ async fn handle(bus: &Bus, config: &Config, message: Message, abandon: &Cancella
         }
     });
     let limit = config.ffmpeg_timeout + JOB_SLACK;
+    // A child of the segmenter's span for the chunk: the trace goes on through this worker.
+    let span = tracing::info_span!(
+        parent: None, "transcoder.chunk", stream = %chunk.stream, session = %chunk.session_id, sequence = chunk.sequence, attempt
+    );
+    ladder_telemetry::trace::set_parent(&span, message.headers.as_ref());
+    let job = tracing::Instrument::instrument(job::transcode(bus, config, &chunk), span);
     let result = tokio::select! {
-        result = tokio::time::timeout(limit, job::transcode(bus, config, &chunk)) => {
+        result = tokio::time::timeout(limit, job) => {
             result.unwrap_or(Err(JobError::Timeout(limit)))
         }
         // Shutdown grace is over: dropping the transcode kills its ffmpeg.
