@@ -5,6 +5,7 @@ mod dev;
 mod events;
 mod reindex;
 mod stream;
+mod top;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -87,6 +88,17 @@ pub enum Command {
         #[command(flatten)]
         http: HttpArgs,
     },
+    /// Serve the control API (gRPC, ladder.v1.Control): streams with their stats, ladders, keys, kicks.
+    Api {
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        telemetry: TelemetryArgs,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// The live streams in the terminal, refreshed every second (from the control API).
+    Top(top::TopArgs),
     /// Run the whole stack on this machine: a nats-server of its own and the five services.
     Dev(dev::DevArgs),
     /// Print the event flow as it happens.
@@ -105,6 +117,35 @@ pub struct NatsArgs {
     /// NATS server URL.
     #[arg(long = "nats", env = "LADDER_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ApiArgs {
+    /// Address of the gRPC server.
+    #[arg(long, env = "LADDER_API_LISTEN", default_value = "0.0.0.0:50051")]
+    pub api_listen: SocketAddr,
+    /// The bearer token every call must carry (at least 16 characters); prefer the environment variable.
+    #[arg(long, env = "LADDER_API_TOKEN", hide_env_values = true)]
+    pub api_token: String,
+    /// The transcoders' default ladder (TOML), for GetLadder of streams without one of their own.
+    #[arg(long, env = "LADDER_LADDER")]
+    pub ladder: Option<PathBuf>,
+}
+
+impl ApiArgs {
+    fn config(&self, nats: &NatsArgs) -> anyhow::Result<ladder_api::Config> {
+        anyhow::ensure!(
+            self.api_token.len() >= ladder_api::MIN_TOKEN_LEN,
+            "--api-token (LADDER_API_TOKEN) must be at least {} characters",
+            ladder_api::MIN_TOKEN_LEN
+        );
+        Ok(ladder_api::Config {
+            nats_url: nats.nats_url.clone(),
+            listen: self.api_listen,
+            token: self.api_token.clone(),
+            default_ladder: stream::read_ladder(self.ladder.as_deref())?,
+        })
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -296,6 +337,8 @@ impl Command {
             Command::Transcoder { .. } => "transcoder",
             Command::Indexer { .. } => "indexer",
             Command::Manifest { .. } => "manifest",
+            Command::Api { .. } => "api",
+            Command::Top(_) => "top",
             Command::Dev(_) => "dev",
             Command::Events(_) => "events",
             Command::Reindex(_) => "reindex",
@@ -336,6 +379,12 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             let config = config(manifest_config(&nats, &storage, index, &http))?;
             ladder_manifest::run(config, shutdown).await?;
         }
+        Command::Api { nats, telemetry, api } => {
+            let config = config(api.config(&nats))?;
+            telemetry.start(&shutdown).await?;
+            ladder_api::run(config, shutdown).await?;
+        }
+        Command::Top(args) => top::run(args, shutdown).await?,
         Command::Dev(args) => dev::run(args, shutdown).await?,
         Command::Events(args) => events::run(args, shutdown).await?,
         Command::Stream(command) => stream::run(command).await?,

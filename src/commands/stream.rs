@@ -4,7 +4,6 @@
 use anyhow::Context;
 use clap::Subcommand;
 use ladder_bus::{keys, Bus, KeyError, StreamKeys};
-use ladder_proto::{Event, LadderSet, RenditionConfig};
 use ladder_transcoder::{ladder, RenditionSpec};
 
 use super::NatsArgs;
@@ -60,12 +59,7 @@ pub async fn run(command: StreamCommand) -> Result<(), super::Failure> {
                 .with_context(|| format!("{} is not a valid ladder", file.display()))
                 .map_err(super::Failure::Config)?;
             let bus = Bus::connect(&nats.nats_url).await?;
-            let event = Event::LadderSet(LadderSet {
-                stream: stream.clone(),
-                renditions: renditions.iter().map(RenditionConfig::from).collect(),
-                set_at_ms: ladder_bus::now_ms(),
-            });
-            bus.publish_event(&event).await?;
+            ladder_transcoder::set_ladder(&bus, &stream, &renditions).await?;
             bus.drain().await;
             println!("ladder of {stream} set: {} renditions, from the next chunk on", renditions.len());
         }

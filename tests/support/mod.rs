@@ -57,7 +57,12 @@ pub struct StackOptions {
     pub metrics: bool,
     /// Every instance exports its spans to this OTLP/HTTP collector (`--otlp-endpoint`).
     pub otlp_endpoint: Option<String>,
+    /// Also start the control API (`ladder api`, token [`API_TOKEN`]) after the five services.
+    pub api: bool,
 }
+
+/// The bearer token of a stack's control API.
+pub const API_TOKEN: &str = "test-token-0123456789";
 
 /// The NATS side of a stack.
 enum Nats {
@@ -151,8 +156,18 @@ impl Stack {
                 }
             }
         }
+        if stack.options.api {
+            let name = stack.start_service("api");
+            stack.wait_ready(&name);
+        }
         stack.wait_for_http();
         stack
+    }
+
+    /// The URL of the first control API.
+    pub fn api_url(&self) -> String {
+        let port = self.services.iter().find(|i| i.service == "api").and_then(|i| i.port).expect("a stack with an api");
+        format!("http://127.0.0.1:{port}")
     }
 
     /// Waits (up to 60 s) until an instance's log since it last started says it is serving; panics if it exits
@@ -162,6 +177,7 @@ impl Stack {
         let marker = match instance.service.as_str() {
             "ingest" => "srt listener started",
             "manifest" => "manifest serving http",
+            "api" => "api serving grpc",
             other => &format!("{other} started"),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -259,6 +275,11 @@ impl Stack {
                 if let Some(base) = &self.options.media_base_url {
                     push(&["--media-base-url", base]);
                 }
+            }
+            "api" => {
+                let api = free_port().expect("free port");
+                port = Some(api);
+                push(&["--nats", &nats, "--api-listen", &format!("127.0.0.1:{api}"), "--api-token", API_TOKEN]);
             }
             other => panic!("unknown service {other}"),
         }

@@ -58,6 +58,10 @@ pub use stream_id::{parse_stream_id, StreamIdError};
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Default of [`Config::max_publishers`].
 pub const DEFAULT_MAX_PUBLISHERS: usize = 1000;
+/// Core NATS subjects on which the control API asks for a stream's publisher to be disconnected:
+/// `control.kick.<stream>`, answered with a [`ladder_proto::v1::KickReply`] by the ingest that has it.
+pub const KICK_PREFIX: &str = "control.kick";
+
 /// Default of [`Config::stats_interval`].
 pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -181,7 +185,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
         host: claims::hostname(),
         listen: listener.local_addr().to_string(),
         stats_interval: config.stats_interval,
+        live: Default::default(),
     });
+    let kicks = tokio::spawn(Arc::clone(&acceptor).answer_kicks(shutdown.child_token()));
     let mut sessions = JoinSet::new();
     loop {
         tokio::select! {
@@ -218,6 +224,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
         );
         sessions.shutdown().await;
     }
+    kicks.abort();
     bus.drain().await;
     tracing::info!("ingest stopped");
     Ok(())
@@ -242,6 +249,8 @@ struct Acceptor {
     host: String,
     listen: String,
     stats_interval: Duration,
+    /// The sessions of this instance by stream, with what disconnects each (a kick).
+    live: std::sync::Mutex<std::collections::HashMap<String, (String, CancellationToken)>>,
 }
 
 impl Acceptor {
@@ -270,8 +279,46 @@ impl Acceptor {
                 return;
             }
         };
-        let admitted = session::Admitted { live, claim, session, started_at_ms };
+        let kick = CancellationToken::new();
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(stream.clone(), (session.clone(), kick.clone()));
+        let admitted = session::Admitted { live, claim, session: session.clone(), started_at_ms, kick };
         session::run(&self.bus, admitted, connection, self.stats_interval, shutdown).await;
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if live.get(&stream).is_some_and(|(id, _)| *id == session) {
+            live.remove(&stream);
+        }
+    }
+
+    /// Answers the control API's kicks (`control.kick.<stream>`) for the streams this instance has a publisher
+    /// of; the other instances stay silent, so the API hears from the one that kicked.
+    async fn answer_kicks(self: Arc<Self>, shutdown: CancellationToken) {
+        let client = self.bus.jetstream().client();
+        let mut kicks = match client.subscribe(format!("{KICK_PREFIX}.*")).await {
+            Ok(kicks) => kicks,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot subscribe to kicks: the control API cannot disconnect publishers");
+                return;
+            }
+        };
+        loop {
+            let request = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                request = futures::StreamExt::next(&mut kicks) => match request {
+                    Some(request) => request,
+                    None => return,
+                },
+            };
+            let Some(stream) = request.subject.as_str().strip_prefix(&format!("{KICK_PREFIX}.")) else { continue };
+            let Some(reply) = request.reply.clone() else { continue };
+            let found = self.live.lock().unwrap_or_else(|p| p.into_inner()).get(stream).cloned();
+            let Some((session, kick)) = found else { continue };
+            tracing::warn!(%stream, %session, "kicked by the control api, disconnecting the publisher");
+            kick.cancel();
+            let answer = ladder_proto::v1::KickReply { session_id: session, ingest: self.host.clone() };
+            if let Err(e) = client.publish(reply, prost::Message::encode_to_vec(&answer).into()).await {
+                tracing::warn!(%stream, error = %e, "cannot answer a kick");
+            }
+        }
     }
 
     /// A handshake the gate let through that libsrt then refused (a wrong or missing passphrase) or that did

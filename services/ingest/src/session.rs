@@ -63,12 +63,16 @@ pub(crate) struct Admitted {
     pub claim: Claim,
     pub session: String,
     pub started_at_ms: i64,
+    /// Cancelled to disconnect the publisher (a kick from the control API).
+    pub kick: CancellationToken,
 }
 
 /// Why the reader stopped.
 enum Stop {
     Disconnected,
     Shutdown,
+    /// The control API asked for the publisher to be disconnected.
+    Kicked,
     PublisherGone,
     /// Mostly bytes that are not TS packets: the publisher is not sending MPEG-TS.
     NotTransportStream,
@@ -115,7 +119,7 @@ pub async fn run(
     stats_interval: Duration,
     shutdown: CancellationToken,
 ) {
-    let Admitted { live, claim, session, started_at_ms } = admitted;
+    let Admitted { live, claim, session, started_at_ms, kick } = admitted;
     let stream = live.name().to_string();
     let remote = connection.peer();
     let js = bus.jetstream().clone();
@@ -148,6 +152,7 @@ pub async fn run(
         let batches = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break Stop::Shutdown,
+            _ = kick.cancelled() => break Stop::Kicked,
             lost = claim_watch.lost() => break Stop::ClaimLost(lost),
             _ = tx.closed() => break Stop::PublisherGone,
             data = connection.recv() => match data {
@@ -180,7 +185,7 @@ pub async fn run(
     let last_stats = connection.stats().ok();
     drop(connection);
     let tail = batcher.flush();
-    if matches!(stop, Stop::Disconnected | Stop::Shutdown | Stop::NotTransportStream)
+    if matches!(stop, Stop::Disconnected | Stop::Shutdown | Stop::Kicked | Stop::NotTransportStream)
         && enqueue(&tx, &budget, tail.into_iter().collect()).is_err()
     {
         tracing::warn!(%stream, %session, %remote, "the publish queue is full, dropped the last batch");
@@ -222,6 +227,7 @@ pub async fn run(
             format!("error: {e}")
         }
         (Ok(()), Stop::Shutdown) => "shutdown".to_string(),
+        (Ok(()), Stop::Kicked) => "kicked".to_string(),
         (Ok(()), Stop::Disconnected | Stop::PublisherGone | Stop::ClaimLost(_)) => "disconnected".to_string(),
         (Ok(()), Stop::QueueFull) => {
             let reason = format!("publish queue full ({} MiB waiting for JetStream)", MAX_QUEUED_BYTES >> 20);

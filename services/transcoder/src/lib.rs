@@ -48,7 +48,7 @@ use async_nats::jetstream::{message::AckKind, Message};
 use bytes::Bytes;
 use futures::StreamExt;
 use ladder_bus::{topology, Bus, BusError};
-use ladder_proto::{ChunkFailed, ChunkStarted, Event};
+use ladder_proto::{ChunkFailed, ChunkStarted, Event, LadderSet};
 use ladder_storage::{ErrorKind, Storage};
 use prost::Message as _;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -346,6 +346,28 @@ async fn give_up(bus: &Bus, message: &Message, chunk: &ChunkStarted, reason: Str
             let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
         }
     }
+}
+
+/// Sets `stream`'s ladder: validates it and publishes the `ladder.set.<stream>` event every transcoder reads at
+/// the start of each chunk, so it applies from the stream's next chunk. The one way to set a ladder, for the
+/// command line (`ladder stream set-ladder`) and the control API alike.
+pub async fn set_ladder(bus: &Bus, stream: &str, renditions: &[RenditionSpec]) -> Result<LadderSet, SetLadderError> {
+    ladder::validate(renditions)?;
+    let set = LadderSet {
+        stream: stream.to_string(),
+        renditions: renditions.iter().map(ladder_proto::RenditionConfig::from).collect(),
+        set_at_ms: ladder_bus::now_ms(),
+    };
+    bus.publish_event(&Event::LadderSet(set.clone())).await?;
+    Ok(set)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetLadderError {
+    #[error(transparent)]
+    Invalid(#[from] ladder::LadderError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
 }
 
 /// The ladder last set for `stream` with a `ladder.set.<stream>` event, if any. An event that does not pass
