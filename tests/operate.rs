@@ -178,6 +178,17 @@ fn alert_rules_are_valid_and_pass_their_unit_tests() {
     let printed = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "promtool test rules: {printed}");
     assert!(printed.contains("SUCCESS"), "{printed}");
+
+    // The compose deployment's Prometheus configuration, with its rules where the container mounts them.
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let config = std::fs::read_to_string(dir.join("compose.yml")).expect("deploy/prometheus/compose.yml");
+    let rules_copy = scratch.path().join("alerts.yml");
+    std::fs::copy(&rules, &rules_copy).expect("copy the rules");
+    let config = config.replace("/etc/prometheus/alerts.yml", &rules_copy.display().to_string());
+    let config_path = scratch.path().join("prometheus.yml");
+    std::fs::write(&config_path, config).expect("write");
+    let (ok, stdout, stderr) = run("promtool", &["check", "config", &config_path.display().to_string()]);
+    assert!(ok, "promtool check config deploy/prometheus/compose.yml: {stdout}{stderr}");
 }
 
 /// Spans by id, of one trace.

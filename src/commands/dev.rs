@@ -1,4 +1,5 @@
-//! `ladder dev`: the whole stack on one machine, on embedded defaults.
+//! `ladder dev`: the whole stack on one machine, on embedded defaults: the five services, the control API and
+//! one metrics endpoint for all of them.
 
 use std::{path::PathBuf, process::Stdio, time::Duration};
 
@@ -33,6 +34,12 @@ pub struct DevArgs {
     /// Serve the Prometheus metrics of all five services at http://ADDR/metrics.
     #[arg(long, env = "LADDER_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
     metrics_listen: std::net::SocketAddr,
+    /// Address of the control API (gRPC; `ladder top`).
+    #[arg(long, env = "LADDER_API_LISTEN", default_value = "127.0.0.1:50051")]
+    api_listen: std::net::SocketAddr,
+    /// The control API's bearer token. Unset: a random one, printed at start.
+    #[arg(long, env = "LADDER_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
     #[command(flatten)]
     srt: SrtArgs,
     #[command(flatten)]
@@ -73,6 +80,13 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
         index: manifest.index.clone(),
         consumer: ladder_bus::topology::INDEXER.to_string(),
     };
+    let api_token = args.api_token.clone().unwrap_or_else(ladder_bus::keys::generate_key);
+    let api = ladder_api::Config {
+        nats_url: nats.nats_url.clone(),
+        listen: args.api_listen,
+        token: api_token.clone(),
+        default_ladder: transcoder.ladder.clone(),
+    };
     // Create the JetStream topology once before the services race to it.
     ladder_bus::Bus::connect(&nats.nats_url).await?;
 
@@ -89,6 +103,8 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
     tasks.spawn(async move { ("indexer", ladder_indexer::run(indexer, token).await.map_err(Into::into)) });
     let token = services.clone();
     tasks.spawn(async move { ("manifest", ladder_manifest::run(manifest, token).await.map_err(Into::into)) });
+    let token = services.clone();
+    tasks.spawn(async move { ("api", ladder_api::run(api, token).await.map_err(Into::into)) });
 
     let srt_port = args.srt.srt_listen.port();
     let http_port = args.http.http_listen.port();
@@ -113,6 +129,7 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
         if args.test_source { args.test_stream.as_str() } else { "NAME" }
     );
     println!("  metrics:  http://{}/metrics", args.metrics_listen);
+    println!("  top:      ladder top --api http://{} --api-token {api_token}", args.api_listen);
     println!("  events:   ladder events --nats {}", nats.nats_url);
     println!(
         "  keys:     open publishing: any NAME without a key; give one with ladder stream set-key NAME --nats {}",

@@ -20,17 +20,17 @@ struct Metrics {
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     pending: register(
         "ladder_consumer_pending",
-        "Messages of the consumer's stream not yet delivered to it (its backlog).",
+        "Messages of the consumer's stream not yet delivered to it (its backlog)",
         Family::default(),
     ),
     ack_pending: register(
         "ladder_consumer_ack_pending",
-        "Messages delivered and not yet acknowledged (being worked on).",
+        "Messages delivered and not yet acknowledged (being worked on)",
         Family::default(),
     ),
     redelivered: register(
         "ladder_consumer_redelivered",
-        "Messages delivered more than once and not yet acknowledged.",
+        "Messages delivered more than once and not yet acknowledged",
         Family::default(),
     ),
 });

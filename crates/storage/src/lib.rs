@@ -504,12 +504,12 @@ mod metrics {
         Metrics {
         requests: register(
             "ladder_storage_request_seconds",
-            "Object storage calls (put, get, head, list, ...), each attempt, with their latency.",
+            "Object storage calls (put, get, head, list, ...), each attempt, with their latency",
             seconds_histograms(),
         ),
         errors: register(
             "ladder_storage_errors",
-            "Object storage calls that failed, by kind: not_found (often expected), transient (retried), permanent, conflict.",
+            "Object storage calls that failed, by kind: not_found (often expected), transient (retried), permanent, conflict",
             Family::default(),
         ),
     }

@@ -180,7 +180,7 @@ pub fn seconds_histograms<L: Clone + std::hash::Hash + Eq>() -> HistogramFamily<
 static CHUNKS_FAILED: LazyLock<Family<StageLabels, Counter>> = LazyLock::new(|| {
     register(
         "ladder_chunks_failed",
-        "Chunks announced failed (chunk.failed), by the stage that failed them: segmenter or transcoder.",
+        "Chunks announced failed (chunk.failed), by the stage that failed them: segmenter or transcoder",
         Family::default(),
     )
 });
@@ -251,7 +251,7 @@ mod tests {
 
     #[test]
     fn registered_metrics_are_encoded() {
-        let chunks: Family<StreamLabels, Counter> = register("telemetry_test_chunks", "Chunks.", Family::default());
+        let chunks: Family<StreamLabels, Counter> = register("telemetry_test_chunks", "Chunks", Family::default());
         chunks.get_or_create(&StreamLabels { stream: "a".into() }).inc_by(3);
         let text = encode_metrics();
         assert!(text.contains("telemetry_test_chunks_total{stream=\"a\"} 3"), "{text}");

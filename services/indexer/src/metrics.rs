@@ -13,12 +13,12 @@ pub(crate) struct Metrics {
 pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     apply: register(
         "ladder_indexer_apply_seconds",
-        "Time to apply one event to the index, by event (subject prefix), successful writes only.",
+        "Time to apply one event to the index, by event (subject prefix), successful writes only",
         seconds_histograms(),
     ),
     failed: register(
         "ladder_indexer_apply_failures",
-        "Index writes that failed (the event is redelivered).",
+        "Index writes that failed (the event is redelivered)",
         Family::default(),
     ),
 });

@@ -20,39 +20,39 @@ pub(crate) struct Metrics {
 }
 
 pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
-    publishers: register("ladder_ingest_publishers", "Publishers connected to this ingest.", Gauge::default()),
-    accepted: register("ladder_ingest_publishers_accepted", "Publishers accepted.", Counter::default()),
+    publishers: register("ladder_ingest_publishers", "Publishers connected to this ingest", Gauge::default()),
+    accepted: register("ladder_ingest_publishers_accepted", "Publishers accepted", Counter::default()),
     refused: register(
         "ladder_ingest_publishers_refused",
-        "Publishers refused, by reject reason (BADSECRET: wrong passphrase, OVERLOAD: too many, ...).",
+        "Publishers refused, by reject reason (BADSECRET: wrong passphrase, OVERLOAD: too many, ...)",
         Family::default(),
     ),
-    bytes: register("ladder_ingest_bytes", "TS bytes stored in JetStream.", Family::default()),
-    messages: register("ladder_ingest_messages", "Raw TS messages stored in JetStream.", Family::default()),
-    srt_rtt: register("ladder_srt_rtt_seconds", "Round-trip time to the publisher, per stream.", Family::default()),
+    bytes: register("ladder_ingest_bytes", "TS bytes stored in JetStream", Family::default()),
+    messages: register("ladder_ingest_messages", "Raw TS messages stored in JetStream", Family::default()),
+    srt_rtt: register("ladder_srt_rtt_seconds", "Round-trip time to the publisher, per stream", Family::default()),
     srt_receive_rate: register(
         "ladder_srt_receive_rate_bytes_per_second",
-        "Receive rate of the publisher's connection.",
+        "Receive rate of the publisher's connection",
         Family::default(),
     ),
     srt_receive_buffer: register(
         "ladder_srt_receive_buffer_seconds",
-        "Data in libsrt's receive buffer, in seconds.",
+        "Data in libsrt's receive buffer, in seconds",
         Family::default(),
     ),
     srt_lost: register(
         "ladder_srt_packets_lost",
-        "Packets the receiver reported lost (each may have been recovered by a retransmission).",
+        "Packets the receiver reported lost (each may have been recovered by a retransmission)",
         Family::default(),
     ),
     srt_retransmitted: register(
         "ladder_srt_packets_retransmitted",
-        "Retransmitted packets received.",
+        "Retransmitted packets received",
         Family::default(),
     ),
     srt_dropped: register(
         "ladder_srt_packets_dropped",
-        "Packets given up as too late to play: lost for good.",
+        "Packets given up as too late to play: lost for good",
         Family::default(),
     ),
 });

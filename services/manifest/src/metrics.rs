@@ -25,27 +25,27 @@ fn latency_histogram() -> Histogram {
 pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     requests: register(
         "ladder_http_requests",
-        "HTTP requests answered, by route (the pattern, e.g. /live/{stream}/{file}) and status.",
+        "HTTP requests answered, by route (the pattern, e.g. /live/{stream}/{file}) and status",
         Family::default(),
     ),
     request_seconds: register(
         "ladder_http_request_duration_seconds",
-        "Time to answer an HTTP request, by route; a blocking playlist reload counts its wait.",
+        "Time to answer an HTTP request, by route; a blocking playlist reload counts its wait",
         seconds_histograms(),
     ),
     playlists: register(
         "ladder_manifest_playlists_served",
-        "Playlists answered (200 or 304), by kind: master, live, live_blocking, delta, dvr, clip.",
+        "Playlists answered (200 or 304), by kind: master, live, live_blocking, delta, dvr, clip",
         Family::default(),
     ),
     blocked: register(
         "ladder_manifest_blocked_reload_seconds",
-        "How long LL-HLS blocking reloads (_HLS_msn) waited, by outcome: answered or timed_out (503).",
+        "How long LL-HLS blocking reloads (_HLS_msn) waited, by outcome: answered or timed_out (503)",
         seconds_histograms(),
     ),
     listed: register(
         "ladder_ingest_to_playlist_seconds",
-        "From a chunk's last packet at ingest to the chunk in the live playlist of this manifest, by rendition.",
+        "From a chunk's last packet at ingest to the chunk in the live playlist of this manifest, by rendition",
         Family::new_with_constructor(latency_histogram as fn() -> Histogram),
     ),
 });

@@ -13,19 +13,15 @@ pub(crate) struct Metrics {
 }
 
 pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
-    chunks: register(
-        "ladder_segmenter_chunks",
-        "Chunks cut, stored and announced (chunk.uploaded).",
-        Family::default(),
-    ),
-    chunk_bytes: register("ladder_segmenter_chunk_bytes", "Bytes of the chunks stored.", Family::default()),
+    chunks: register("ladder_segmenter_chunks", "Chunks cut, stored and announced (chunk.uploaded)", Family::default()),
+    chunk_bytes: register("ladder_segmenter_chunk_bytes", "Bytes of the chunks stored", Family::default()),
     chunk_duration: register(
         "ladder_segmenter_chunk_duration_seconds",
-        "Media duration of the chunks cut.",
+        "Media duration of the chunks cut",
         Histogram::new([0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 30.0]),
     ),
-    owned: register("ladder_segmenter_streams_owned", "Streams this segmenter holds the lease of.", Gauge::default()),
-    sessions: register("ladder_segmenter_sessions_closed", "Publisher sessions cut to their end.", Counter::default()),
+    owned: register("ladder_segmenter_streams_owned", "Streams this segmenter holds the lease of", Gauge::default()),
+    sessions: register("ladder_segmenter_sessions_closed", "Publisher sessions cut to their end", Counter::default()),
 });
 
 pub(crate) fn init() {

@@ -18,26 +18,26 @@ pub(crate) struct Metrics {
 pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     queue_wait: register(
         "ladder_transcoder_queue_wait_seconds",
-        "Age of a chunk (since its first byte reached ingest) when a worker starts on it.",
+        "Age of a chunk (since its first byte reached ingest) when a worker starts on it",
         Histogram::new(ladder_telemetry::latency_buckets()),
     ),
     ffmpeg: register(
         "ladder_transcoder_ffmpeg_seconds",
-        "From ffmpeg's start on a chunk to the rendition's last byte out (a live chunk arrives while it runs).",
+        "From ffmpeg's start on a chunk to the rendition's last byte out (a live chunk arrives while it runs)",
         seconds_histograms(),
     ),
     renditions_ready: register(
         "ladder_transcoder_renditions_ready",
-        "Rendition chunks stored and announced (rendition.ready).",
+        "Rendition chunks stored and announced (rendition.ready)",
         Family::default(),
     ),
-    parts: register("ladder_transcoder_parts", "LL-HLS parts stored and announced (part.ready).", Family::default()),
+    parts: register("ladder_transcoder_parts", "LL-HLS parts stored and announced (part.ready)", Family::default()),
     attempts: register(
         "ladder_transcoder_attempts",
-        "Chunk attempts by outcome: done, retried, failed (for good), dropped (source refused), handed_back.",
+        "Chunk attempts by outcome: done, retried, failed (for good), dropped (source refused), handed_back",
         Family::default(),
     ),
-    busy: register("ladder_transcoder_busy_workers", "Chunks being transcoded by this process.", Gauge::default()),
+    busy: register("ladder_transcoder_busy_workers", "Chunks being transcoded by this process", Gauge::default()),
 });
 
 pub(crate) fn init() {
