@@ -86,9 +86,16 @@ fn the_control_api_lists_sets_kicks_and_needs_its_token() {
     let call = api.client.kick_publisher(Api::request(KickPublisherRequest { stream: "ctl".into() }, None));
     assert_eq!(api.runtime.block_on(call).expect_err("refused").code(), Code::Unauthenticated);
     assert_eq!(api.stream("nothing").expect_err("unknown").code(), Code::NotFound);
+    // A stream name is the name itself, never an SRT stream id that holds one.
+    let sneaky = api.client.set_key(Api::request(
+        SetKeyRequest { stream: "#!::r=ctl,m=publish".into(), key: "a-key-for-ctl2-0123".into() },
+        Some(API_TOKEN),
+    ));
+    assert_eq!(api.runtime.block_on(sneaky).expect_err("not a name").code(), Code::InvalidArgument);
 
     // A live stream, with its stats.
-    let mut publisher = publish_small(&stack.srt_url("ctl"), 60, 440);
+    // Long enough to be kicked however slow the steps before the kick are.
+    let mut publisher = publish_small(&stack.srt_url("ctl"), 600, 440);
     let live = eventually(Duration::from_secs(40), "ctl listed live with stats and chunks", &stack, || {
         api.streams().into_iter().find(|s| {
             s.stream == "ctl"

@@ -91,7 +91,10 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
     ladder_bus::Bus::connect(&nats.nats_url).await?;
 
     let services = shutdown.child_token();
-    TelemetryArgs { metrics_listen: Some(args.metrics_listen) }.start(&services).await?;
+    // Extras: a port already taken (another `ladder dev`) costs the extra, not the stack.
+    if let Err(e) = (TelemetryArgs { metrics_listen: Some(args.metrics_listen) }).start(&services).await {
+        tracing::warn!(error = %format!("{e:#}"), "no metrics endpoint (--metrics-listen)");
+    }
     let mut tasks: JoinSet<(&str, anyhow::Result<()>)> = JoinSet::new();
     let token = services.clone();
     tasks.spawn(async move { ("ingest", ladder_ingest::run(ingest, token).await.map_err(Into::into)) });
@@ -104,7 +107,11 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
     let token = services.clone();
     tasks.spawn(async move { ("manifest", ladder_manifest::run(manifest, token).await.map_err(Into::into)) });
     let token = services.clone();
-    tasks.spawn(async move { ("api", ladder_api::run(api, token).await.map_err(Into::into)) });
+    tokio::spawn(async move {
+        if let Err(e) = ladder_api::run(api, token).await {
+            tracing::warn!(error = %e, "no control API (--api-listen)");
+        }
+    });
 
     let srt_port = args.srt.srt_listen.port();
     let http_port = args.http.http_listen.port();

@@ -140,8 +140,9 @@ fn set_key_note(stream: &str, key: &str, generated: bool, rotated: bool) -> Stri
     )
 }
 
+/// The name itself (not an SRT stream id that holds one, `#!::r=NAME`).
 fn check_name(stream: &str) -> anyhow::Result<()> {
-    ladder_ingest::parse_stream_id(Some(stream)).map(|_| ()).with_context(|| format!("stream name {stream:?}"))
+    ladder_ingest::stream_id::validate_name(stream).with_context(|| format!("stream name {stream:?}"))
 }
 
 /// Reads a default ladder file for `--ladder`.

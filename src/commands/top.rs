@@ -49,13 +49,16 @@ pub async fn run(args: TopArgs, shutdown: CancellationToken) -> anyhow::Result<(
             _ = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
-        let streams = client
-            .list_streams(ListStreamsRequest {})
-            .await
-            .map_err(|status| anyhow::anyhow!("ListStreams: {}", status.message()))?
-            .into_inner()
-            .streams;
-        let frame = render(&streams, ladder_bus::now_ms());
+        let listed = client.list_streams(ListStreamsRequest {}).await;
+        let frame = match listed {
+            Ok(response) => render(&response.into_inner().streams, ladder_bus::now_ms()),
+            // Once, or refused: nothing will get better by asking again.
+            Err(status) if args.once || status.code() == tonic::Code::Unauthenticated => {
+                anyhow::bail!("ListStreams: {}", status.message())
+            }
+            // The API restarting, say: shown, and asked again at the next refresh.
+            Err(status) => format!("ladder top: the API answered {:?}: {}\n", status.code(), status.message()),
+        };
         if args.once {
             print!("{frame}");
             return Ok(());

@@ -36,8 +36,7 @@ impl Prometheus {
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nrule_files:\n",
         );
         config.push_str(&format!("  - {}\nscrape_configs:\n", alert_rules().display()));
-        let mut jobs: Vec<&str> = targets.iter().map(|t| t.job.as_str()).collect();
-        jobs.dedup();
+        let jobs: std::collections::BTreeSet<&str> = targets.iter().map(|t| t.job.as_str()).collect();
         for job in jobs {
             config.push_str(&format!("  - job_name: ladder-{job}\n    static_configs:\n"));
             for target in targets.iter().filter(|t| t.job == job) {

@@ -449,6 +449,7 @@ fn compare(key: &str, stored: &Bytes, data: &Bytes) -> Result<PutOutcome, Storag
 }
 
 fn conflict(key: &str, stored: &Bytes, data: &Bytes, how: &str) -> StorageError {
+    metrics::error("put", ErrorKind::Conflict);
     // Logged here as well as returned, so that a refused overwrite is never silent, whatever the caller does.
     tracing::error!(
         key,

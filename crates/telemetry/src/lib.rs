@@ -14,9 +14,10 @@
 pub mod trace;
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     net::SocketAddr,
     sync::{LazyLock, Mutex, MutexGuard},
+    time::{Duration, Instant},
 };
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -24,13 +25,28 @@ pub use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Ga
 use prometheus_client::{encoding::text::encode, registry::Registry};
 use tokio_util::sync::CancellationToken;
 
-/// Streams that get series of their own; the others are counted under the label `_other`.
+/// Live streams that get series of their own, per process, unless `LADDER_METRICS_MAX_STREAMS` says otherwise;
+/// the others are counted under the label `_other`.
 pub const MAX_STREAM_LABELS: usize = 100;
-/// The stream label of every stream past [`MAX_STREAM_LABELS`].
+/// The stream label of every stream past the cap.
 pub const OTHER_STREAMS: &str = "_other";
+/// Rendition names that get series of their own (ladders are per stream, so names are the operator's).
+pub const MAX_RENDITION_LABELS: usize = 64;
 
 static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(|| Mutex::new(Registry::default()));
-static STREAMS: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Default::default);
+/// The streams with a label of their own, with how many holders ([`StreamSlot`]) each has here.
+static STREAMS: LazyLock<Mutex<HashMap<String, usize>>> = LazyLock::new(Default::default);
+/// What removes a stream's series from each per-stream family once its label is released.
+type Remover = Box<dyn Fn(&StreamLabels) + Send + Sync>;
+static PER_STREAM: LazyLock<Mutex<Vec<Remover>>> = LazyLock::new(Default::default);
+/// Streams released, with when: their series stay for [`RELEASED_KEPT`] so the last increments are scraped.
+static RELEASED: LazyLock<Mutex<HashMap<String, Instant>>> = LazyLock::new(Default::default);
+/// How long the series of a released stream stay.
+pub const RELEASED_KEPT: Duration = Duration::from_secs(300);
+static RENDITIONS: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Default::default);
+static MAX_STREAMS: LazyLock<usize> = LazyLock::new(|| {
+    std::env::var("LADDER_METRICS_MAX_STREAMS").ok().and_then(|v| v.parse().ok()).unwrap_or(MAX_STREAM_LABELS)
+});
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -56,24 +72,130 @@ where
     metric
 }
 
-/// The registry in the OpenMetrics text format.
+/// The registry in the OpenMetrics text format (the series of streams released [`RELEASED_KEPT`] ago are
+/// removed first).
 pub fn encode_metrics() -> String {
+    remove_released(Instant::now());
     let mut text = String::new();
     // Writing to a String cannot fail.
     let _ = encode(&mut text, &lock(&REGISTRY));
     text
 }
 
-/// The value of the `stream` label for `stream`: the name itself for the first [`MAX_STREAM_LABELS`] streams
-/// this process has seen, [`OTHER_STREAMS`] for any other.
+/// The value of the `stream` label for `stream`: its name while a [`StreamSlot`] of it is held in this process
+/// and it got one of the first `LADDER_METRICS_MAX_STREAMS` (100) slots, [`OTHER_STREAMS`] otherwise.
 pub fn stream_label(stream: &str) -> String {
-    let mut streams = lock(&STREAMS);
-    if streams.contains(stream) {
-        return stream.to_string();
+    if lock(&STREAMS).contains_key(stream) {
+        stream.to_string()
+    } else {
+        OTHER_STREAMS.to_string()
     }
-    if streams.len() < MAX_STREAM_LABELS {
-        streams.insert(stream.to_string());
-        return stream.to_string();
+}
+
+/// A live stream's hold on a label of its own (ingest holds one per session, the segmenter one per owned
+/// stream). [`RELEASED_KEPT`] after the last holder lets go, the stream's series are removed from every
+/// per-stream family ([`register_per_stream`]): a process has the series of its live streams (at most the
+/// cap) and of those that ended in the last minutes.
+pub struct StreamSlot {
+    name: Option<String>,
+}
+
+impl StreamSlot {
+    pub fn acquire(stream: &str) -> StreamSlot {
+        lock(&RELEASED).remove(stream);
+        let mut streams = lock(&STREAMS);
+        let max = *MAX_STREAMS;
+        let name = if let Some(holders) = streams.get_mut(stream) {
+            *holders += 1;
+            Some(stream.to_string())
+        } else if streams.len() < max {
+            streams.insert(stream.to_string(), 1);
+            Some(stream.to_string())
+        } else {
+            None
+        };
+        StreamSlot { name }
+    }
+
+    /// The stream's labels: its own, or `_other` past the cap.
+    pub fn labels(&self) -> StreamLabels {
+        StreamLabels { stream: self.name.clone().unwrap_or_else(|| OTHER_STREAMS.to_string()) }
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let Some(name) = self.name.take() else { return };
+        let released = {
+            let mut streams = lock(&STREAMS);
+            match streams.get_mut(&name) {
+                Some(holders) if *holders > 1 => {
+                    *holders -= 1;
+                    false
+                }
+                Some(_) => {
+                    streams.remove(&name);
+                    true
+                }
+                None => false,
+            }
+        };
+        if released {
+            lock(&RELEASED).insert(name, Instant::now());
+        }
+    }
+}
+
+/// Removes the series of the streams released before `now - RELEASED_KEPT` (and not held again since).
+fn remove_released(now: Instant) {
+    let gone: Vec<String> = {
+        let mut released = lock(&RELEASED);
+        let gone: Vec<String> = released
+            .iter()
+            .filter(|(_, at)| now.duration_since(**at) >= RELEASED_KEPT)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in &gone {
+            released.remove(name);
+        }
+        gone
+    };
+    let held = lock(&STREAMS);
+    let removers = lock(&PER_STREAM);
+    for name in gone.into_iter().filter(|name| !held.contains_key(name)) {
+        let labels = StreamLabels { stream: name };
+        for remove in removers.iter() {
+            remove(&labels);
+        }
+    }
+}
+
+/// [`register`] for a family labelled by stream: a released stream's series are removed from it.
+pub fn register_per_stream<M, C>(
+    name: &str,
+    help: &str,
+    family: Family<StreamLabels, M, C>,
+) -> Family<StreamLabels, M, C>
+where
+    Family<StreamLabels, M, C>: prometheus_client::registry::Metric + Clone,
+    M: Send + Sync + 'static,
+    C: prometheus_client::metrics::family::MetricConstructor<M> + Send + Sync + 'static,
+{
+    let family = register(name, help, family);
+    let handle = family.clone();
+    lock(&PER_STREAM).push(Box::new(move |labels| {
+        handle.remove(labels);
+    }));
+    family
+}
+
+/// The value of the `rendition` label: the name for the first [`MAX_RENDITION_LABELS`] names this process
+/// sees, `_other` after that.
+pub fn rendition_label(rendition: &str) -> String {
+    let mut renditions = lock(&RENDITIONS);
+    if renditions.contains(rendition) || renditions.len() < MAX_RENDITION_LABELS {
+        renditions.insert(rendition.to_string());
+        return rendition.to_string();
     }
     OTHER_STREAMS.to_string()
 }
@@ -85,16 +207,23 @@ pub struct StreamLabels {
 }
 
 impl StreamLabels {
-    /// The labels of `stream`, capped by [`stream_label`].
+    /// The labels of `stream`: its own while a [`StreamSlot`] holds them, `_other` otherwise.
     pub fn of(stream: &str) -> StreamLabels {
         StreamLabels { stream: stream_label(stream) }
     }
 }
 
-/// Labels of a series per rendition (a ladder has a handful; names are validated `[a-z0-9_-]{1,32}`).
+/// Labels of a series per rendition (names are validated `[a-z0-9_-]{1,32}`, and capped by
+/// [`rendition_label`]).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RenditionLabels {
     pub rendition: String,
+}
+
+impl RenditionLabels {
+    pub fn of(rendition: &str) -> RenditionLabels {
+        RenditionLabels { rendition: rendition_label(rendition) }
+    }
 }
 
 /// Labels of a series per reason (a bounded set: reject codes, failure stages).
@@ -238,15 +367,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stream_labels_are_capped() {
-        for i in 0..MAX_STREAM_LABELS + 5 {
-            let name = format!("cap-test-{i}");
-            let label = stream_label(&name);
-            // Other tests of this process may have taken some of the labels first.
-            assert!(label == name || label == OTHER_STREAMS);
-        }
-        assert_eq!(stream_label("cap-test-after-the-cap"), OTHER_STREAMS);
-        assert!(lock(&STREAMS).len() <= MAX_STREAM_LABELS);
+    fn stream_labels_are_held_while_live_and_capped() {
+        let family: Family<StreamLabels, Counter> =
+            register_per_stream("telemetry_test_per_stream", "Per stream.", Family::default());
+        let slots: Vec<StreamSlot> =
+            (0..MAX_STREAM_LABELS + 5).map(|i| StreamSlot::acquire(&format!("cap-{i}"))).collect();
+        let other = slots.iter().filter(|slot| slot.labels().stream == OTHER_STREAMS).count();
+        assert!(other >= 5, "past the cap: {other}");
+        assert_eq!(stream_label("cap-0"), "cap-0");
+        family.get_or_create(&slots[0].labels()).inc();
+        let again = StreamSlot::acquire("cap-0");
+        drop(slots);
+        // Still held once: its series stays.
+        assert_eq!(stream_label("cap-0"), "cap-0");
+        assert!(encode_metrics().contains("telemetry_test_per_stream_total{stream=\"cap-0\"} 1"));
+        drop(again);
+        assert_eq!(stream_label("cap-0"), OTHER_STREAMS);
+        assert!(encode_metrics().contains("stream=\"cap-0\""), "released: its series stay a while");
+        remove_released(Instant::now() + RELEASED_KEPT);
+        assert!(!encode_metrics().contains("stream=\"cap-0\""), "and then they are gone");
+        assert!(lock(&STREAMS).is_empty());
     }
 
     #[test]

@@ -114,9 +114,9 @@ struct Service {
     default_ladder: Vec<RenditionSpec>,
 }
 
+/// A stream name as publishers use it: the name itself, not an SRT stream id that holds one.
 fn check_name(stream: &str) -> Result<(), Status> {
-    ladder_ingest::parse_stream_id(Some(stream))
-        .map(|_| ())
+    ladder_ingest::stream_id::validate_name(stream)
         .map_err(|e| Status::invalid_argument(format!("stream name {stream:?}: {e}")))
 }
 
@@ -211,11 +211,17 @@ impl Control for Service {
         let answer = tokio::time::timeout(KICK_TIMEOUT, client.request(subject, bytes::Bytes::new())).await;
         let reply = match answer {
             Ok(Ok(message)) => <KickReply as prost::Message>::decode(message.payload.as_ref()).map_err(internal)?,
-            // No ingest had it (none answered), or no ingest runs at all.
-            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+            // No ingest has it: those that run stay silent (the request times out), or none runs at all.
+            Err(_) => return Ok(Response::new(KickPublisherResponse::default())),
+            Ok(Err(e))
+                if matches!(
+                    e.kind(),
+                    async_nats::RequestErrorKind::NoResponders | async_nats::RequestErrorKind::TimedOut
+                ) =>
+            {
                 return Ok(Response::new(KickPublisherResponse::default()))
             }
-            Err(_) | Ok(Err(_)) => return Ok(Response::new(KickPublisherResponse::default())),
+            Ok(Err(e)) => return Err(Status::unavailable(format!("cannot ask ingest: {e}"))),
         };
         tracing::info!(%stream, session = %reply.session_id, ingest = %reply.ingest, "publisher kicked through the api");
         Ok(Response::new(KickPublisherResponse { kicked: true, session_id: reply.session_id, ingest: reply.ingest }))

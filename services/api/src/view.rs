@@ -19,6 +19,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Failures kept, newest first, across streams.
 const FAILURES_KEPT: usize = 1_000;
+/// Chunks of a session kept in detail (the newest); older ones are only counted.
+const CHUNKS_KEPT: u64 = 64;
+/// Streams whose session ended longer ago than this are forgotten.
+const FORGET_AFTER_MS: i64 = crate::EVENTS_LOOKBACK.as_millis() as i64;
 /// A stream with SRT statistics this recent has a publisher, whatever the event log says (its start may be
 /// older than the lookback).
 const STATS_FRESH_MS: i64 = 15_000;
@@ -46,10 +50,13 @@ struct StreamView {
     ended_ms: i64,
     end_reason: String,
     remote_addr: String,
-    /// Chunks cut (chunk.uploaded) in the session.
+    /// Chunks cut (chunk.uploaded) in the session, and the newest [`CHUNKS_KEPT`] of them.
+    chunk_count: u64,
     chunks: BTreeSet<u64>,
-    /// The renditions each chunk is in, with when its last one was stored and its last packet arrived.
+    /// The renditions each of those chunks is in, with when its last one was stored and its last packet
+    /// arrived.
     ready: BTreeMap<u64, Ready>,
+    failed_count: u64,
     failed: BTreeSet<u64>,
     stats: Option<SrtStats>,
 }
@@ -75,11 +82,22 @@ impl StreamView {
         true
     }
 
+    /// Keeps the newest [`CHUNKS_KEPT`] chunks in detail.
+    fn prune(&mut self) {
+        let Some(&newest) = self.chunks.iter().next_back().max(self.ready.keys().next_back()) else { return };
+        let keep = newest.saturating_sub(CHUNKS_KEPT);
+        self.chunks.retain(|&s| s >= keep);
+        self.ready.retain(|&s, _| s >= keep);
+        self.failed.retain(|&s| s >= keep);
+    }
+
     fn status(&self, stream: &str, now_ms: i64) -> StreamStatus {
-        let renditions: BTreeSet<&String> = self.ready.values().flat_map(|r| r.renditions.iter()).collect();
-        let complete = |ready: &Ready| ready.renditions.len() >= renditions.len();
-        let done = self.ready.values().filter(|r| complete(r)).count() as u64;
-        let newest = self.ready.values().rev().find(|r| complete(r));
+        // All renditions of a chunk come out of one ffmpeg run, within moments of each other: a chunk with one
+        // is transcoded. The newest such chunk says which renditions the stream has now (a ladder may change).
+        let newest = self.ready.values().next_back();
+        let renditions: Vec<String> = newest.map(|r| r.renditions.iter().cloned().collect()).unwrap_or_default();
+        let behind =
+            self.chunks.iter().filter(|s| !self.ready.contains_key(s) && !self.failed.contains(s)).count() as u64;
         let stats = self.stats.as_ref().filter(|s| s.session_id == self.session_id || self.session_id.is_empty());
         let fresh = stats.is_some_and(|s| now_ms - s.sampled_at_ms < STATS_FRESH_MS);
         let open = !self.session_id.is_empty() && self.ended_ms == 0;
@@ -97,13 +115,13 @@ impl StreamView {
             packets_retransmitted: stats.map_or(0, |s| s.packets_retransmitted),
             packets_dropped: stats.map_or(0, |s| s.packets_dropped),
             stats_at_ms: stats.map_or(0, |s| s.sampled_at_ms),
-            chunks: self.chunks.len() as u64,
-            chunks_behind: (self.chunks.len() as u64).saturating_sub(done + self.failed.len() as u64),
-            renditions: renditions.into_iter().cloned().collect(),
+            chunks: self.chunk_count,
+            chunks_behind: behind,
+            renditions,
             latency_s: newest.map_or(0.0, |r| (r.finished_ms - r.last_packet_ms).max(0) as f64 / 1000.0),
             last_chunk_ms: newest.map_or(0, |r| r.finished_ms),
             has_key: false,
-            chunks_failed: self.failed.len() as u64,
+            chunks_failed: self.failed_count,
         }
     }
 }
@@ -113,8 +131,8 @@ impl View {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Folds one event in.
-    pub fn apply(&self, event: &Event) {
+    /// Folds one event in, published at `at_ms`.
+    pub fn apply(&self, event: &Event, at_ms: i64) {
         let mut state = self.lock();
         let stream = event.stream().to_string();
         match event {
@@ -134,8 +152,9 @@ impl View {
             }
             Event::ChunkUploaded(e) => {
                 let view = state.streams.entry(stream).or_default();
-                if view.session(&e.session_id) {
-                    view.chunks.insert(e.sequence);
+                if view.session(&e.session_id) && view.chunks.insert(e.sequence) {
+                    view.chunk_count += 1;
+                    view.prune();
                 }
             }
             Event::RenditionReady(e) => {
@@ -147,13 +166,14 @@ impl View {
                         ready.last_packet_ms = timing.ingest_last_packet_ms;
                         ready.finished_ms = ready.finished_ms.max(timing.transcode_finished_ms);
                     }
+                    view.prune();
                 }
             }
             Event::ChunkFailed(e) => {
                 if e.permanent && e.has_sequence {
                     let view = state.streams.entry(stream).or_default();
-                    if view.session(&e.session_id) {
-                        view.failed.insert(e.sequence);
+                    if view.session(&e.session_id) && view.failed.insert(e.sequence) {
+                        view.failed_count += 1;
                     }
                 }
                 state.failures.push_front(Failure {
@@ -164,7 +184,7 @@ impl View {
                     stage: e.stage.clone(),
                     reason: e.reason.clone(),
                     permanent: e.permanent,
-                    at_ms: now_ms(),
+                    at_ms,
                 });
             }
             Event::StreamFailed(e) => {
@@ -198,10 +218,12 @@ impl View {
         self.lock().streams.get(stream).map(|view| view.status(stream, now_ms))
     }
 
-    /// Every stream, live ones first, then by name.
+    /// Every stream, live ones first, then by name. Streams over for longer than the lookback are forgotten.
     pub fn statuses(&self, now_ms: i64) -> Vec<StreamStatus> {
+        let mut state = self.lock();
+        state.streams.retain(|_, view| view.ended_ms == 0 || now_ms - view.ended_ms < FORGET_AFTER_MS);
         let mut statuses: Vec<StreamStatus> =
-            self.lock().streams.iter().map(|(name, view)| view.status(name, now_ms)).collect();
+            state.streams.iter().map(|(name, view)| view.status(name, now_ms)).collect();
         statuses.sort_by(|a, b| b.live.cmp(&a.live).then_with(|| a.stream.cmp(&b.stream)));
         statuses
     }
@@ -245,11 +267,13 @@ pub async fn follow_events(bus: Bus, view: std::sync::Arc<View>, shutdown: Cance
                 next = messages.next() => next,
             };
             let Some(Ok(message)) = next else { break };
+            let mut at_ms = now_ms();
             if let Ok(info) = message.info() {
                 last = Some(info.stream_sequence);
+                at_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as i64;
             }
             match Event::decode(&message.subject, &message.payload) {
-                Ok(event) => view.apply(&event),
+                Ok(event) => view.apply(&event, at_ms),
                 Err(error) => tracing::debug!(subject = %message.subject, %error, "undecodable event, skipped"),
             }
         }
@@ -314,40 +338,49 @@ mod tests {
                 ..Default::default()
             })
         };
-        view.apply(&started("s1"));
-        view.apply(&Event::StreamEnded(StreamEnded {
-            stream: "cam".into(),
-            session_id: "s1".into(),
-            ended_at_ms: 9,
-            reason: "disconnected".into(),
-            ..Default::default()
-        }));
-        assert!(!view.status("cam", 10).expect("cam").live);
-        view.apply(&started("s2"));
-        for sequence in 0..3 {
-            view.apply(&Event::ChunkUploaded(ChunkUploaded {
+        view.apply(&started("s1"), 0);
+        view.apply(
+            &Event::StreamEnded(StreamEnded {
                 stream: "cam".into(),
-                session_id: "s2".into(),
-                sequence,
+                session_id: "s1".into(),
+                ended_at_ms: 9,
+                reason: "disconnected".into(),
                 ..Default::default()
-            }));
+            }),
+            0,
+        );
+        assert!(!view.status("cam", 10).expect("cam").live);
+        view.apply(&started("s2"), 0);
+        for sequence in 0..3 {
+            view.apply(
+                &Event::ChunkUploaded(ChunkUploaded {
+                    stream: "cam".into(),
+                    session_id: "s2".into(),
+                    sequence,
+                    ..Default::default()
+                }),
+                0,
+            );
         }
-        view.apply(&ready(0, "720p", 2_000));
-        view.apply(&ready(0, "360p", 2_500));
-        view.apply(&ready(1, "720p", 4_000));
+        view.apply(&ready(0, "720p", 2_000), 0);
+        view.apply(&ready(0, "360p", 2_500), 0);
+        view.apply(&ready(1, "720p", 4_000), 0);
         // An event of the older session changes nothing.
-        view.apply(&Event::ChunkUploaded(ChunkUploaded {
-            stream: "cam".into(),
-            session_id: "s1".into(),
-            sequence: 7,
-            ..Default::default()
-        }));
+        view.apply(
+            &Event::ChunkUploaded(ChunkUploaded {
+                stream: "cam".into(),
+                session_id: "s1".into(),
+                sequence: 7,
+                ..Default::default()
+            }),
+            0,
+        );
         let status = view.status("cam", 10).expect("cam");
         assert!(status.live);
         assert_eq!(status.session_id, "s2");
         assert_eq!(status.chunks, 3);
-        assert_eq!(status.chunks_behind, 2, "chunk 1 lacks 360p, chunk 2 has none");
-        assert_eq!(status.renditions, ["360p", "720p"]);
-        assert_eq!(status.latency_s, 1.5, "the newest chunk in every rendition: 0, done at 2.5 s, last packet at 1 s");
+        assert_eq!(status.chunks_behind, 1, "chunk 2 has no rendition yet");
+        assert_eq!(status.renditions, ["720p"], "the newest chunk's: a ladder may have changed");
+        assert_eq!(status.latency_s, 3.0, "the newest chunk transcoded: 1, done at 4 s, last packet at 1 s");
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::{LazyLock, Mutex};
 
 use ladder_srt::Stats;
-use ladder_telemetry::{register, Counter, Family, Gauge, ReasonLabels, StreamLabels};
+use ladder_telemetry::{register, register_per_stream, Counter, Family, Gauge, ReasonLabels, StreamLabels, StreamSlot};
 
 pub(crate) struct Metrics {
     pub publishers: Gauge,
@@ -27,8 +27,8 @@ pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "Publishers refused, by reject reason (BADSECRET: wrong passphrase, OVERLOAD: too many, ...)",
         Family::default(),
     ),
-    bytes: register("ladder_ingest_bytes", "TS bytes stored in JetStream", Family::default()),
-    messages: register("ladder_ingest_messages", "Raw TS messages stored in JetStream", Family::default()),
+    bytes: register_per_stream("ladder_ingest_bytes", "TS bytes stored in JetStream", Family::default()),
+    messages: register_per_stream("ladder_ingest_messages", "Raw TS messages stored in JetStream", Family::default()),
     srt_rtt: register("ladder_srt_rtt_seconds", "Round-trip time to the publisher, per stream", Family::default()),
     srt_receive_rate: register(
         "ladder_srt_receive_rate_bytes_per_second",
@@ -40,17 +40,17 @@ pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "Data in libsrt's receive buffer, in seconds",
         Family::default(),
     ),
-    srt_lost: register(
+    srt_lost: register_per_stream(
         "ladder_srt_packets_lost",
         "Packets the receiver reported lost (each may have been recovered by a retransmission)",
         Family::default(),
     ),
-    srt_retransmitted: register(
+    srt_retransmitted: register_per_stream(
         "ladder_srt_packets_retransmitted",
         "Retransmitted packets received",
         Family::default(),
     ),
-    srt_dropped: register(
+    srt_dropped: register_per_stream(
         "ladder_srt_packets_dropped",
         "Packets given up as too late to play: lost for good",
         Family::default(),
@@ -85,38 +85,49 @@ impl Drop for Connected {
 }
 
 /// A stream's SRT series, fed from the connection's statistics (libsrt's totals since the connection began,
-/// turned into counter increments). The gauges are removed when the session ends.
+/// turned into counter increments). It holds the stream's label for the session: its series are removed when
+/// the last holder of the label in this process lets go.
 pub(crate) struct SrtSeries {
-    labels: StreamLabels,
+    slot: StreamSlot,
     last: Mutex<(u64, u64, u64)>,
 }
 
 impl SrtSeries {
     pub fn new(stream: &str) -> SrtSeries {
-        SrtSeries { labels: StreamLabels::of(stream), last: Mutex::new((0, 0, 0)) }
+        SrtSeries { slot: StreamSlot::acquire(stream), last: Mutex::new((0, 0, 0)) }
+    }
+
+    pub fn labels(&self) -> StreamLabels {
+        self.slot.labels()
     }
 
     pub fn observe(&self, stats: &Stats) {
         let m = &*METRICS;
-        m.srt_rtt.get_or_create(&self.labels).set(stats.rtt_ms / 1000.0);
-        m.srt_receive_rate.get_or_create(&self.labels).set(stats.recv_rate_mbps * 1e6 / 8.0);
-        m.srt_receive_buffer.get_or_create(&self.labels).set(f64::from(stats.recv_buffer_ms) / 1000.0);
+        let labels = self.slot.labels();
+        m.srt_rtt.get_or_create(&labels).set(stats.rtt_ms / 1000.0);
+        m.srt_receive_rate.get_or_create(&labels).set(stats.recv_rate_mbps * 1e6 / 8.0);
+        m.srt_receive_buffer.get_or_create(&labels).set(f64::from(stats.recv_buffer_ms) / 1000.0);
         let count = |value: i64| u64::try_from(value).unwrap_or(0);
         let now = (count(stats.packets_lost), count(stats.packets_retransmitted), count(stats.packets_dropped));
         let mut last = self.last.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        m.srt_lost.get_or_create(&self.labels).inc_by(now.0.saturating_sub(last.0));
-        m.srt_retransmitted.get_or_create(&self.labels).inc_by(now.1.saturating_sub(last.1));
-        m.srt_dropped.get_or_create(&self.labels).inc_by(now.2.saturating_sub(last.2));
+        m.srt_lost.get_or_create(&labels).inc_by(now.0.saturating_sub(last.0));
+        m.srt_retransmitted.get_or_create(&labels).inc_by(now.1.saturating_sub(last.1));
+        m.srt_dropped.get_or_create(&labels).inc_by(now.2.saturating_sub(last.2));
         *last = now;
     }
 }
 
 impl Drop for SrtSeries {
+    /// The connection's gauges go with it (an alert on a live stream keys on them); the counters stay.
     fn drop(&mut self) {
+        let labels = self.slot.labels();
+        if labels.stream == ladder_telemetry::OTHER_STREAMS {
+            return;
+        }
         let m = &*METRICS;
-        m.srt_rtt.remove(&self.labels);
-        m.srt_receive_rate.remove(&self.labels);
-        m.srt_receive_buffer.remove(&self.labels);
+        m.srt_rtt.remove(&labels);
+        m.srt_receive_rate.remove(&labels);
+        m.srt_receive_buffer.remove(&labels);
     }
 }
 

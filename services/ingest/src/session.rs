@@ -142,7 +142,7 @@ pub async fn run(
     });
     let budget = Arc::new(Semaphore::new(MAX_QUEUED_BYTES));
     let (tx, rx) = mpsc::unbounded_channel();
-    let publisher = TsPublisher::new(js, &stream, &session, claim.watch());
+    let publisher = TsPublisher::new(js, &stream, &session, claim.watch(), sampler.series.labels());
     let mut publisher = AbortOnDrop(tokio::spawn(publish_session(publisher, started, rx)));
     let mut claim_watch = claim.watch();
 
@@ -388,12 +388,18 @@ struct TsPublisher {
 }
 
 impl TsPublisher {
-    fn new(js: jetstream::Context, stream: &str, session: &str, claim: ClaimWatch) -> TsPublisher {
+    fn new(
+        js: jetstream::Context,
+        stream: &str,
+        session: &str,
+        claim: ClaimWatch,
+        labels: ladder_telemetry::StreamLabels,
+    ) -> TsPublisher {
         TsPublisher {
             js,
             claim,
             stream: stream.to_string(),
-            labels: ladder_telemetry::StreamLabels::of(stream),
+            labels,
             gop: None,
             subject: topology::ingest_subject(stream),
             session: session.to_string(),

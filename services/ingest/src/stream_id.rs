@@ -66,7 +66,7 @@ fn parse_access_control(entries: &str) -> Result<&str, StreamIdError> {
     resource.ok_or(StreamIdError::MissingResource)
 }
 
-fn validate_name(name: &str) -> Result<(), StreamIdError> {
+pub fn validate_name(name: &str) -> Result<(), StreamIdError> {
     if name.is_empty() {
         return Err(StreamIdError::EmptyName);
     }

@@ -72,7 +72,7 @@ pub(crate) fn listed(ready: &RenditionReady, now_ms: i64) {
         return;
     }
     let latency = (now_ms - timing.ingest_last_packet_ms).max(0) as f64 / 1000.0;
-    METRICS.listed.get_or_create(&RenditionLabels { rendition: ready.rendition.clone() }).observe(latency);
+    METRICS.listed.get_or_create(&RenditionLabels::of(&ready.rendition)).observe(latency);
 }
 
 /// Counts every request by its route (never its path: stream names and keys would make series without end).

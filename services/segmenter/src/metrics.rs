@@ -2,7 +2,7 @@
 
 use std::sync::LazyLock;
 
-use ladder_telemetry::{register, Counter, Family, Gauge, Histogram, StreamLabels};
+use ladder_telemetry::{register, register_per_stream, Counter, Family, Gauge, Histogram, StreamLabels, StreamSlot};
 
 pub(crate) struct Metrics {
     pub chunks: Family<StreamLabels, Counter>,
@@ -13,8 +13,12 @@ pub(crate) struct Metrics {
 }
 
 pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
-    chunks: register("ladder_segmenter_chunks", "Chunks cut, stored and announced (chunk.uploaded)", Family::default()),
-    chunk_bytes: register("ladder_segmenter_chunk_bytes", "Bytes of the chunks stored", Family::default()),
+    chunks: register_per_stream(
+        "ladder_segmenter_chunks",
+        "Chunks cut, stored and announced (chunk.uploaded)",
+        Family::default(),
+    ),
+    chunk_bytes: register_per_stream("ladder_segmenter_chunk_bytes", "Bytes of the chunks stored", Family::default()),
     chunk_duration: register(
         "ladder_segmenter_chunk_duration_seconds",
         "Media duration of the chunks cut",
@@ -47,13 +51,13 @@ impl ChunkUploaded<'_> {
     }
 }
 
-/// A stream owned by this instance, for the gauge, however ownership ends.
-pub(crate) struct Owned(());
+/// A stream owned by this instance, for the gauge, however ownership ends; it holds the stream's label.
+pub(crate) struct Owned(#[allow(dead_code)] StreamSlot);
 
 impl Owned {
-    pub fn new() -> Owned {
+    pub fn new(stream: &str) -> Owned {
         METRICS.owned.inc();
-        Owned(())
+        Owned(StreamSlot::acquire(stream))
     }
 }
 

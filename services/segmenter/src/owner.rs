@@ -80,7 +80,7 @@ pub async fn own(shared: Arc<Shared>, stream: String, revision: u64, stop: Cance
     let (revision_tx, revision_rx) = watch::channel(revision);
     let renewer = tokio::spawn(renew(shared.clone(), stream.clone(), revision_tx, lost.clone()));
     tracing::info!(%stream, instance = %shared.instance, "stream owned");
-    let _owned = metrics::Owned::new();
+    let _owned = metrics::Owned::new(&stream);
     let outcome = match Owner::load(shared.clone(), stream.clone()).await {
         Ok(mut owner) => owner.run(&lost).await,
         Err(e) => Err(e),

@@ -53,7 +53,7 @@ pub(crate) fn attempt(kind: &'static str) {
 }
 
 pub(crate) fn rendition(name: &str) -> RenditionLabels {
-    RenditionLabels { rendition: name.to_string() }
+    RenditionLabels::of(name)
 }
 
 /// One chunk in the hands of a worker, for the gauge.
