@@ -19,20 +19,8 @@ use ladder_proto::{
     Event, RenditionConfig,
 };
 use ladder_srt::{Caller, CallerConfig, RejectReason, SrtError};
-use support::{eventually, publish_small, run, Stack, StackOptions, API_TOKEN, LADDER as LADDER_BIN};
+use support::{eventually, publish_small, run, Stack, StackOptions, API_TOKEN, LADDER as LADDER_BIN, SMALL_LADDER};
 use tonic::{transport::Channel, Code, Request};
-
-const LADDER: &str = r#"
-[[rendition]]
-name = "180p"
-height = 180
-bitrate = 300000
-
-[[rendition]]
-name = "120p"
-height = 120
-bitrate = 150000
-"#;
 
 struct Api {
     runtime: tokio::runtime::Runtime,
@@ -74,7 +62,7 @@ fn srt_call(port: u16, stream: &str, passphrase: Option<&str>) -> Result<Caller,
 
 #[test]
 fn the_control_api_lists_sets_kicks_and_needs_its_token() {
-    let stack = Stack::start_with(StackOptions { api: true, ladder: Some(LADDER.into()), ..Default::default() });
+    let stack = Stack::start_with(StackOptions { api: true, ladder: Some(SMALL_LADDER.into()), ..Default::default() });
     let mut api = Api::connect(&stack.api_url());
 
     // Refused without the token, or with another one.

@@ -18,21 +18,10 @@ use std::{
 
 use support::{
     checks::{check_one_owner_at_a_time, check_stream, MediaWatch, Sent},
-    eventually, publish_small, republish_small, Stack, StackOptions,
+    eventually, publish_small, republish_small, Stack, StackOptions, SMALL_LADDER,
 };
 
-/// Two renditions a 320x180 source fits, so that "every variant" means more than one.
-const LADDER: &str = r#"
-[[rendition]]
-name = "180p"
-height = 180
-bitrate = 300000
-
-[[rendition]]
-name = "120p"
-height = 120
-bitrate = 150000
-"#;
+/// The renditions of [`SMALL_LADDER`], so that "every variant" means more than one.
 const VARIANTS: [&str; 2] = ["180p", "120p"];
 
 /// One test at a time: each one is a whole deployment.
@@ -47,7 +36,7 @@ fn redundant(nats_nodes: usize) -> StackOptions {
     StackOptions {
         nats_nodes,
         instances: vec![("indexer", 1), ("segmenter", 2), ("transcoder", 2), ("manifest", 2), ("ingest", 2)],
-        ladder: Some(LADDER.into()),
+        ladder: Some(SMALL_LADDER.into()),
         ..StackOptions::default()
     }
 }
@@ -157,7 +146,7 @@ fn a_nats_server_restarted_mid_stream_loses_no_chunk() {
     let _serial = serial();
     let mut stack = Stack::start_with(StackOptions {
         instances: vec![("indexer", 1), ("segmenter", 1), ("transcoder", 1), ("manifest", 1), ("ingest", 1)],
-        ladder: Some(LADDER.into()),
+        ladder: Some(SMALL_LADDER.into()),
         ..StackOptions::default()
     });
     let watch = MediaWatch::start(stack.data().join("media"));
@@ -177,7 +166,7 @@ fn two_segmenters_share_two_streams_each_cut_by_one_of_them() {
     let _serial = serial();
     let stack = Stack::start_with(StackOptions {
         instances: vec![("indexer", 1), ("segmenter", 2), ("transcoder", 1), ("manifest", 1), ("ingest", 1)],
-        ladder: Some(LADDER.into()),
+        ladder: Some(SMALL_LADDER.into()),
         ..StackOptions::default()
     });
     let watch = MediaWatch::start(stack.data().join("media"));

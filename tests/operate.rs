@@ -11,26 +11,15 @@ use ladder_srt::{Caller, CallerConfig, RejectReason, SrtError};
 use support::{
     eventually, get_url, otlp,
     prometheus::{alert_rules, Prometheus, Target},
-    publish_small, run, Stack, StackOptions,
+    publish_small, run, Stack, StackOptions, SMALL_LADDER,
 };
 
 const STREAM: &str = "metrics";
-/// Two renditions the small test source fits.
-const LADDER: &str = r#"
-[[rendition]]
-name = "180p"
-height = 180
-bitrate = 300000
-
-[[rendition]]
-name = "120p"
-height = 120
-bitrate = 150000
-"#;
 
 #[test]
 fn prometheus_scrapes_every_service_during_a_stream() {
-    let stack = Stack::start_with(StackOptions { metrics: true, ladder: Some(LADDER.into()), ..Default::default() });
+    let stack =
+        Stack::start_with(StackOptions { metrics: true, ladder: Some(SMALL_LADDER.into()), ..Default::default() });
     let targets: Vec<Target> =
         stack.metrics_targets().into_iter().map(|(job, name, port)| Target { job, name, port }).collect();
     assert_eq!(targets.len(), 5, "every service serves metrics");
@@ -195,7 +184,7 @@ fn one_chunk_is_one_trace_across_every_service() {
     let receiver = otlp::Receiver::start();
     let stack = Stack::start_with(StackOptions {
         otlp_endpoint: Some(receiver.endpoint()),
-        ladder: Some(LADDER.into()),
+        ladder: Some(SMALL_LADDER.into()),
         ..Default::default()
     });
     let publisher = publish_small(&stack.srt_url("traced"), 8, 440);

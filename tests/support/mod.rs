@@ -61,6 +61,20 @@ pub struct StackOptions {
     pub api: bool,
 }
 
+/// A ladder of two renditions that the small test source ([`publish_small`], 320x180) fits, as the text of a
+/// ladder file for [`StackOptions::ladder`].
+pub const SMALL_LADDER: &str = r#"
+[[rendition]]
+name = "180p"
+height = 180
+bitrate = 300000
+
+[[rendition]]
+name = "120p"
+height = 120
+bitrate = 150000
+"#;
+
 /// The bearer token of a stack's control API.
 pub const API_TOKEN: &str = "test-token-0123456789";
 
