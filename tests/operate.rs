@@ -23,6 +23,14 @@ fn prometheus_scrapes_every_service_during_a_stream() {
     let targets: Vec<Target> =
         stack.metrics_targets().into_iter().map(|(job, name, port)| Target { job, name, port }).collect();
     assert_eq!(targets.len(), 5, "every service serves metrics");
+    // Each is ready (NATS connected), on the same listener.
+    for target in &targets {
+        let (status, body) = get_url(&format!("http://127.0.0.1:{}/readyz", target.port));
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, 200, "{} /readyz: {body}", target.name);
+        assert!(body.contains(&format!("{}: nats", target.job)), "{} /readyz: {body}", target.name);
+        assert_eq!(get_url(&format!("http://127.0.0.1:{}/healthz", target.port)).0, 200);
+    }
     let prometheus = Prometheus::start(&targets);
 
     // Every target is up, and the alert rules loaded.

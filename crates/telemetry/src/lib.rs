@@ -11,6 +11,7 @@
 //! Label cardinality is bounded: the only unbounded value, the stream name, goes through [`stream_label`],
 //! which gives the first [`MAX_STREAM_LABELS`] names their own series and puts the others under `_other`.
 
+pub mod health;
 pub mod trace;
 
 use std::{
@@ -340,18 +341,32 @@ impl MetricsServer {
         self.listener.local_addr().ok()
     }
 
-    /// Serves `GET /metrics` until `shutdown`.
+    /// Serves `GET /metrics`, `/healthz` and `/readyz` ([`health`]) until `shutdown`.
     pub async fn serve(self, shutdown: CancellationToken) -> Result<(), TelemetryError> {
+        use axum::http::StatusCode;
         use axum::{http::header, routing::get, Router};
-        let app = Router::new().route(
-            "/metrics",
-            get(|| async {
-                (
-                    [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-                    encode_metrics(),
-                )
-            }),
-        );
+        let app = Router::new()
+            .route(
+                "/metrics",
+                get(|| async {
+                    (
+                        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                        encode_metrics(),
+                    )
+                }),
+            )
+            // Alive: the process answers.
+            .route("/healthz", get(|| async { "ok\n" }))
+            // Ready: every check passes now (NATS connected, the service's own).
+            .route(
+                "/readyz",
+                get(|| async {
+                    match health::ready() {
+                        Ok(passed) => (StatusCode::OK, format!("ready: {}\n", passed.join(", "))),
+                        Err(failed) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", failed.join("; "))),
+                    }
+                }),
+            );
         if let Some(addr) = self.local_addr() {
             tracing::info!(%addr, "serving metrics at /metrics");
         }

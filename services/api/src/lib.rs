@@ -83,6 +83,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ApiE
     let service = Service { bus: bus.clone(), keys, view, default_ladder: config.default_ladder.clone() };
     let server = ControlServer::with_interceptor(service, move |request: Request<()>| authorize(&token, request));
     tracing::info!(%addr, "api serving grpc");
+    ladder_telemetry::health::register("api: nats", ladder_telemetry::health::nats(bus.jetstream().client()));
     let served = tonic::transport::Server::builder()
         .add_service(server)
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown.cancelled())

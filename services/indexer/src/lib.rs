@@ -45,6 +45,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inde
     let backlog = ladder_bus::metrics::watch_consumer(consumer.clone(), shutdown.child_token());
     let mut messages = consumer.messages().await.map_err(|e| IndexerError::Consume(e.to_string()))?;
     tracing::info!(consumer = %config.consumer, "indexer started");
+    ladder_telemetry::health::register("indexer: nats", ladder_telemetry::health::nats(bus.jetstream().client()));
     loop {
         let message = tokio::select! {
             _ = shutdown.cancelled() => break,

@@ -177,6 +177,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
         latency_ms = config.latency.as_millis() as u64,
         "srt listener started"
     );
+    ladder_telemetry::health::register("ingest: nats", ladder_telemetry::health::nats(bus.jetstream().client()));
 
     let acceptor = Arc::new(Acceptor {
         bus: bus.clone(),

@@ -87,6 +87,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Mani
         tokio::spawn(follow::tick(server.live.clone(), shutdown.clone())),
     ];
     tracing::info!(%addr, "manifest serving http");
+    ladder_telemetry::health::register("manifest: nats", ladder_telemetry::health::nats(bus.jetstream().client()));
     let served = axum::serve(listener, router_for(server))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

@@ -94,6 +94,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Segm
     tracing::info!(
         target_s = config.target_duration.as_secs_f64(), instance = %shared.instance, "segmenter started"
     );
+    ladder_telemetry::health::register("segmenter: nats", ladder_telemetry::health::nats(bus.jetstream().client()));
 
     let mut known: HashMap<String, Known> = HashMap::new();
     let mut owners: JoinSet<(String, Outcome)> = JoinSet::new();

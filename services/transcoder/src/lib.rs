@@ -139,6 +139,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Tran
     let bus = Bus::connect(&config.nats_url).await?;
     let workers = config.workers.max(1);
     tracing::info!(workers, renditions = config.ladder.len(), "transcoder started");
+    ladder_telemetry::health::register("transcoder: nats", ladder_telemetry::health::nats(bus.jetstream().client()));
     // Cancelled SHUTDOWN_GRACE after shutdown: chunks still in flight then are handed back.
     let abandon = CancellationToken::new();
     let grace = tokio::spawn({
