@@ -10,7 +10,7 @@ demo: deps
 	$(CARGO) build --bin ladder
 	./target/debug/ladder dev --test-source
 
-## test: lint, then every test, with real nats-server, ffmpeg, SRT peers and a Garage S3 server
+## test: lint, then every test, with real nats-server, ffmpeg, SRT peers, a Garage S3 server and deploy/compose on Docker
 test: deps test-deps lint
 	$(CARGO) test --workspace --no-fail-fast
 
@@ -31,6 +31,7 @@ deps:
 
 test-deps:
 	@./scripts/install-garage.sh
+	@./scripts/install-docker.sh
 	@./scripts/install-prometheus.sh
 	@./scripts/install-python-deps.sh
 	@./scripts/install-browser-deps.sh

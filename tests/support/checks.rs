@@ -18,7 +18,7 @@ use std::{
 
 use ladder_proto::Event;
 
-use super::{eventually, get_url, parse_playlist, run, variant_names, video_pts, Stack};
+use super::{eventually, get_url, parse_playlist, run, variant_names, video_pts, Deployment, Stack};
 
 const CLOCK: f64 = 90_000.0;
 /// 33-bit MPEG timestamps.
@@ -44,7 +44,7 @@ pub enum Sent {
 /// Checks stream `stream` once its publishers have finished, one [`Sent`] per publisher connection in order,
 /// with `variants` (rendition names) expected in its master playlist. Waits (bounded) for every DVR playlist to
 /// end, then checks the event log, the playlists, the segments and the stored objects.
-pub fn check_stream(stack: &Stack, stream: &str, sent: &[Sent], variants: &[&str]) {
+pub fn check_stream(stack: &impl Deployment, stream: &str, sent: &[Sent], variants: &[&str]) {
     let crashed = stack.crashed();
     assert!(crashed.is_empty(), "instances exited by themselves: {crashed:?}\n{}", stack.logs());
     wait_ended(stack, stream);
@@ -59,8 +59,8 @@ pub fn check_stream(stack: &Stack, stream: &str, sent: &[Sent], variants: &[&str
     for variant in variants {
         check_variant(stack, stream, variant, &sessions, sent);
     }
-    if stack.options.storage.is_none() {
-        check_stored_objects(stack, stream, &sessions, variants);
+    if let Some(media) = stack.local_media() {
+        check_stored_objects(&media, stream, &sessions, variants);
     }
 }
 
@@ -74,7 +74,7 @@ pub struct SessionRecord {
     pub renditions: BTreeMap<String, Vec<ladder_proto::RenditionReady>>,
 }
 
-fn wait_ended(stack: &Stack, stream: &str) {
+fn wait_ended(stack: &impl Deployment, stream: &str) {
     eventually(Duration::from_secs(120), &format!("every DVR playlist of {stream} to end"), stack, || {
         let (status, master) = stack.get(&format!("/dvr/{stream}/master.m3u8"));
         let variants = variant_names(&master);
@@ -89,7 +89,7 @@ fn wait_ended(stack: &Stack, stream: &str) {
 /// count, every chunk and rendition announced for exactly the sequence numbers 0..count (an announcement
 /// repeated only with the same content), source timestamps continuous from chunk to chunk, no discontinuity
 /// within a session, about the published duration, and no failure at all.
-fn check_events(stack: &Stack, stream: &str, sent: &[Sent], variants: &[&str]) -> Vec<SessionRecord> {
+fn check_events(stack: &impl Deployment, stream: &str, sent: &[Sent], variants: &[&str]) -> Vec<SessionRecord> {
     let events: Vec<Event> = stack.events().into_iter().filter(|e| e.stream() == stream).collect();
     let failures: Vec<String> = events
         .iter()
@@ -248,7 +248,7 @@ fn check_duration(what: &str, seconds: f64, sent: Sent) {
 
 /// One variant's DVR playlist: exactly the session's chunks in order, discontinuities only where a session
 /// starts, durations as announced, and the downloaded segments continuous by ffprobe and decoding cleanly.
-fn check_variant(stack: &Stack, stream: &str, variant: &str, sessions: &[SessionRecord], sent: &[Sent]) {
+fn check_variant(stack: &impl Deployment, stream: &str, variant: &str, sessions: &[SessionRecord], sent: &[Sent]) {
     let path = format!("/dvr/{stream}/{variant}.m3u8");
     let (status, text) = stack.get(&path);
     assert_eq!(status, 200, "{path}: {text}");
@@ -352,7 +352,7 @@ fn key_of(uri: &str) -> String {
     uri.find("live/").map_or_else(|| uri.to_string(), |at| uri[at..].to_string())
 }
 
-fn absolute(stack: &Stack, uri: &str) -> String {
+fn absolute(stack: &impl Deployment, uri: &str) -> String {
     if uri.starts_with("http") {
         uri.to_string()
     } else {
@@ -363,7 +363,7 @@ fn absolute(stack: &Stack, uri: &str) -> String {
 /// Decodes a DVR playlist with ffmpeg, every stream, and fails on any error. A playlist of several sessions is
 /// decoded one session at a time: ffmpeg's HLS reader ignores EXT-X-DISCONTINUITY, so across a reconnect its
 /// muxer would see the new publisher's timestamps go back (players reset at the tag).
-fn decode_by_session(stack: &Stack, path: &str, text: &str) {
+fn decode_by_session(stack: &impl Deployment, path: &str, text: &str) {
     let decode = |input: &str| {
         let args = ["-hide_banner", "-v", "error", "-protocol_whitelist", "file,http,tcp", "-i", input];
         let (ok, _, stderr) = run("ffmpeg", &[&args[..], &["-map", "0", "-f", "null", "-"]].concat());
@@ -395,14 +395,13 @@ fn decode_by_session(stack: &Stack, path: &str, text: &str) {
 
 /// With media in the stack's directory: the stream's objects are exactly the announced ones, so no chunk was
 /// cut twice under another name. (Files with a `#` are object_store's staging files of unfinished writes.)
-fn check_stored_objects(stack: &Stack, stream: &str, sessions: &[SessionRecord], variants: &[&str]) {
-    let root = stack.data().join("media");
+fn check_stored_objects(root: &Path, stream: &str, sessions: &[SessionRecord], variants: &[&str]) {
     let mut stored = Vec::new();
     walk(&root.join("live").join(stream), &mut stored);
     let stored: BTreeSet<String> = stored
         .iter()
         .filter(|p| !p.to_string_lossy().contains('#'))
-        .map(|p| p.strip_prefix(&root).expect("under media").to_string_lossy().into_owned())
+        .map(|p| p.strip_prefix(root).expect("under media").to_string_lossy().into_owned())
         .collect();
     let mut expected = BTreeSet::new();
     for session in sessions {

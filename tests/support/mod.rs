@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod checks;
+pub mod compose;
 pub mod garage;
 pub mod otlp;
 pub mod prometheus;
@@ -704,31 +705,80 @@ impl Stack {
 
     /// Every event retained in the event log, in order.
     pub fn events(&self) -> Vec<ladder_proto::Event> {
-        use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
-        let events = self.with_jetstream(Duration::from_secs(60), |js| async move {
-            let mut stream = js.get_stream(ladder_bus::topology::EVENTS_STREAM).await.ok()?;
-            let last = stream.info().await.ok()?.state.last_sequence;
-            let mut events = Vec::new();
-            if last == 0 {
-                return Some(events);
-            }
-            let consumer = stream
-                .create_consumer(OrderedConfig { deliver_policy: DeliverPolicy::All, ..Default::default() })
-                .await
-                .ok()?;
-            let mut messages = consumer.messages().await.ok()?;
-            while let Some(Ok(message)) = messages.next().await {
-                let sequence = message.info().ok()?.stream_sequence;
-                let event = ladder_proto::Event::decode(&message.subject, &message.payload)
-                    .unwrap_or_else(|e| panic!("undecodable event on {}: {e}", message.subject));
-                events.push(event);
-                if sequence >= last {
-                    return Some(events);
-                }
-            }
-            None
-        });
+        let events = self.with_jetstream(Duration::from_secs(60), read_events);
         events.unwrap_or_else(|| panic!("cannot read the event log within 60 s\n{}", self.logs()))
+    }
+}
+
+/// Every event retained in the event log of `js`, in order; `None` if it cannot be read to its end.
+pub async fn read_events(js: async_nats::jetstream::Context) -> Option<Vec<ladder_proto::Event>> {
+    use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+    let mut stream = js.get_stream(ladder_bus::topology::EVENTS_STREAM).await.ok()?;
+    let last = stream.info().await.ok()?.state.last_sequence;
+    let mut events = Vec::new();
+    if last == 0 {
+        return Some(events);
+    }
+    let consumer = stream
+        .create_consumer(OrderedConfig { deliver_policy: DeliverPolicy::All, ..Default::default() })
+        .await
+        .ok()?;
+    let mut messages = consumer.messages().await.ok()?;
+    while let Some(Ok(message)) = messages.next().await {
+        let sequence = message.info().ok()?.stream_sequence;
+        let event = ladder_proto::Event::decode(&message.subject, &message.payload)
+            .unwrap_or_else(|e| panic!("undecodable event on {}: {e}", message.subject));
+        events.push(event);
+        if sequence >= last {
+            return Some(events);
+        }
+    }
+    None
+}
+
+/// What the shared checks ([`checks::check_stream`], [`eventually`]) need of a running deployment: a [`Stack`] of
+/// processes here, or a compose project ([`compose::Compose`]).
+pub trait Deployment {
+    /// A URL on the manifest.
+    fn url(&self, path: &str) -> String;
+    /// GET on the manifest: (status, body).
+    fn get(&self, path: &str) -> (u16, String) {
+        let (status, body) = get_url(&self.url(path));
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+    /// Every event retained in the event log, in order.
+    fn events(&self) -> Vec<ladder_proto::Event>;
+    /// The recent logs of every part, for failure messages.
+    fn logs(&self) -> String;
+    /// A directory of the test's own, for the files the checks write.
+    fn data(&self) -> PathBuf;
+    /// The parts that exited (or restarted) by themselves.
+    fn crashed(&self) -> Vec<String>;
+    /// Where objects are stored as files, when they are (then the checks also list them).
+    fn local_media(&self) -> Option<PathBuf>;
+}
+
+impl Deployment for Stack {
+    fn url(&self, path: &str) -> String {
+        Stack::url(self, path)
+    }
+    fn get(&self, path: &str) -> (u16, String) {
+        Stack::get(self, path)
+    }
+    fn events(&self) -> Vec<ladder_proto::Event> {
+        Stack::events(self)
+    }
+    fn logs(&self) -> String {
+        Stack::logs(self)
+    }
+    fn data(&self) -> PathBuf {
+        Stack::data(self)
+    }
+    fn crashed(&self) -> Vec<String> {
+        Stack::crashed(self)
+    }
+    fn local_media(&self) -> Option<PathBuf> {
+        self.options.storage.is_none().then(|| self.data().join("media"))
     }
 }
 
@@ -951,7 +1001,12 @@ impl Drop for Publisher {
 }
 
 /// Polls `check` every 500 ms until it returns Some, or panics after `timeout` with `what`.
-pub fn eventually<T>(timeout: Duration, what: &str, stack: &Stack, mut check: impl FnMut() -> Option<T>) -> T {
+pub fn eventually<T>(
+    timeout: Duration,
+    what: &str,
+    stack: &impl Deployment,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = check() {
@@ -991,7 +1046,7 @@ pub fn video_pts(path: &Path) -> Vec<i64> {
 /// Parses an HLS playlist with an independent parser, the Python `m3u8` package, strictly
 /// (tests/hls/parse_playlist.py); panics with its complaint if it refuses the playlist or warns. Returns what
 /// the parser found. The Python is `$LADDER_TEST_PYTHON`, or the virtualenv `make test` makes.
-pub fn parse_playlist(stack: &Stack, text: &str) -> serde_json::Value {
+pub fn parse_playlist(stack: &impl Deployment, text: &str) -> serde_json::Value {
     let python = std::env::var_os("LADDER_TEST_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/hls-venv/bin/python"));
