@@ -48,7 +48,11 @@ job "ladder" {
   group "ingest" {
     count = 2
 
-    # SRT publishers connect to a fixed UDP port on every ingest host.
+    # SRT publishers connect to a fixed UDP port on every ingest host: one ingest per host.
+    constraint {
+      operator = "distinct_hosts"
+      value    = "true"
+    }
     network {
       port "srt" {
         static = 9000
