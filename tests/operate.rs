@@ -23,12 +23,21 @@ fn prometheus_scrapes_every_service_during_a_stream() {
     let targets: Vec<Target> =
         stack.metrics_targets().into_iter().map(|(job, name, port)| Target { job, name, port }).collect();
     assert_eq!(targets.len(), 5, "every service serves metrics");
-    // Each is ready (NATS connected), on the same listener.
+    // Each is ready (NATS connected, and its storage and index answering), on the same listener.
     for target in &targets {
-        let (status, body) = get_url(&format!("http://127.0.0.1:{}/readyz", target.port));
-        let body = String::from_utf8_lossy(&body);
-        assert_eq!(status, 200, "{} /readyz: {body}", target.name);
-        assert!(body.contains(&format!("{}: nats", target.job)), "{} /readyz: {body}", target.name);
+        let backends: &[&str] = match target.job.as_str() {
+            "segmenter" | "transcoder" => &["nats", "storage"],
+            "indexer" => &["nats", "index"],
+            "manifest" => &["nats", "storage", "index"],
+            _ => &["nats"],
+        };
+        let body = eventually(Duration::from_secs(20), &format!("{} ready", target.name), &stack, || {
+            let (status, body) = get_url(&format!("http://127.0.0.1:{}/readyz", target.port));
+            (status == 200).then(|| String::from_utf8_lossy(&body).into_owned())
+        });
+        for backend in backends {
+            assert!(body.contains(&format!("{}: {backend}", target.job)), "{} /readyz: {body}", target.name);
+        }
         assert_eq!(get_url(&format!("http://127.0.0.1:{}/healthz", target.port)).0, 200);
     }
     let prometheus = Prometheus::start(&targets);
@@ -273,4 +282,49 @@ fn one_chunk_is_one_trace_across_every_service() {
         receiver.requests(),
         spans.iter().map(|s| format!("{}/{}", s.service, s.name)).collect::<Vec<_>>()
     );
+}
+
+/// A service whose object storage does not answer is alive (`/healthz`) but not ready (`/readyz` 503, naming
+/// the storage), though NATS is connected: what compose and Nomad checks rely on to hold traffic back.
+#[test]
+fn a_service_is_not_ready_while_its_storage_does_not_answer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let nats = runtime
+        .block_on(ladder_bus::server::NatsServer::start(&dir.path().join("nats"), None))
+        .expect("nats-server (make test installs it)");
+    let metrics = ladder_bus::server::free_port().expect("a free port");
+    let dead = ladder_bus::server::free_port().expect("a free port");
+    let log = std::fs::File::create(dir.path().join("segmenter.log")).expect("log");
+    let mut segmenter = std::process::Command::new(support::LADDER)
+        .args(["segmenter", "--nats", &nats.url(), "--storage", "s3://nobody"])
+        .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{dead}"))
+        .env("AWS_REGION", "test")
+        .env("AWS_ACCESS_KEY_ID", "GK0123456789abcdef")
+        .env("AWS_SECRET_ACCESS_KEY", "0123456789abcdef0123456789abcdef")
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("ladder runs");
+    let log = || std::fs::read_to_string(dir.path().join("segmenter.log")).unwrap_or_default();
+    let url = |path: &str| format!("http://127.0.0.1:{metrics}{path}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let answer = std::panic::catch_unwind(|| get_url(&url("/readyz")));
+        if let Ok((status, body)) = answer {
+            let body = String::from_utf8_lossy(&body).into_owned();
+            if body.contains("segmenter: storage") {
+                assert_eq!(status, 503, "/readyz with the storage down: {body}");
+                break body;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no storage verdict on /readyz within 30 s\n{}", log());
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(!body.contains("segmenter: nats:"), "NATS is connected, only the storage is down: {body}");
+    assert_eq!(get_url(&url("/healthz")).0, 200, "alive all the same");
+    assert!(segmenter.try_wait().expect("wait").is_none(), "the segmenter keeps running:\n{}", log());
+    let _ = segmenter.kill();
+    let _ = segmenter.wait();
 }

@@ -16,6 +16,7 @@ const RACE_ROUNDS: usize = 8;
 
 /// Runs every check against `storage`, using keys under `conformance/`. Panics on the first failure.
 pub async fn run(storage: &Storage) {
+    storage.reachable().await.expect("a working store is reachable");
     let data = |n: u8| Bytes::from(vec![n; 1000 + usize::from(n)]);
 
     // put creates, then get returns what was put

@@ -396,6 +396,18 @@ impl Storage {
         Ok(keys)
     }
 
+    /// Whether the store answers now, for readiness checks: one listing of a prefix nothing is stored under
+    /// (`ladder-readyz/`), made once (not retried) and not counted in the storage metrics.
+    pub async fn reachable(&self) -> Result<(), StorageError> {
+        let path = self.path("ladder-readyz", "list")?;
+        self.store.list_with_delimiter(Some(&path)).await.map(|_| ()).map_err(|error| StorageError {
+            kind: classify(&error),
+            operation: "list",
+            key: "ladder-readyz/".to_string(),
+            message: error.to_string(),
+        })
+    }
+
     /// Deletes an object; deleting a missing object is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
         let path = self.path(key, "delete")?;
@@ -558,6 +570,19 @@ mod tests {
         assert_eq!(storage.put("live/cam1/00000000.ts", chunk.clone()).await.expect("put"), PutOutcome::Created);
         assert_eq!(storage.get("live/cam1/00000000.ts").await.expect("get"), chunk);
         assert_eq!(storage.list("live/cam1/").await.expect("list"), vec!["live/cam1/00000000.ts".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn an_s3_store_nobody_serves_is_not_reachable() {
+        let options = S3Options {
+            endpoint: Some("http://127.0.0.1:1".into()),
+            region: Some("test".into()),
+            access_key_id: Some("GK0000".into()),
+            secret_access_key: Some("secret".into()),
+        };
+        let storage = Storage::s3("s3://bucket", &options).expect("s3 config");
+        let outcome = tokio::time::timeout(Duration::from_secs(60), storage.reachable()).await;
+        assert!(matches!(outcome, Err(_) | Ok(Err(_))), "nothing listens on port 1: {outcome:?}");
     }
 
     #[test]

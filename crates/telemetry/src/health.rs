@@ -5,7 +5,11 @@
 //! index open. A check is a function called on every `/readyz` request, so it says how things are now (a NATS
 //! connection that dropped makes the service unready until it is back), never how they were at start-up.
 
-use std::sync::{LazyLock, Mutex};
+use std::{
+    future::Future,
+    sync::{Arc, LazyLock, Mutex},
+    time::{Duration, Instant},
+};
 
 type Check = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
 
@@ -43,6 +47,44 @@ pub fn nats(client: async_nats::Client) -> impl Fn() -> Result<(), String> + Sen
         async_nats::connection::State::Connected => Ok(()),
         other => Err(format!("nats is {other}")),
     }
+}
+
+/// How often [`probe`] asks a backend, and how long it waits for an answer.
+pub const PROBE_EVERY: Duration = Duration::from_secs(5);
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A check of a backend that answers asynchronously (object storage, the index): `probe` runs every
+/// [`PROBE_EVERY`] in a background task (on the current tokio runtime, until `shutdown`), each time for at most
+/// [`PROBE_TIMEOUT`], and the check passes while the last probe passed and is recent. Not ready until the first
+/// probe has answered.
+pub fn probe<F, Fut>(name: impl Into<String>, shutdown: tokio_util::sync::CancellationToken, probe: F)
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    type Last = Arc<Mutex<Option<(Instant, Result<(), String>)>>>;
+    let last: Last = Arc::default();
+    let written = last.clone();
+    tokio::spawn(async move {
+        loop {
+            let outcome = match tokio::time::timeout(PROBE_TIMEOUT, probe()).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
+            };
+            *written.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), outcome));
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(PROBE_EVERY) => {}
+            }
+        }
+    });
+    register(name, move || match &*last.lock().unwrap_or_else(|p| p.into_inner()) {
+        None => Err("not probed yet".into()),
+        Some((at, _)) if at.elapsed() > 2 * PROBE_EVERY + PROBE_TIMEOUT => {
+            Err(format!("the last answer is {} s old", at.elapsed().as_secs()))
+        }
+        Some((_, outcome)) => outcome.clone(),
+    });
 }
 
 #[cfg(test)]

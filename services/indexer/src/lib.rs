@@ -46,6 +46,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inde
     let mut messages = consumer.messages().await.map_err(|e| IndexerError::Consume(e.to_string()))?;
     tracing::info!(consumer = %config.consumer, "indexer started");
     ladder_telemetry::health::register("indexer: nats", ladder_telemetry::health::nats(bus.jetstream().client()));
+    let index = config.index.clone();
+    ladder_telemetry::health::probe("indexer: index", shutdown.child_token(), move || {
+        let index = index.clone();
+        async move { index.latest_session("ladder-readyz").await.map(|_| ()).map_err(|e| e.to_string()) }
+    });
     loop {
         let message = tokio::select! {
             _ = shutdown.cancelled() => break,

@@ -88,6 +88,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Mani
     ];
     tracing::info!(%addr, "manifest serving http");
     ladder_telemetry::health::register("manifest: nats", ladder_telemetry::health::nats(bus.jetstream().client()));
+    let storage = server.config.storage.clone();
+    ladder_telemetry::health::probe("manifest: storage", shutdown.child_token(), move || {
+        let storage = storage.clone();
+        async move { storage.reachable().await.map_err(|e| e.to_string()) }
+    });
+    let index = server.config.index.clone();
+    ladder_telemetry::health::probe("manifest: index", shutdown.child_token(), move || {
+        let index = index.clone();
+        async move { index.latest_session("ladder-readyz").await.map(|_| ()).map_err(|e| e.to_string()) }
+    });
     let served = axum::serve(listener, router_for(server))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

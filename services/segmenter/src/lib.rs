@@ -95,6 +95,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Segm
         target_s = config.target_duration.as_secs_f64(), instance = %shared.instance, "segmenter started"
     );
     ladder_telemetry::health::register("segmenter: nats", ladder_telemetry::health::nats(bus.jetstream().client()));
+    let storage = shared.storage.clone();
+    ladder_telemetry::health::probe("segmenter: storage", shutdown.child_token(), move || {
+        let storage = storage.clone();
+        async move { storage.reachable().await.map_err(|e| e.to_string()) }
+    });
 
     let mut known: HashMap<String, Known> = HashMap::new();
     let mut owners: JoinSet<(String, Outcome)> = JoinSet::new();

@@ -140,6 +140,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Tran
     let workers = config.workers.max(1);
     tracing::info!(workers, renditions = config.ladder.len(), "transcoder started");
     ladder_telemetry::health::register("transcoder: nats", ladder_telemetry::health::nats(bus.jetstream().client()));
+    let storage = config.storage.clone();
+    ladder_telemetry::health::probe("transcoder: storage", shutdown.child_token(), move || {
+        let storage = storage.clone();
+        async move { storage.reachable().await.map_err(|e| e.to_string()) }
+    });
     // Cancelled SHUTDOWN_GRACE after shutdown: chunks still in flight then are handed back.
     let abandon = CancellationToken::new();
     let grace = tokio::spawn({
