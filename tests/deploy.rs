@@ -54,6 +54,11 @@ fn compose_deployment_streams_through_a_nats_node_and_a_segmenter_dying() {
         let (status, text) = compose.get(&format!("/live/{stream}/180p.m3u8"));
         (status == 200 && text.contains("#EXTINF")).then_some(())
     });
+    // Replicated: the event log and the segmenter leases have a copy on every node.
+    for stream in [ladder_bus::topology::EVENTS_STREAM.to_string(), format!("KV_{}", ladder_bus::kv::SEGMENTER_LEASES)]
+    {
+        assert_eq!(compose.stream_replicas(&stream), Some(3), "{stream}: replicas\n{}", compose.logs());
+    }
     std::thread::sleep(Duration::from_secs(8).saturating_sub(started.elapsed()));
     let nats2 = compose.containers(Some("nats2")).pop().expect("a nats2 container");
     compose.crash(&nats2);
@@ -62,18 +67,26 @@ fn compose_deployment_streams_through_a_nats_node_and_a_segmenter_dying() {
     std::thread::sleep(Duration::from_secs(16).saturating_sub(started.elapsed()));
     let owner =
         eventually(Duration::from_secs(10), "the segmenter lease", &compose, || compose.segmenter_owner(stream));
+    let holder = compose.segmenter_lease(stream).expect("the lease");
     compose.crash(&owner);
-    eprintln!("killed {owner} (the lease holder) at {:.1} s", started.elapsed().as_secs_f64());
+    let killed_at = started.elapsed();
+    eprintln!("killed {owner} (the lease holder) at {:.1} s", killed_at.as_secs_f64());
+    assert!(killed_at < Duration::from_secs(25), "the kills came too late to be mid-stream: {killed_at:?}");
+    // Another segmenter process (the other container, or the killed one restarted) takes the stream over
+    // while it is still live.
+    let took_over = eventually(Duration::from_secs(10), "another segmenter holding the lease", &compose, || {
+        compose.segmenter_lease(stream).filter(|now| *now != holder)
+    });
+    assert!(started.elapsed() < Duration::from_secs(29), "the takeover came after the stream: {:?}", started.elapsed());
     publisher.finish();
 
     // Both came back by their restart policy, healthy.
     for container in [&nats2, &owner] {
         eventually(Duration::from_secs(60), &format!("{container} restarted"), &compose, || {
-            (compose.restarts(container) >= 1).then_some(())
+            (compose.restarts(container) > compose.baseline_restarts(container)).then_some(())
         });
     }
     compose.wait_healthy(&[], Duration::from_secs(120));
-    let took_over = compose.segmenter_owner(stream);
 
     check_stream(&compose, stream, &[Sent::Whole(30.0)], &["180p", "120p"]);
     let master = compose.url(&format!("/dvr/{stream}/master.m3u8"));
@@ -85,7 +98,7 @@ fn compose_deployment_streams_through_a_nats_node_and_a_segmenter_dying() {
         let targets = compose.prometheus_targets();
         (targets.len() == 8 && targets.iter().all(|(_, health)| health == "up")).then_some(targets)
     });
-    eprintln!("prometheus targets: {targets:?}; lease after the kill: {took_over:?}");
+    eprintln!("prometheus targets: {targets:?}; the lease went from {holder} to {took_over}");
 
     let started = Instant::now();
     let left = compose.down();

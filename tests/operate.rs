@@ -296,6 +296,14 @@ fn a_service_is_not_ready_while_its_storage_does_not_answer() {
     let metrics = ladder_bus::server::free_port().expect("a free port");
     let dead = ladder_bus::server::free_port().expect("a free port");
     let log = std::fs::File::create(dir.path().join("segmenter.log")).expect("log");
+    /// Killed when dropped, so that a failed assertion leaves no process behind.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let mut segmenter = std::process::Command::new(support::LADDER)
         .args(["segmenter", "--nats", &nats.url(), "--storage", "s3://nobody"])
         .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
@@ -306,6 +314,7 @@ fn a_service_is_not_ready_while_its_storage_does_not_answer() {
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
         .spawn()
+        .map(KillOnDrop)
         .expect("ladder runs");
     let log = || std::fs::read_to_string(dir.path().join("segmenter.log")).unwrap_or_default();
     let url = |path: &str| format!("http://127.0.0.1:{metrics}{path}");
@@ -324,7 +333,5 @@ fn a_service_is_not_ready_while_its_storage_does_not_answer() {
     };
     assert!(!body.contains("segmenter: nats:"), "NATS is connected, only the storage is down: {body}");
     assert_eq!(get_url(&url("/healthz")).0, 200, "alive all the same");
-    assert!(segmenter.try_wait().expect("wait").is_none(), "the segmenter keeps running:\n{}", log());
-    let _ = segmenter.kill();
-    let _ = segmenter.wait();
+    assert!(segmenter.0.try_wait().expect("wait").is_none(), "the segmenter keeps running:\n{}", log());
 }

@@ -11,9 +11,9 @@ variable "image" {
   default = "ladder:dev"
 }
 
+# Required: the NATS servers, comma-separated (`nats://10.0.0.1:4222,nats://10.0.0.2:4222,...`).
 variable "nats_url" {
-  type    = string
-  default = "nats://nats.service.consul:4222"
+  type = string
 }
 
 variable "storage" {
@@ -21,14 +21,14 @@ variable "storage" {
   default = "s3://ladder"
 }
 
+# Required: the S3 endpoint (Garage's, or `https://s3.<region>.amazonaws.com` for AWS).
 variable "s3_endpoint" {
-  type    = string
-  default = "http://garage.service.consul:3900"
+  type = string
 }
 
+# Required: the ScyllaDB nodes (`scylla://10.0.0.11:9042,10.0.0.12:9042/ladder?replication_factor=3`).
 variable "index" {
-  type    = string
-  default = "scylla://scylla.service.consul:9042/ladder?consistency=local_quorum&replication_factor=3"
+  type = string
 }
 
 job "ladder" {
@@ -81,6 +81,7 @@ job "ladder" {
       }
       env {
         LADDER_NATS_URL       = var.nats_url
+        LADDER_NATS_REPLICAS  = "3"
         LADDER_METRICS_LISTEN = "0.0.0.0:${NOMAD_PORT_metrics}"
         LADDER_MAX_PUBLISHERS = "200"
         LADDER_INSTANCE       = "${NOMAD_ALLOC_NAME}"
@@ -118,6 +119,7 @@ job "ladder" {
       }
       env {
         LADDER_NATS_URL       = var.nats_url
+        LADDER_NATS_REPLICAS  = "3"
         LADDER_STORAGE        = var.storage
         AWS_ENDPOINT_URL      = var.s3_endpoint
         LADDER_METRICS_LISTEN = "0.0.0.0:${NOMAD_PORT_metrics}"
@@ -169,6 +171,7 @@ job "ladder" {
       }
       env {
         LADDER_NATS_URL       = var.nats_url
+        LADDER_NATS_REPLICAS  = "3"
         LADDER_STORAGE        = var.storage
         AWS_ENDPOINT_URL      = var.s3_endpoint
         LADDER_METRICS_LISTEN = "0.0.0.0:${NOMAD_PORT_metrics}"
@@ -219,6 +222,7 @@ job "ladder" {
       }
       env {
         LADDER_NATS_URL       = var.nats_url
+        LADDER_NATS_REPLICAS  = "3"
         LADDER_INDEX          = var.index
         LADDER_METRICS_LISTEN = "0.0.0.0:${NOMAD_PORT_metrics}"
       }
@@ -268,6 +272,7 @@ job "ladder" {
       }
       env {
         LADDER_NATS_URL       = var.nats_url
+        LADDER_NATS_REPLICAS  = "3"
         LADDER_STORAGE        = var.storage
         AWS_ENDPOINT_URL      = var.s3_endpoint
         LADDER_INDEX          = var.index
@@ -320,6 +325,7 @@ job "ladder" {
       }
       env {
         LADDER_NATS_URL       = var.nats_url
+        LADDER_NATS_REPLICAS  = "3"
         LADDER_METRICS_LISTEN = "0.0.0.0:${NOMAD_PORT_metrics}"
       }
       template {

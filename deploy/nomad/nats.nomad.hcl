@@ -1,13 +1,19 @@
 # A 3-node NATS JetStream cluster for ladder: one server per host on static ports (clients 4222, routes 6222,
-# monitoring 8222), each finding the others through Nomad's service discovery, JetStream on a host volume
-# (`nats-jetstream` in each client's configuration). ladder creates its streams with 3 replicas on it.
+# monitoring 8222), JetStream on a host volume (`nats-jetstream` in each client's configuration). ladder
+# creates its streams with 3 replicas on it. The routes are the three hosts, given up front: a JetStream
+# cluster does not start without them, so they cannot wait for service discovery.
 #
-#   nomad job run nats.nomad.hcl
-#   nomad job run -var 'nats_url=nats://nats.service.consul:4222' ladder.nomad.hcl   # or the hosts' addresses
+#   nomad job run -var 'routes=["nats-route://10.0.0.1:6222","nats-route://10.0.0.2:6222","nats-route://10.0.0.3:6222"]' nats.nomad.hcl
+#   nomad job run -var 'nats_url=nats://10.0.0.1:4222,nats://10.0.0.2:4222,nats://10.0.0.3:4222' ... ladder.nomad.hcl
 
 variable "image" {
   type    = string
   default = "nats:2.10-alpine"
+}
+
+# Required: the route URL of every server's host (a route to itself is ignored).
+variable "routes" {
+  type = list(string)
 }
 
 job "nats" {
@@ -78,15 +84,14 @@ job "nats" {
         volume      = "jetstream"
         destination = "/data"
       }
-      # The routes are the cluster's servers as Nomad knows them; NATS reloads them on SIGHUP as servers come
-      # and go (a route to itself is ignored). The server name follows the allocation index, so it is stable.
+      # Each server advertises its host's address (not the container's) to clients and to the other servers.
+      # The server name follows the allocation index, so it stays the same across reschedules.
       template {
-        destination   = "local/nats.conf"
-        change_mode   = "signal"
-        change_signal = "SIGHUP"
-        data          = <<-EOT
+        destination = "local/nats.conf"
+        data        = <<-EOT
           server_name: nats-{{ env "NOMAD_ALLOC_INDEX" }}
           listen: 0.0.0.0:4222
+          client_advertise: {{ env "NOMAD_ADDR_client" }}
           http: 0.0.0.0:8222
           jetstream {
             store_dir: /data
@@ -95,11 +100,8 @@ job "nats" {
           cluster {
             name: ladder
             listen: 0.0.0.0:6222
-            routes: [
-          {{- range nomadService "nats-cluster" }}
-              nats-route://{{ .Address }}:{{ .Port }}
-          {{- end }}
-            ]
+            advertise: {{ env "NOMAD_ADDR_cluster" }}
+            routes: ${jsonencode(var.routes)}
           }
         EOT
       }

@@ -1,5 +1,5 @@
 """Checks the Nomad job files in deploy/nomad without Nomad (it cannot be installed here): each file parses as
-HCL (python-hcl2, the parser Nomad's HCL is specified by, not ours), and every task runs a `ladder` subcommand
+HCL (python-hcl2, an independent HCL2 parser; it does not know Nomad's schema of blocks), and every task runs a `ladder` subcommand
 whose arguments the binary accepts (`ladder <args> --help` exits 0) with environment variables it reads (each
 LADDER_*/AWS_* name appears in that subcommand's --help as `env: NAME`, or is one read outside the flags).
 Every service check that asks /readyz or /healthz is on a port the task serves its metrics on. The examples
@@ -19,7 +19,7 @@ import hcl2
 from hcl2 import SerializationOptions
 
 # Read by the services themselves, not flags.
-OUTSIDE_FLAGS = {"LADDER_INSTANCE"}
+OUTSIDE_FLAGS = {"LADDER_INSTANCE", "LADDER_NATS_REPLICAS"}
 OPTIONS = SerializationOptions(
     strip_string_quotes=True, explicit_blocks=False, with_comments=False, preserve_heredocs=False
 )
@@ -38,6 +38,10 @@ def render(data):
     """A template's text with Nomad's template actions left out: ranges dropped, values replaced by `x`.
     (python-hcl2 gives a heredoc's quotes escaped, as in a quoted string.)"""
     data = data.replace('\\"', '"')
+    # HCL interpolations of job variables: the list of routes, or any value.
+    data = re.sub(r"\$\{jsonencode\(var\.routes\)\}", '["nats-route://192.0.2.1:6222", "nats-route://192.0.2.2:6222"]', data)
+    data = re.sub(r"\$\{[^}]*\}", "x", data)
+    data = re.sub(r'\{\{\s*env "NOMAD_ADDR_\w+"\s*\}\}', "192.0.2.1:4222", data)
     data = re.sub(r"\{\{-?\s*range.*?\{\{-?\s*end\s*-?\}\}", "", data, flags=re.S)
     data = re.sub(r"\{\{-?\s*(with|end)\b.*?\}\}", "", data, flags=re.S)
     return re.sub(r"\{\{.*?\}\}", "x", data, flags=re.S)
@@ -55,7 +59,7 @@ def check_nats(where, task):
         if run.returncode != 0:
             errors.append(f"{where}: nats-server refuses the configuration: {(run.stdout + run.stderr).strip()}")
     text = templates[0]["data"]
-    for needed in ("jetstream", "cluster", "routes", "server_name"):
+    for needed in ("jetstream", "cluster", "routes", "server_name", "client_advertise", "advertise"):
         if needed not in text:
             errors.append(f"{where}: the NATS configuration has no {needed}")
     return errors

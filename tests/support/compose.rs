@@ -45,8 +45,8 @@ pub struct Compose {
     /// Restart counts once everything was healthy, and the containers the test killed since.
     baseline: BTreeMap<String, u64>,
     killed: Mutex<BTreeSet<String>>,
-    /// The engine, if this started it.
-    dockerd: Option<Child>,
+    /// The engine, if this started it (stopped when dropped, after the project is down).
+    dockerd: Option<Engine>,
     down: bool,
     /// How long each step took, for the test's report.
     pub timings: Vec<(String, Duration)>,
@@ -234,10 +234,15 @@ impl Compose {
         self.inspect(container, "{{.RestartCount}}").parse().unwrap_or(0)
     }
 
+    /// What the segmenter lease of `stream` says: the holder, `<host>-<pid>-<random>`.
+    pub fn segmenter_lease(&self, stream: &str) -> Option<String> {
+        self.kv_get(ladder_bus::kv::SEGMENTER_LEASES, stream)
+    }
+
     /// The segmenter container holding the lease of `stream`: the one whose host name (the container id) the
     /// holder starts with.
     pub fn segmenter_owner(&self, stream: &str) -> Option<String> {
-        let holder = self.kv_get(ladder_bus::kv::SEGMENTER_LEASES, stream)?;
+        let holder = self.segmenter_lease(stream)?;
         self.containers(Some("segmenter")).into_iter().find(|c| {
             let host = self.inspect(c, "{{.Config.Hostname}}");
             !host.is_empty() && holder.contains(&host)
@@ -264,6 +269,19 @@ impl Compose {
             .ok()
             .flatten()
         })
+    }
+
+    /// The replicas of JetStream stream `name` (a KV bucket is stream `KV_<bucket>`).
+    pub fn stream_replicas(&self, name: &str) -> Option<usize> {
+        let name = name.to_string();
+        self.with_jetstream(Duration::from_secs(10), |js| async move {
+            Some(js.get_stream(name).await.ok()?.info().await.ok()?.config.num_replicas)
+        })
+    }
+
+    /// The restart count of `container` when the project was first healthy.
+    pub fn baseline_restarts(&self, container: &str) -> u64 {
+        self.baseline.get(container).copied().unwrap_or(0)
     }
 
     fn kv_get(&self, bucket: &str, key: &str) -> Option<String> {
@@ -377,32 +395,57 @@ impl Drop for Compose {
             if std::thread::panicking() {
                 eprintln!("{}", self.logs());
             }
-            let _ = self.down();
-        }
-        if let Some(mut dockerd) = self.dockerd.take() {
-            let _ = Command::new("kill").arg(dockerd.id().to_string()).status();
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while dockerd.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(200));
+            let left = self.down();
+            if !left.is_empty() {
+                // `down` failed: remove by label what is left, so that nothing restarts with the next engine.
+                let project = format!("label=com.docker.compose.project={}", self.project);
+                for (list, remove) in [
+                    (&["ps", "-aq"][..], &["rm", "-f", "-v"][..]),
+                    (&["network", "ls", "-q"], &["network", "rm"]),
+                    (&["volume", "ls", "-q"], &["volume", "rm", "-f"]),
+                ] {
+                    let (_, ids, _) = run("docker", &[list, &["--filter", project.as_str()][..]].concat());
+                    for id in ids.lines() {
+                        let _ = run("docker", &[remove, &[id][..]].concat());
+                    }
+                }
             }
-            let _ = dockerd.kill();
-            let _ = dockerd.wait();
         }
+        // The engine (if this started it) stops after the project is down.
+        self.dockerd.take();
     }
 }
 
-/// Starts `dockerd` if no engine answers; the child if this started it.
-fn start_engine(dir: &Path) -> Option<Child> {
+/// A `dockerd` this started: stopped (SIGTERM, then SIGKILL after 30 s) when dropped, so that no engine is left
+/// behind even when setting up fails.
+pub struct Engine(Child);
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.0.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `dockerd` if no engine answers; the engine if this started it.
+fn start_engine(dir: &Path) -> Option<Engine> {
     if run("docker", &["info"]).0 {
         return None;
     }
     let log = std::fs::File::create(dir.join("dockerd.log")).expect("dockerd log");
-    let child = Command::new("dockerd")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("dockerd runs (make test installs docker.io; it needs root)");
+    let engine = Engine(
+        Command::new("dockerd")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("dockerd runs (make test installs docker.io; it needs root)"),
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     while !run("docker", &["info"]).0 {
         if Instant::now() > deadline {
@@ -411,7 +454,7 @@ fn start_engine(dir: &Path) -> Option<Child> {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    Some(child)
+    Some(engine)
 }
 
 fn tail(text: &str, lines: usize) -> String {
