@@ -17,7 +17,7 @@ fn free_port() -> u16 {
     try_free_port().expect("a free port")
 }
 
-use super::{free_udp_port, read_events, run, Deployment, LADDER, SMALL_LADDER};
+use super::{free_udp_port, kv_value, on_jetstream, read_events, run, Deployment, LADDER, SMALL_LADDER};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// The compose files, in order: the deployment, the offline images, the SQLite index.
@@ -253,22 +253,9 @@ impl Compose {
     where
         F: std::future::Future<Output = Option<T>>,
     {
-        let url = format!("nats://127.0.0.1:{}", self.nats_port);
-        self.runtime.block_on(async {
-            tokio::time::timeout(timeout, async {
-                // Only the published node: the others' addresses are inside the Docker network.
-                let client = async_nats::ConnectOptions::new()
-                    .connection_timeout(Duration::from_secs(2))
-                    .ignore_discovered_servers()
-                    .connect(url)
-                    .await
-                    .ok()?;
-                f(async_nats::jetstream::new(client)).await
-            })
-            .await
-            .ok()
-            .flatten()
-        })
+        // Only the published node: the others' addresses are inside the Docker network.
+        let options = async_nats::ConnectOptions::new().ignore_discovered_servers();
+        on_jetstream(&self.runtime, options, vec![format!("nats://127.0.0.1:{}", self.nats_port)], timeout, f)
     }
 
     /// The replicas of JetStream stream `name` (a KV bucket is stream `KV_<bucket>`).
@@ -286,11 +273,7 @@ impl Compose {
 
     fn kv_get(&self, bucket: &str, key: &str) -> Option<String> {
         let (bucket, key) = (bucket.to_string(), key.to_string());
-        self.with_jetstream(Duration::from_secs(10), |js| async move {
-            let store = js.get_key_value(bucket).await.ok()?;
-            let value = store.get(key).await.ok()??;
-            Some(String::from_utf8_lossy(&value).into_owned())
-        })
+        self.with_jetstream(Duration::from_secs(10), |js| kv_value(js, bucket, key))
     }
 
     /// Prometheus's scrape targets: (job, health) of each.

@@ -645,29 +645,13 @@ impl Stack {
         F: std::future::Future<Output = Option<T>>,
     {
         let servers: Vec<String> = self.nats_url.split(',').map(str::to_string).collect();
-        self.runtime.block_on(async {
-            tokio::time::timeout(timeout, async {
-                let client = async_nats::ConnectOptions::new()
-                    .connection_timeout(Duration::from_secs(2))
-                    .connect(servers)
-                    .await
-                    .ok()?;
-                f(async_nats::jetstream::new(client)).await
-            })
-            .await
-            .ok()
-            .flatten()
-        })
+        on_jetstream(&self.runtime, async_nats::ConnectOptions::new(), servers, timeout, f)
     }
 
     /// The value of a key in a JetStream key-value bucket, if both exist.
     pub fn kv_get(&self, bucket: &str, key: &str) -> Option<String> {
         let (bucket, key) = (bucket.to_string(), key.to_string());
-        self.with_jetstream(Duration::from_secs(5), |js| async move {
-            let store = js.get_key_value(bucket).await.ok()?;
-            let value = store.get(key).await.ok()??;
-            Some(String::from_utf8_lossy(&value).into_owned())
-        })
+        self.with_jetstream(Duration::from_secs(5), |js| kv_value(js, bucket, key))
     }
 
     /// What the segmenter lease of `stream` says (the holder), if there is one.
@@ -708,6 +692,36 @@ impl Stack {
         let events = self.with_jetstream(Duration::from_secs(60), read_events);
         events.unwrap_or_else(|| panic!("cannot read the event log within 60 s\n{}", self.logs()))
     }
+}
+
+/// Runs `f` with a JetStream context of a client connected to `servers` with `options` (2 s to connect), on
+/// `runtime`, for at most `timeout`: `None` if it cannot connect or `f` gives up or takes longer.
+pub fn on_jetstream<T, F>(
+    runtime: &tokio::runtime::Runtime,
+    options: async_nats::ConnectOptions,
+    servers: Vec<String>,
+    timeout: Duration,
+    f: impl FnOnce(async_nats::jetstream::Context) -> F,
+) -> Option<T>
+where
+    F: std::future::Future<Output = Option<T>>,
+{
+    runtime.block_on(async {
+        tokio::time::timeout(timeout, async {
+            let client = options.connection_timeout(Duration::from_secs(2)).connect(servers).await.ok()?;
+            f(async_nats::jetstream::new(client)).await
+        })
+        .await
+        .ok()
+        .flatten()
+    })
+}
+
+/// The value of `key` in the JetStream key-value bucket `bucket`, if both exist.
+pub async fn kv_value(js: async_nats::jetstream::Context, bucket: String, key: String) -> Option<String> {
+    let store = js.get_key_value(bucket).await.ok()?;
+    let value = store.get(key).await.ok()??;
+    Some(String::from_utf8_lossy(&value).into_owned())
 }
 
 /// Every event retained in the event log of `js`, in order; `None` if it cannot be read to its end.
