@@ -54,7 +54,11 @@ impl Sps {
     }
 }
 
-/// Parses an SPS NAL unit (header byte included).
+/// The most macroblocks an SPS may give a side (or a field's map units): 16384 pixels, four times the widest
+/// frame H.264's levels allow (level 6.2: 8192x4320). More is refused as not a real picture.
+const MAX_MBS_PER_SIDE: u32 = 1024;
+
+/// Parses an SPS NAL unit (header byte included). `None` for anything that is not a plausible SPS.
 pub fn parse_sps(nal: &[u8]) -> Option<Sps> {
     if nal_type(nal)? != NAL_SPS || nal.len() < 4 {
         return None;
@@ -92,7 +96,12 @@ pub fn parse_sps(nal: &[u8]) -> Option<Sps> {
             r.bits(1)?;
             r.se()?;
             r.se()?;
-            for _ in 0..r.ue()? {
+            // num_ref_frames_in_pic_order_cnt_cycle: at most 255 (7.4.2.1.1).
+            let cycle = r.ue()?;
+            if cycle > 255 {
+                return None;
+            }
+            for _ in 0..cycle {
                 r.se()?;
             }
         }
@@ -100,8 +109,13 @@ pub fn parse_sps(nal: &[u8]) -> Option<Sps> {
     }
     r.ue()?; // max_num_ref_frames
     r.bits(1)?; // gaps_in_frame_num_value_allowed_flag
-    let width_mbs = r.ue()? + 1;
-    let height_map_units = r.ue()? + 1;
+                // Every number below comes from the publisher: bounded, and computed with checked arithmetic, so that a
+                // hostile SPS is refused (None) instead of overflowing.
+    let width_mbs = r.ue()?.checked_add(1)?;
+    let height_map_units = r.ue()?.checked_add(1)?;
+    if width_mbs > MAX_MBS_PER_SIDE || height_map_units > MAX_MBS_PER_SIDE {
+        return None;
+    }
     let frame_mbs_only = r.bits(1)?;
     if frame_mbs_only == 0 {
         r.bits(1)?; // mb_adaptive_frame_field_flag
@@ -117,11 +131,14 @@ pub fn parse_sps(nal: &[u8]) -> Option<Sps> {
         };
         let unit_x = if chroma_format_idc == 0 { 1 } else { sub_width };
         let unit_y = (if chroma_format_idc == 0 { 1 } else { sub_height }) * (2 - frame_mbs_only);
-        crop_x = (left + right) * unit_x;
-        crop_y = (top + bottom) * unit_y;
+        crop_x = left.checked_add(right)?.checked_mul(unit_x)?;
+        crop_y = top.checked_add(bottom)?.checked_mul(unit_y)?;
     }
-    let width = (width_mbs * 16).checked_sub(crop_x)?;
-    let height = ((2 - frame_mbs_only) * height_map_units * 16).checked_sub(crop_y)?;
+    let width = width_mbs.checked_mul(16)?.checked_sub(crop_x)?;
+    let height = (2 - frame_mbs_only).checked_mul(height_map_units)?.checked_mul(16)?.checked_sub(crop_y)?;
+    if width == 0 || height == 0 {
+        return None;
+    }
     Some(Sps { profile_idc, constraint_flags, level_idc, width, height })
 }
 
@@ -212,6 +229,115 @@ mod tests {
         let parsed = parse_sps(&sps).expect("sps parses");
         assert_eq!(parsed.codecs(), "avc1.4d401f");
         assert_eq!((parsed.width, parsed.height), (854, 480));
+    }
+
+    /// Writes H.264 bitstream syntax: fixed-width fields and Exp-Golomb codes.
+    #[derive(Default)]
+    struct Bits(Vec<bool>);
+
+    impl Bits {
+        fn u(mut self, n: usize, value: u64) -> Self {
+            self.0.extend((0..n).rev().map(|i| (value >> i) & 1 == 1));
+            self
+        }
+        fn ue(self, value: u64) -> Self {
+            let code = value + 1;
+            let len = 64 - code.leading_zeros() as usize;
+            self.u(len - 1, 0).u(len, code)
+        }
+        /// The NAL unit: header, these bits, the stop bit, with emulation prevention.
+        fn sps(self) -> Vec<u8> {
+            let mut bits = self.u(1, 1).0;
+            bits.resize(bits.len().div_ceil(8) * 8, false);
+            let bytes: Vec<u8> =
+                bits.chunks(8).map(|b| b.iter().fold(0u8, |a, &bit| (a << 1) | u8::from(bit))).collect();
+            let mut nal = vec![0x67];
+            let mut zeros = 0;
+            for b in bytes {
+                if zeros >= 2 && b <= 3 {
+                    nal.push(3);
+                    zeros = 0;
+                }
+                zeros = if b == 0 { zeros + 1 } else { 0 };
+                nal.push(b);
+            }
+            nal
+        }
+    }
+
+    /// A Baseline SPS (profile 66) with these dimensions in macroblocks minus one and this cropping.
+    fn baseline_sps(width_mbs_minus1: u64, height_minus1: u64, crop: Option<[u64; 4]>) -> Vec<u8> {
+        let mut bits = Bits::default().u(8, 66).u(8, 0).u(8, 31).ue(0); // profile, flags, level, sps id
+        bits = bits.ue(0).ue(2); // log2_max_frame_num_minus4, pic_order_cnt_type 2
+        bits = bits.ue(1).u(1, 0); // max_num_ref_frames, gaps
+        bits = bits.ue(width_mbs_minus1).ue(height_minus1).u(1, 1).u(1, 1); // frame_mbs_only, direct_8x8
+        bits = match crop {
+            Some([l, r, t, b]) => bits.u(1, 1).ue(l).ue(r).ue(t).ue(b),
+            None => bits.u(1, 0),
+        };
+        bits.u(1, 0).sps() // no VUI
+    }
+
+    #[test]
+    fn the_test_writer_makes_an_sps_the_parser_reads() {
+        let parsed = parse_sps(&baseline_sps(39, 29, Some([0, 0, 0, 4]))).expect("sps parses");
+        assert_eq!((parsed.width, parsed.height), (640, 472));
+        assert_eq!(parsed.codecs(), "avc1.42001f");
+    }
+
+    /// Regression: sizes and cropping from the publisher overflowed the multiplications (a panic in debug
+    /// builds, a wrong size in release), which made every chunk of the stream a poison pill.
+    #[test]
+    fn a_hostile_sps_is_refused_not_a_panic() {
+        let huge = u64::from(u32::MAX) - 1; // the largest value ue() reads
+        for sps in [
+            baseline_sps(huge, 10, None),
+            baseline_sps(10, huge, None),
+            baseline_sps(1_000_000, 10, None),
+            baseline_sps(10, 10, Some([huge, huge, 0, 0])),
+            baseline_sps(10, 10, Some([0, 0, huge, 1])),
+            baseline_sps(10, 10, Some([88, 0, 0, 0])), // cropped to nothing
+            baseline_sps(1024, 10, None),              // one macroblock over the bound
+        ] {
+            assert_eq!(parse_sps(&sps), None, "{sps:02x?}");
+        }
+        assert!(parse_sps(&baseline_sps(1023, 1023, None)).is_some(), "the largest size allowed");
+    }
+
+    #[test]
+    fn a_pic_order_cycle_longer_than_the_standard_allows_is_refused() {
+        // pic_order_cnt_type 1 with `cycle` offsets, then a whole 640x480 rest of the SPS.
+        let sps = |cycle: u64| {
+            let mut bits = Bits::default().u(8, 66).u(8, 0).u(8, 31).ue(0).ue(0);
+            bits = bits.ue(1).u(1, 0).ue(0).ue(0).ue(cycle);
+            for _ in 0..cycle {
+                bits = bits.ue(0);
+            }
+            bits.ue(1).u(1, 0).ue(39).ue(29).u(1, 1).u(1, 1).u(1, 0).u(1, 0).sps()
+        };
+        assert_eq!(parse_sps(&sps(255)).map(|s| (s.width, s.height)), Some((640, 480)));
+        assert_eq!(parse_sps(&sps(256)), None);
+    }
+
+    #[test]
+    fn truncated_and_arbitrary_bytes_never_panic() {
+        let good = baseline_sps(39, 29, None);
+        for len in 0..good.len() {
+            let _ = parse_sps(&good[..len]);
+        }
+        // A cheap deterministic sweep of arbitrary bytes after the SPS header (the fuzz target goes further).
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            let mut nal = vec![0x67];
+            for _ in 0..(state % 24) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                nal.push(state as u8);
+            }
+            state = state.wrapping_add(1);
+            let _ = parse_sps(&nal);
+        }
     }
 
     #[test]
