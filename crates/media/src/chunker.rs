@@ -460,7 +460,7 @@ impl Chunker {
         if self.video_pid != Some(video.pid) {
             self.video_pid = Some(video.pid);
         }
-        self.audio_pid = streams.iter().find(|es| es.pid != video.pid).map(|es| es.pid);
+        self.audio_pid = ts::audio_stream(streams).map(|es| es.pid);
         Ok(())
     }
 

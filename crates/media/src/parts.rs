@@ -138,7 +138,7 @@ impl PartCutter {
         if Some(pid) == self.pmt_pid {
             if let Some(streams) = ts::parse_pmt(&packet) {
                 self.video_pid = streams.iter().find(|es| stream_type::is_video(es.stream_type)).map(|es| es.pid);
-                self.audio_pid = streams.iter().find(|es| !stream_type::is_video(es.stream_type)).map(|es| es.pid);
+                self.audio_pid = ts::audio_stream(&streams).map(|es| es.pid);
                 self.pmt = Some(packet);
             }
             self.write_psi(packet, 1);
@@ -243,14 +243,17 @@ mod tests {
         p
     }
 
+    /// A PSI packet of `table` (its last 4 bytes, the CRC, filled in).
     fn psi(pid: u16, table: &[u8]) -> Vec<u8> {
         let mut payload = vec![0];
-        payload.extend_from_slice(table);
+        let body = &table[..table.len() - 4];
+        payload.extend_from_slice(body);
+        payload.extend_from_slice(&ts::section_crc(body).to_be_bytes());
         packet(pid, true, 0, &payload)
     }
 
     fn pat() -> Vec<u8> {
-        // table 0, length 13: ts id, version, section numbers, program 1 -> PMT, CRC (not checked).
+        // table 0, length 13: ts id, version, section numbers, program 1 -> PMT, CRC.
         psi(PAT_PID, &[0x00, 0xb0, 0x0d, 0, 1, 0xc1, 0, 0, 0, 1, 0xe0 | (PMT >> 8) as u8, PMT as u8, 0, 0, 0, 0])
     }
 

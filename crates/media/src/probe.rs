@@ -55,7 +55,7 @@ pub fn needed_for_parameters(data: &[u8]) -> Option<u64> {
         if Some(pid) == pmt_pid {
             if let Some(es) = ts::parse_pmt(packet) {
                 let video = es.iter().find(|e| ts::stream_type::is_video(e.stream_type)).map(|e| e.pid);
-                let audio = es.iter().find(|e| !ts::stream_type::is_video(e.stream_type)).map(|e| e.pid);
+                let audio = ts::audio_stream(&es).map(|e| e.pid);
                 streams = Some((video, audio));
             }
             continue;

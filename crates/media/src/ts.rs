@@ -44,8 +44,17 @@ pub fn payload(packet: &[u8]) -> Option<&[u8]> {
     packet.get(start..PACKET_SIZE).filter(|p| !p.is_empty())
 }
 
+/// CRC-32/MPEG-2, the checksum that ends every PSI section.
+const PSI_CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_MPEG_2);
+
+/// The CRC a PSI section (table id to the last byte before the CRC) must end with.
+pub fn section_crc(section: &[u8]) -> u32 {
+    PSI_CRC.checksum(section)
+}
+
 /// The section carried by a PSI packet that starts one (single-packet sections, which is what PAT and PMT
-/// are in practice), without its CRC.
+/// are in practice), without its CRC. `None` when its CRC does not match: a corrupt table is ignored (the
+/// next copy, a tenth of a second later, is used), never taken for a new program.
 fn section(packet: &[u8]) -> Option<&[u8]> {
     if !unit_start(packet) {
         return None;
@@ -55,7 +64,8 @@ fn section(packet: &[u8]) -> Option<&[u8]> {
     let section = payload.get(1 + pointer..)?;
     let length = usize::from(u16::from(*section.get(1)? & 0x0f) << 8 | u16::from(*section.get(2)?));
     // 3 header bytes + length, of which the last 4 are the CRC.
-    section.get(..(3 + length).checked_sub(4)?)
+    let (table, crc) = section.get(..3 + length)?.split_at_checked((3 + length).checked_sub(4)?)?;
+    (section_crc(table) == u32::from_be_bytes(crc.try_into().ok()?)).then_some(table)
 }
 
 /// The PMT PID of the first program listed in a PAT packet.
@@ -111,6 +121,12 @@ pub mod stream_type {
     }
 }
 
+/// The audio stream ladder carries: the first AAC (ADTS) stream. Any other elementary stream (SCTE-35 cues,
+/// ID3 metadata, a second language in another codec) is not taken for audio; the chunks carry it untouched.
+pub fn audio_stream(streams: &[EsInfo]) -> Option<EsInfo> {
+    streams.iter().copied().find(|es| es.stream_type == stream_type::AAC_ADTS)
+}
+
 /// The elementary streams of a PMT packet.
 pub fn parse_pmt(packet: &[u8]) -> Option<Vec<EsInfo>> {
     let section = section(packet)?;
@@ -164,7 +180,7 @@ pub fn drop_first_audio_pes(data: &[u8]) -> Vec<u8> {
     let pmt_pid = packets().find(|p| pid(p) == PAT_PID).and_then(parse_pat);
     let audio = pmt_pid
         .and_then(|pmt| packets().find(|p| pid(p) == pmt).and_then(parse_pmt))
-        .and_then(|streams| streams.into_iter().find(|es| !stream_type::is_video(es.stream_type)))
+        .and_then(|streams| audio_stream(&streams))
         .map(|es| es.pid);
     let Some(audio) = audio else {
         return data.to_vec();
@@ -236,6 +252,53 @@ impl Unwrapper {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A PMT packet for program 1 (PCR on 0x100) listing `streams` (type, PID), with its CRC.
+    fn pmt_packet(streams: &[(u8, u16)]) -> [u8; PACKET_SIZE] {
+        let length = 9 + 5 * streams.len() + 4;
+        let mut table = vec![0x02, 0xb0, length as u8, 0, 1, 0xc1, 0, 0, 0xe1, 0x00, 0xf0, 0x00];
+        for (kind, pid) in streams {
+            table.extend_from_slice(&[*kind, 0xe0 | (pid >> 8) as u8, *pid as u8, 0xf0, 0]);
+        }
+        table.extend_from_slice(&section_crc(&table).to_be_bytes());
+        let mut packet = [0xff; PACKET_SIZE];
+        packet[..5].copy_from_slice(&[SYNC, 0x40 | 0x10, 0x00, 0x10, 0x00]);
+        packet[5..5 + table.len()].copy_from_slice(&table);
+        packet
+    }
+
+    #[test]
+    fn the_crc_is_mpeg2s() {
+        // The check value of CRC-32/MPEG-2.
+        assert_eq!(section_crc(b"123456789"), 0x0376_e6e7);
+    }
+
+    /// Regression: one corrupt PMT (a flipped bit in transit) was parsed as a new program, and a stream type
+    /// changed by it failed a healthy session.
+    #[test]
+    fn a_section_with_a_wrong_crc_is_ignored() {
+        let good = pmt_packet(&[(stream_type::H264, 0x100), (stream_type::AAC_ADTS, 0x101)]);
+        assert_eq!(parse_pmt(&good).map(|s| s.len()), Some(2));
+        for at in 5..5 + 12 + 10 + 4 {
+            let mut bad = good;
+            bad[at] ^= 0x04;
+            assert_eq!(parse_pmt(&bad), None, "byte {at} flipped");
+        }
+    }
+
+    #[test]
+    fn audio_is_the_aac_stream_not_the_first_other_one() {
+        let streams = parse_pmt(&pmt_packet(&[
+            (stream_type::H264, 0x100),
+            (0x86, 0x102), // SCTE-35 cues
+            (0x15, 0x103), // ID3 metadata
+            (stream_type::AAC_ADTS, 0x101),
+        ]))
+        .expect("pmt");
+        assert_eq!(audio_stream(&streams).map(|es| es.pid), Some(0x101));
+        let no_aac = parse_pmt(&pmt_packet(&[(stream_type::H264, 0x100), (0x86, 0x102)])).expect("pmt");
+        assert_eq!(audio_stream(&no_aac), None);
+    }
 
     #[test]
     fn unwraps_across_the_33_bit_boundary() {
