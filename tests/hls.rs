@@ -273,6 +273,13 @@ fn caching_headers_etags_and_cors() {
     assert_eq!(segment["content-type"], "video/mp2t");
     assert_eq!(segment["cache-control"], "max-age=31536000, immutable");
     assert_eq!(segment["access-control-allow-origin"], "*");
+    // The publisher's source chunk beside it is stored, but not served (no --serve-source).
+    let source = first.replace("/360p/", "/source/");
+    assert!(source.contains("/source/") && source.starts_with("/media/"), "{first}");
+    let stored = stack.data().join("media").join(source.trim_start_matches("/media/"));
+    assert!(stored.exists(), "{} is stored", stored.display());
+    let (status, _, body) = request(&stack, "GET", &source, &[]);
+    assert_eq!((status, body.as_str()), (404, "object not found\n"), "{source}");
 
     // CORS preflight, for players on other origins.
     let (status, preflight, _) = request(

@@ -283,6 +283,10 @@ pub struct HttpArgs {
     /// stream asks for the same few objects).
     #[arg(long, env = "LADDER_MEDIA_CACHE_MB", default_value_t = 256)]
     pub media_cache_mb: u64,
+    /// Also serve the publisher's source chunks under /media/ (they are the original stream, at its full
+    /// bitrate). Off: /media/ serves renditions and parts only.
+    #[arg(long, env = "LADDER_SERVE_SOURCE")]
+    pub serve_source: bool,
 }
 
 /// Why the command failed: bad configuration exits with 64, anything else with 1.
@@ -508,6 +512,7 @@ fn manifest_config(
         media_base: media_base(http.media_base_url.as_deref())?,
         end_grace: Duration::from_secs_f64(http.end_grace),
         media_cache_bytes: http.media_cache_mb << 20,
+        serve_source: http.serve_source,
     })
 }
 

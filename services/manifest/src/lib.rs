@@ -63,6 +63,9 @@ pub struct Config {
     pub end_grace: std::time::Duration,
     /// Bytes of media (segments and parts) kept in memory for `/media/`.
     pub media_cache_bytes: u64,
+    /// Whether /media/ also serves source chunks (`live/<stream>/<session>/source/`). Off by default: they are
+    /// the publisher's original stream, not meant for viewers.
+    pub serve_source: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -457,6 +460,9 @@ async fn media(State(server): State<Shared>, Path(key): Path<String>) -> Respons
     if !key.ends_with(".ts") || key.split('/').any(|part| part == ".." || part.is_empty()) {
         return not_found("object");
     }
+    if !server.config.serve_source && is_source_chunk(&key) {
+        return not_found("object");
+    }
     match fetch(&server, &key).await {
         Ok(bytes) => return with_headers(bytes, "video/mp2t", "max-age=31536000, immutable"),
         Err(e) if e.kind != ErrorKind::NotFound => return storage_error(e),
@@ -484,6 +490,12 @@ async fn media(State(server): State<Shared>, Path(key): Path<String>) -> Respons
             Err(_) => {}
         }
     }
+}
+
+/// A source chunk's key: `live/<stream>/<session>/source/<seq>.ts` ([`ladder_storage::keys::source_chunk`]).
+fn is_source_chunk(key: &str) -> bool {
+    let parts: Vec<&str> = key.split('/').collect();
+    parts.len() == 5 && parts[0] == "live" && parts[3] == "source"
 }
 
 /// An object from storage, through the cache: objects are write-once, so a copy is good for ever, and

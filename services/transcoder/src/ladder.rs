@@ -123,6 +123,10 @@ pub fn validate(renditions: &[RenditionSpec]) -> Result<(), LadderError> {
         if !name_ok {
             return Err(invalid(i, "name", format!("{:?} must be 1 to 32 of a-z 0-9 - _", r.name)));
         }
+        // `source` is where the source chunks are stored (`live/<stream>/<session>/source/`).
+        if r.name == "source" {
+            return Err(invalid(i, "name", "\"source\" is reserved for the source chunks"));
+        }
         if renditions[..i].iter().any(|other| other.name == r.name) {
             return Err(invalid(i, "name", format!("{:?} is used twice", r.name)));
         }
@@ -295,7 +299,9 @@ mod tests {
         };
         assert_eq!(event("480p").expect("valid")[0].name, "480p");
         let long = "a".repeat(33);
-        for name in ["../x", "a/b", "", ".", "..", "x.ts", "/etc", "a\\b", "720p\u{202e}", "é", "Up", &long] {
+        // `source` would name the source chunks' keys: a rendition there would collide with them.
+        for name in ["../x", "a/b", "", ".", "..", "x.ts", "/etc", "a\\b", "720p\u{202e}", "é", "Up", "source", &long]
+        {
             let error = event(name).expect_err(name).to_string();
             assert!(error.starts_with("rendition[0].name: "), "{name:?}: {error}");
         }
