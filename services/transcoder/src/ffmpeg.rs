@@ -67,8 +67,11 @@ pub struct Output {
 /// `analyze_us` microseconds of input before it starts.
 pub fn command(renditions: &[RenditionSpec], preset: &str, frame_duration: u64, analyze_us: u64) -> Vec<String> {
     let words = |text: &str| text.split_whitespace().map(String::from).collect::<Vec<_>>();
+    // The input is untrusted: read as MPEG-TS and nothing else (no probing into the HLS, concat or image
+    // demuxers, which open other files), from the pipe only.
     let mut args = words(&format!(
-        "-hide_banner -nostdin -loglevel error -copyts -fpsprobesize 0 -analyzeduration {analyze_us} -i pipe:0"
+        "-hide_banner -nostdin -loglevel error -copyts -fpsprobesize 0 -analyzeduration {analyze_us} \
+         -f mpegts -protocol_whitelist pipe -i pipe:0"
     ));
     let labels: String = (0..renditions.len()).map(|i| format!("[s{i}]")).collect();
     let mut graph = format!("[0:v:0]split={}{labels}", renditions.len());
