@@ -191,33 +191,7 @@ fn request(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, BTreeMap<String, String>, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let url = stack.url(path);
-    let mut response = match method {
-        "GET" => {
-            let mut request = agent.get(&url);
-            for (name, value) in headers {
-                request = request.header(*name, *value);
-            }
-            request.call()
-        }
-        "OPTIONS" => {
-            let mut request = agent.options(&url);
-            for (name, value) in headers {
-                request = request.header(*name, *value);
-            }
-            request.call()
-        }
-        other => panic!("{other}"),
-    }
-    .expect("http request");
-    let names: BTreeMap<String, String> = response
-        .headers()
-        .iter()
-        .map(|(name, value)| (name.as_str().to_ascii_lowercase(), value.to_str().unwrap_or_default().to_string()))
-        .collect();
-    let body = response.body_mut().read_to_string().unwrap_or_default();
-    (response.status().as_u16(), names, body)
+    stack.request(method, path, headers)
 }
 
 #[test]

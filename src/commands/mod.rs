@@ -5,6 +5,7 @@ mod dev;
 mod events;
 mod reindex;
 mod stream;
+mod token;
 mod top;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
@@ -107,6 +108,8 @@ pub enum Command {
     Reindex(reindex::ReindexArgs),
     /// Cut an MPEG-TS file into chunks as the segmenter does (no NATS, no storage).
     Chunk(chunk::ChunkArgs),
+    /// Mint a playback token for a signed stream (or make a new signing key).
+    Token(token::TokenArgs),
     /// Per-stream settings: the ABR ladder and the SRT publish key.
     #[command(subcommand)]
     Stream(stream::StreamCommand),
@@ -287,6 +290,22 @@ pub struct HttpArgs {
     /// bitrate). Off: /media/ serves renditions and parts only.
     #[arg(long, env = "LADDER_SERVE_SOURCE")]
     pub serve_source: bool,
+    /// Keys playback tokens are checked with: `id:secret[,id:secret...]`, secrets of 32 characters or more
+    /// (`ladder token --new-key` makes one). Every key verifies; `ladder token` signs with the first. Prefer the
+    /// environment variable.
+    #[arg(long, env = "LADDER_PLAYBACK_KEYS", hide_env_values = true)]
+    pub playback_keys: Option<String>,
+    /// Streams whose playlists and segments need a playback token (under /t/<token>/): names, `prefix*`
+    /// patterns or `*`, comma-separated. Needs --playback-keys.
+    #[arg(long, env = "LADDER_SIGNED_STREAMS", default_value = "")]
+    pub signed_streams: String,
+    /// Seconds a request may take before it is answered 503; LL-HLS blocking reloads give up before it.
+    #[arg(long, env = "LADDER_HTTP_REQUEST_TIMEOUT", default_value_t = 60.0)]
+    pub request_timeout: f64,
+    /// Requests answered at once, blocking playlist reloads included (each costs a few KiB while it waits);
+    /// beyond it, 503 with Retry-After.
+    #[arg(long, env = "LADDER_HTTP_MAX_IN_FLIGHT", default_value_t = 20_000)]
+    pub max_in_flight: usize,
 }
 
 /// Why the command failed: bad configuration exits with 64, anything else with 1.
@@ -347,6 +366,7 @@ impl Command {
             Command::Events(_) => "events",
             Command::Reindex(_) => "reindex",
             Command::Chunk(_) => "chunk",
+            Command::Token(_) => "token",
             Command::Stream(_) => "stream",
         }
     }
@@ -394,6 +414,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Stream(command) => stream::run(command).await?,
         Command::Reindex(args) => reindex::run(args).await?,
         Command::Chunk(args) => chunk::run(args)?,
+        Command::Token(args) => config(token::run(args))?,
     }
     Ok(())
 }
@@ -503,7 +524,28 @@ fn manifest_config(
         "--media-cache-mb (LADDER_MEDIA_CACHE_MB) must be at most 65536, got {}",
         http.media_cache_mb
     );
+    anyhow::ensure!(
+        (1.0..=3600.0).contains(&http.request_timeout),
+        "--request-timeout (LADDER_HTTP_REQUEST_TIMEOUT) must be between 1 and 3600 seconds, got {}",
+        http.request_timeout
+    );
+    anyhow::ensure!(http.max_in_flight >= 1, "--max-in-flight (LADDER_HTTP_MAX_IN_FLIGHT) must be at least 1");
+    let playback_keys = http
+        .playback_keys
+        .as_deref()
+        .map(ladder_manifest::signing::KeySet::parse)
+        .transpose()
+        .context("--playback-keys (LADDER_PLAYBACK_KEYS)")?;
+    let signed_streams = ladder_manifest::signing::SignedStreams::parse(&http.signed_streams);
+    anyhow::ensure!(
+        signed_streams.is_empty() || playback_keys.is_some(),
+        "--signed-streams (LADDER_SIGNED_STREAMS) needs --playback-keys (LADDER_PLAYBACK_KEYS)"
+    );
     Ok(ladder_manifest::Config {
+        playback_keys,
+        signed_streams,
+        request_timeout: Duration::from_secs_f64(http.request_timeout),
+        max_in_flight: http.max_in_flight,
         http_listen: http.http_listen,
         nats_url: nats.nats_url.clone(),
         index,

@@ -60,6 +60,8 @@ pub struct StackOptions {
     pub otlp_endpoint: Option<String>,
     /// Also start the control API (`ladder api`, token [`API_TOKEN`]) after the five services.
     pub api: bool,
+    /// More environment of the manifest (signed playback, request limits).
+    pub manifest_env: Vec<(&'static str, String)>,
 }
 
 /// A ladder of two renditions that the small test source ([`publish_small`], 320x180) fits, as the text of a
@@ -316,6 +318,9 @@ impl Stack {
         if matches!(service, "segmenter" | "transcoder" | "manifest") {
             env.extend(self.options.storage_env.iter().map(|(k, v)| (k.to_string(), v.clone())));
         }
+        if service == "manifest" {
+            env.extend(self.options.manifest_env.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        }
         let mut instance =
             Instance { name: name.clone(), service: service.to_string(), args, env, port, metrics_port, child: None };
         self.spawn(&mut instance, false);
@@ -504,6 +509,42 @@ impl Stack {
     pub fn get(&self, path: &str) -> (u16, String) {
         let (status, body) = get_url(&self.url(path));
         (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// A request with headers: (status, response headers with lowercased names, body).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, BTreeMap<String, String>, String) {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let url = self.url(path);
+        let mut response = match method {
+            "GET" => {
+                let mut request = agent.get(&url);
+                for (name, value) in headers {
+                    request = request.header(*name, *value);
+                }
+                request.call()
+            }
+            "OPTIONS" => {
+                let mut request = agent.options(&url);
+                for (name, value) in headers {
+                    request = request.header(*name, *value);
+                }
+                request.call()
+            }
+            other => panic!("{other}"),
+        }
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let names: BTreeMap<String, String> = response
+            .headers()
+            .iter()
+            .map(|(name, value)| (name.as_str().to_ascii_lowercase(), value.to_str().unwrap_or_default().to_string()))
+            .collect();
+        let body = response.body_mut().read_to_string().unwrap_or_default();
+        (response.status().as_u16(), names, body)
     }
 
     /// Every instance's log and the NATS servers' logs, for failure messages.

@@ -17,6 +17,12 @@
 //! | `GET /clip/<stream>/<...>.m3u8?from=&to=` | a VOD clip of a wall-clock range          |
 //! | `GET /media/<key>`                 | a stored segment or part (embedded storage); a part announced as the next one (the preload hint) is answered once it exists |
 //! | `GET /api/streams`                 | the streams as JSON                              |
+//! | `GET /t/<token>/<route>`           | any route above for a signed stream ([`signing`]) |
+//!
+//! Streams named in [`Config::signed_streams`] are served only under `/t/<token>/`, the rest of the path being
+//! the same route; a missing, expired or forged token gets 403 with the reason. Every request has a time limit
+//! and the number in flight is bounded ([`Config::request_timeout`], [`Config::max_in_flight`]): past it, 503
+//! at once instead of a queue.
 //!
 //! No instance depends on another: each loads what it needs from the index and follows the bus itself, and a
 //! restart loses nothing. Every response is rendered from the same events with the same rules, so instances
@@ -30,6 +36,7 @@ pub mod follow;
 pub mod live;
 mod metrics;
 pub mod playlist;
+pub mod signing;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -38,7 +45,7 @@ use axum::{
     http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{Html, IntoResponse, Response},
     routing::get,
-    Router,
+    Extension, Router,
 };
 use bytes::Bytes;
 use ladder_bus::{Bus, BusError};
@@ -66,6 +73,14 @@ pub struct Config {
     /// Whether /media/ also serves source chunks (`live/<stream>/<session>/source/`). Off by default: they are
     /// the publisher's original stream, not meant for viewers.
     pub serve_source: bool,
+    /// The keys playback tokens are checked with; `None`: no tokens are accepted.
+    pub playback_keys: Option<signing::KeySet>,
+    /// The streams whose playlists and media need a token.
+    pub signed_streams: signing::SignedStreams,
+    /// The longest a request may take; blocking playlist reloads give up before it.
+    pub request_timeout: Duration,
+    /// Requests served at once (blocking reloads included); past it, 503 with Retry-After.
+    pub max_in_flight: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +158,12 @@ impl Server {
         Arc::new(Server { config, live, media })
     }
 
+    /// The longest a blocking request waits: three target durations (RFC 8216bis), but always answered before
+    /// the request's time limit.
+    fn reload_limit(&self) -> Duration {
+        self.config.request_timeout.saturating_sub(Duration::from_millis(500)).max(Duration::from_millis(100))
+    }
+
     /// The in-memory playlists, for a caller that feeds them events itself (tests).
     pub fn live(&self) -> &Arc<Live> {
         &self.live
@@ -156,7 +177,7 @@ pub fn router(config: Config) -> Router {
 }
 
 pub fn router_for(server: Arc<Server>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/", get(streams_page))
         .route("/watch/{stream}", get(watch_page))
         .route("/assets/hls.min.js", get(hls_js))
@@ -168,8 +189,183 @@ pub fn router_for(server: Arc<Server>) -> Router {
         .route("/media/{*key}", get(media))
         // Runs after routing (axum applies `layer` to each route), so the route's pattern is known.
         .layer(axum::middleware::from_fn(metrics::track))
+        .with_state(server.clone());
+    let limits = Arc::new(Limits {
+        in_flight: Arc::new(tokio::sync::Semaphore::new(server.config.max_in_flight.max(1))),
+        timeout: server.config.request_timeout,
+    });
+    let signed = Signed { server, routes: routes.clone() };
+    Router::new()
+        .route("/t/{token}/{*rest}", get(signed_request).with_state(signed))
+        .merge(routes)
         .layer(axum::middleware::from_fn(cors))
-        .with_state(server)
+        .layer(axum::middleware::from_fn_with_state(limits, limit))
+}
+
+/// The bounds every request is served within.
+struct Limits {
+    in_flight: Arc<tokio::sync::Semaphore>,
+    timeout: Duration,
+}
+
+/// Past [`Config::max_in_flight`] requests at once, 503 straight away (a queue would only add latency to a
+/// live stream); past [`Config::request_timeout`], 503.
+async fn limit(
+    State(limits): State<Arc<Limits>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Ok(_permit) = limits.in_flight.clone().try_acquire_owned() else {
+        metrics::refused("in_flight");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1"), (header::CACHE_CONTROL, "no-store")],
+            "too many requests in flight\n",
+        )
+            .into_response();
+    };
+    match tokio::time::timeout(limits.timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            metrics::refused("timeout");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::CACHE_CONTROL, "no-store")],
+                format!("the request took longer than {} s\n", limits.timeout.as_secs_f64()),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// What the routes of a signed request need: the server (keys) and the routes to hand the request on to.
+#[derive(Clone)]
+struct Signed {
+    server: Shared,
+    routes: Router,
+}
+
+/// A request that came with a valid token, for the handlers (an extension, so it cannot come from outside).
+#[derive(Clone)]
+struct Authorized {
+    token: String,
+}
+
+/// What a signed path opens: `<live|dvr|clip>/<stream>/<file>`, `media/<key of the stream>`, `watch/<stream>`.
+fn signed_stream(rest: &str) -> Option<(&str, bool)> {
+    let mut parts = rest.split('/');
+    match (parts.next()?, parts.next()?, parts.next()) {
+        ("live" | "dvr" | "clip", stream, Some(_)) => Some((stream, true)),
+        ("media", "live" | "parts", Some(stream)) => Some((stream, false)),
+        ("watch", stream, None) => Some((stream, false)),
+        _ => None,
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+fn denied(why: signing::Denied) -> Response {
+    metrics::refused("token");
+    (StatusCode::FORBIDDEN, [(header::CACHE_CONTROL, "no-store")], format!("{why}\n")).into_response()
+}
+
+/// `/t/<token>/<route>`: checks the token for the stream of the route, then serves the route as if asked
+/// without the prefix. Playlists come back with their `/media/` URIs made relative (`../../media/...`), so
+/// that players fetch segments under the same token while the body stays the same for every token; their
+/// ETags get a `-t` so a cache never mixes the two forms. Cache lifetimes end when the token does.
+async fn signed_request(State(signed): State<Signed>, request: axum::extract::Request) -> Response {
+    let path = request.uri().path().to_string();
+    let Some((token, rest)) = path.strip_prefix("/t/").and_then(|p| p.split_once('/')) else {
+        return not_found("path");
+    };
+    let Some(keys) = &signed.server.config.playback_keys else { return denied(signing::Denied::NotConfigured) };
+    let Some((stream, playlist)) = signed_stream(rest) else { return not_found("path") };
+    let now = unix_now();
+    let verified = match keys.verify(token, stream, now) {
+        Ok(verified) => verified,
+        Err(why) => return denied(why),
+    };
+    if playlist {
+        if let Err(why) = verified.opens(rest) {
+            return denied(why);
+        }
+    }
+    let uri = match request.uri().query() {
+        Some(query) => format!("/{rest}?{query}"),
+        None => format!("/{rest}"),
+    };
+    let Ok(uri) = uri.parse::<axum::http::Uri>() else { return not_found("path") };
+    // A new request rather than this one with its URI changed: this one's extensions hold this route's path
+    // parameters and pattern, which the inner route would take for its own.
+    let (parts, body) = request.into_parts();
+    let mut inner = axum::extract::Request::new(body);
+    *inner.method_mut() = parts.method;
+    *inner.uri_mut() = uri;
+    *inner.version_mut() = parts.version;
+    *inner.headers_mut() = parts.headers;
+    inner.extensions_mut().insert(Authorized { token: token.to_string() });
+    if let Some(tags) = inner.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        if let Ok(value) = HeaderValue::from_str(&tags.replace("-t\"", "\"")) {
+            inner.headers_mut().insert(header::IF_NONE_MATCH, value);
+        }
+    }
+    let relative = signed.server.config.media_base == "/media/";
+    let response = match tower::ServiceExt::oneshot(signed.routes.clone(), inner).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    let (mut parts, body) = response.into_parts();
+    if let Some(cache) = parts.headers.get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()) {
+        if let Ok(value) = HeaderValue::from_str(&cap_max_age(cache, verified.expires_at - now)) {
+            parts.headers.insert(header::CACHE_CONTROL, value);
+        }
+    }
+    if let Some(etag) = parts.headers.get(header::ETAG).and_then(|v| v.to_str().ok()) {
+        if let Some(value) = etag.strip_suffix('"').and_then(|e| HeaderValue::from_str(&format!("{e}-t\"")).ok()) {
+            parts.headers.insert(header::ETAG, value);
+        }
+    }
+    let is_playlist = parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v == PLAYLIST_TYPE);
+    if !(relative && playlist && is_playlist && parts.status == StatusCode::OK) {
+        return Response::from_parts(parts, body);
+    }
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "playlist body unreadable\n").into_response();
+    };
+    let text = String::from_utf8_lossy(&bytes)
+        .replace("\n/media/", "\n../../media/")
+        .replace("URI=\"/media/", "URI=\"../../media/");
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(text))
+}
+
+/// A Cache-Control value whose max-age is at most `limit` seconds: a cache must not keep serving a response
+/// under a token past the token's expiry.
+fn cap_max_age(value: &str, limit: i64) -> String {
+    let limit = limit.max(0);
+    let mut capped = false;
+    let directives: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter_map(|d| match d.strip_prefix("max-age=").and_then(|n| n.parse::<i64>().ok()) {
+            Some(age) if age > limit => {
+                capped = true;
+                Some(format!("max-age={limit}"))
+            }
+            _ => Some(d.to_string()),
+        })
+        .collect();
+    directives.into_iter().filter(|d| !(capped && d == "immutable")).collect::<Vec<_>>().join(", ")
+}
+
+/// Whether a request for `stream` may be served: unsigned streams always, signed ones with a token.
+fn allowed(server: &Server, stream: &str, authorized: Option<&Authorized>) -> Result<(), Response> {
+    if authorized.is_none() && server.config.signed_streams.requires(stream) {
+        return Err(denied(signing::Denied::Missing));
+    }
+    Ok(())
 }
 
 type Shared = Arc<Server>;
@@ -220,8 +416,12 @@ async fn live(
     state: State<Shared>,
     Path((stream, file)): Path<(String, String)>,
     Query(query): Query<PlaylistQuery>,
+    authorized: Option<Extension<Authorized>>,
     headers: HeaderMap,
 ) -> Response {
+    if let Err(denied) = allowed(&state, &stream, authorized.as_deref()) {
+        return denied;
+    }
     playlist(state, stream, file, Flavor::Live, None, &query, &headers).await
 }
 
@@ -229,8 +429,12 @@ async fn dvr(
     state: State<Shared>,
     Path((stream, file)): Path<(String, String)>,
     Query(query): Query<PlaylistQuery>,
+    authorized: Option<Extension<Authorized>>,
     headers: HeaderMap,
 ) -> Response {
+    if let Err(denied) = allowed(&state, &stream, authorized.as_deref()) {
+        return denied;
+    }
     playlist(state, stream, file, Flavor::Dvr, None, &query, &headers).await
 }
 
@@ -238,8 +442,12 @@ async fn clip(
     state: State<Shared>,
     Path((stream, file)): Path<(String, String)>,
     Query(query): Query<PlaylistQuery>,
+    authorized: Option<Extension<Authorized>>,
     headers: HeaderMap,
 ) -> Response {
+    if let Err(denied) = allowed(&state, &stream, authorized.as_deref()) {
+        return denied;
+    }
     let parse = |text: &Option<String>| text.as_deref().and_then(playlist::parse_time);
     let (Some(from_ms), Some(to_ms)) = (parse(&query.from), parse(&query.to)) else {
         return bad_request("a clip needs from= and to=, as Unix milliseconds or RFC 3339 times");
@@ -351,7 +559,7 @@ async fn playlist(
                 }
                 // Held until the part exists; woken by the changes of this rendition's edge (not by those of
                 // the others, nor by polling).
-                let wait = Duration::from_secs(3 * view.target_duration.max(1));
+                let wait = Duration::from_secs(3 * view.target_duration.max(1)).min(server.reload_limit());
                 let Some(mut edge) = server.live.watch_edge(&stream, name) else { return not_found("stream") };
                 let waiting = std::time::Instant::now();
                 let ready = tokio::time::timeout(
@@ -456,9 +664,18 @@ async fn cors(request: axum::extract::Request, next: axum::middleware::Next) -> 
     response
 }
 
-async fn media(State(server): State<Shared>, Path(key): Path<String>) -> Response {
+async fn media(
+    State(server): State<Shared>,
+    Path(key): Path<String>,
+    authorized: Option<Extension<Authorized>>,
+) -> Response {
     if !key.ends_with(".ts") || key.split('/').any(|part| part == ".." || part.is_empty()) {
         return not_found("object");
+    }
+    // `live/<stream>/...` or `parts/<stream>/...`.
+    let Some(stream) = key.split('/').nth(1) else { return not_found("object") };
+    if let Err(denied) = allowed(&server, stream, authorized.as_deref()) {
+        return denied;
     }
     if !server.config.serve_source && is_source_chunk(&key) {
         return not_found("object");
@@ -477,7 +694,7 @@ async fn media(State(server): State<Shared>, Path(key): Path<String>) -> Respons
     let wait = {
         let snapshot = snapshots.borrow();
         let target = snapshot.renditions.values().map(|v| v.target_duration).max().unwrap_or(2);
-        Duration::from_secs(3 * target.max(1))
+        Duration::from_secs(3 * target.max(1)).min(server.reload_limit())
     };
     let deadline = tokio::time::Instant::now() + wait;
     loop {
@@ -535,11 +752,23 @@ async fn streams_page() -> Response {
     with_headers(Html(include_str!("../assets/index.html")), "text/html; charset=utf-8", "no-cache")
 }
 
-async fn watch_page(Path(stream): Path<String>) -> Response {
+async fn watch_page(
+    State(server): State<Shared>,
+    Path(stream): Path<String>,
+    authorized: Option<Extension<Authorized>>,
+) -> Response {
     if !stream.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
         return not_found("stream");
     }
-    let page = include_str!("../assets/watch.html").replace("{{STREAM}}", &stream);
+    if let Err(denied) = allowed(&server, &stream, authorized.as_deref()) {
+        return denied;
+    }
+    // Under a token, the player asks for the master under the same token.
+    let master = match authorized.as_deref() {
+        Some(Authorized { token }) => format!("/t/{token}/live/{stream}/master.m3u8"),
+        None => format!("/live/{stream}/master.m3u8"),
+    };
+    let page = include_str!("../assets/watch.html").replace("{{STREAM}}", &stream).replace("{{MASTER}}", &master);
     with_headers(Html(page), "text/html; charset=utf-8", "no-cache")
 }
 

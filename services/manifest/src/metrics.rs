@@ -15,6 +15,7 @@ pub(crate) struct Metrics {
     pub request_seconds: HistogramFamily<RouteOnlyLabels>,
     pub playlists: Family<KindLabels, Counter>,
     pub blocked: HistogramFamily<KindLabels>,
+    pub refused: Family<KindLabels, Counter>,
     pub listed: Family<RenditionLabels, Histogram, fn() -> Histogram>,
 }
 
@@ -43,6 +44,12 @@ pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "How long LL-HLS blocking reloads (_HLS_msn) waited, by outcome: answered or timed_out (503)",
         seconds_histograms(),
     ),
+    refused: register(
+        "ladder_http_refused",
+        "HTTP requests refused, by reason: in_flight (503, over --max-in-flight), timeout (503, over \
+         --request-timeout), token (403, a signed stream without a valid playback token)",
+        Family::default(),
+    ),
     listed: register(
         "ladder_ingest_to_playlist_seconds",
         "From a chunk's last packet at ingest to the chunk in the live playlist of this manifest, by rendition",
@@ -55,10 +62,17 @@ pub(crate) fn init() {
     for kind in ["master", "live", "live_blocking", "delta", "dvr", "clip"] {
         let _ = m.playlists.get_or_create(&KindLabels { kind });
     }
+    for kind in ["in_flight", "timeout", "token"] {
+        let _ = m.refused.get_or_create(&KindLabels { kind });
+    }
 }
 
 pub(crate) fn playlist(kind: &'static str) {
     METRICS.playlists.get_or_create(&KindLabels { kind }).inc();
+}
+
+pub(crate) fn refused(reason: &'static str) {
+    METRICS.refused.get_or_create(&KindLabels { kind: reason }).inc();
 }
 
 pub(crate) fn blocked(outcome: &'static str, since: Instant) {
