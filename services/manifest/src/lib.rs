@@ -775,3 +775,58 @@ async fn watch_page(
 async fn hls_js() -> Response {
     with_headers(include_str!("../assets/hls.min.js"), "text/javascript", "max-age=86400")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    fn limited(max_in_flight: usize, timeout: Duration) -> Router {
+        let limits = Arc::new(Limits { in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight)), timeout });
+        Router::new()
+            .route("/slow", get(|| async { tokio::time::sleep(Duration::from_secs(3600)).await }))
+            .route("/fast", get(|| async { "ok" }))
+            .layer(axum::middleware::from_fn_with_state(limits, limit))
+    }
+
+    fn get_request(path: &str) -> axum::extract::Request {
+        axum::extract::Request::builder().uri(path).body(axum::body::Body::empty()).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_past_the_time_limit_get_503() {
+        let response = limited(10, Duration::from_secs(2)).oneshot(get_request("/slow")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+        assert_eq!(&body[..], b"the request took longer than 2 s\n");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_past_the_in_flight_limit_get_503_at_once() {
+        let router = limited(2, Duration::from_secs(3600));
+        let held: Vec<_> = (0..2).map(|_| tokio::spawn(router.clone().oneshot(get_request("/slow")))).collect();
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let refused = router.clone().oneshot(get_request("/fast")).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.headers()[header::RETRY_AFTER], "1");
+        for request in held {
+            request.abort();
+            let _ = request.await;
+        }
+        let served = router.oneshot(get_request("/fast")).await.unwrap();
+        assert_eq!(served.status(), StatusCode::OK, "the permits come back when the requests end");
+    }
+
+    #[test]
+    fn cache_lifetimes_end_with_the_token() {
+        assert_eq!(cap_max_age("max-age=31536000, immutable", 600), "max-age=600");
+        assert_eq!(cap_max_age("public, max-age=1", 600), "public, max-age=1");
+        assert_eq!(cap_max_age("no-store", 600), "no-store");
+        assert_eq!(signed_stream("live/cam/720p.m3u8"), Some(("cam", true)));
+        assert_eq!(signed_stream("media/parts/cam/s/720p/00000001.0.ts"), Some(("cam", false)));
+        assert_eq!(signed_stream("watch/cam"), Some(("cam", false)));
+        assert_eq!(signed_stream("api/streams"), None);
+        assert_eq!(signed_stream("media/other/cam/x.ts"), None);
+    }
+}
