@@ -96,7 +96,13 @@ fn signed_streams_play_with_a_token_and_only_with_it() {
         assert_eq!(headers["content-type"], "video/mp2t");
         // Not kept past the token's expiry (10 minutes), and no longer immutable.
         let cache = &headers["cache-control"];
-        let age: u64 = cache.split("max-age=").nth(1).and_then(|a| a.split(',').next()).unwrap().parse().unwrap();
+        let age: u64 = cache
+            .split("max-age=")
+            .nth(1)
+            .and_then(|a| a.split(',').next())
+            .expect("as the test expects")
+            .parse()
+            .expect("as the test expects");
         assert!(age <= 600 && !cache.contains("immutable"), "{key}: {cache}");
         refused(&stack, &format!("/media/{key}"), "needs a playback token");
     }
@@ -115,12 +121,12 @@ fn signed_streams_play_with_a_token_and_only_with_it() {
     refused(&stack, "/live/vip/180p.m3u8", "needs a playback token");
     refused(&stack, "/dvr/vip/180p.m3u8", "needs a playback token");
     let forged = {
-        let (head, signature) = valid.rsplit_once('.').unwrap();
+        let (head, signature) = valid.rsplit_once('.').expect("as the test expects");
         let flipped = if signature.starts_with('A') { 'B' } else { 'A' };
         format!("{head}.{flipped}{}", &signature[1..])
     };
     refused(&stack, &format!("/t/{forged}/live/vip/master.m3u8"), "signature does not match");
-    let later = valid.replacen(&valid.split('.').nth(1).unwrap().to_string(), "4102444800", 1);
+    let later = valid.replacen(&valid.split('.').nth(1).expect("as the test expects").to_string(), "4102444800", 1);
     refused(&stack, &format!("/t/{later}/live/vip/master.m3u8"), "signature does not match");
     let other_stream = token(&keys, "vip-other", &[]);
     refused(&stack, &format!("/t/{other_stream}/live/vip/master.m3u8"), "signature does not match");
@@ -180,8 +186,8 @@ fn signed_streams_play_with_a_token_and_only_with_it() {
         stack.logs()
     );
     let report: serde_json::Value = serde_json::from_str(report.trim()).expect("one JSON report");
-    assert!(report["played"].as_f64().unwrap() >= 4.0, "{report}");
-    assert!(report["requests"].as_u64().unwrap() >= 5, "{report}");
+    assert!(report["played"].as_f64().expect("as the test expects") >= 4.0, "{report}");
+    assert!(report["requests"].as_u64().expect("as the test expects") >= 5, "{report}");
     assert_eq!(report["withoutToken"]["code"], 403, "{report}");
     vip.finish();
 }

@@ -349,21 +349,21 @@ fn cap_max_age(value: &str, limit: i64) -> String {
     let directives: Vec<String> = value
         .split(',')
         .map(str::trim)
-        .filter_map(|d| match d.strip_prefix("max-age=").and_then(|n| n.parse::<i64>().ok()) {
+        .map(|d| match d.strip_prefix("max-age=").and_then(|n| n.parse::<i64>().ok()) {
             Some(age) if age > limit => {
                 capped = true;
-                Some(format!("max-age={limit}"))
+                format!("max-age={limit}")
             }
-            _ => Some(d.to_string()),
+            _ => d.to_string(),
         })
         .collect();
     directives.into_iter().filter(|d| !(capped && d == "immutable")).collect::<Vec<_>>().join(", ")
 }
 
 /// Whether a request for `stream` may be served: unsigned streams always, signed ones with a token.
-fn allowed(server: &Server, stream: &str, authorized: Option<&Authorized>) -> Result<(), Response> {
+fn allowed(server: &Server, stream: &str, authorized: Option<&Authorized>) -> Result<(), Box<Response>> {
     if authorized.is_none() && server.config.signed_streams.requires(stream) {
-        return Err(denied(signing::Denied::Missing));
+        return Err(Box::new(denied(signing::Denied::Missing)));
     }
     Ok(())
 }
@@ -420,7 +420,7 @@ async fn live(
     headers: HeaderMap,
 ) -> Response {
     if let Err(denied) = allowed(&state, &stream, authorized.as_deref()) {
-        return denied;
+        return *denied;
     }
     playlist(state, stream, file, Flavor::Live, None, &query, &headers).await
 }
@@ -433,7 +433,7 @@ async fn dvr(
     headers: HeaderMap,
 ) -> Response {
     if let Err(denied) = allowed(&state, &stream, authorized.as_deref()) {
-        return denied;
+        return *denied;
     }
     playlist(state, stream, file, Flavor::Dvr, None, &query, &headers).await
 }
@@ -446,7 +446,7 @@ async fn clip(
     headers: HeaderMap,
 ) -> Response {
     if let Err(denied) = allowed(&state, &stream, authorized.as_deref()) {
-        return denied;
+        return *denied;
     }
     let parse = |text: &Option<String>| text.as_deref().and_then(playlist::parse_time);
     let (Some(from_ms), Some(to_ms)) = (parse(&query.from), parse(&query.to)) else {
@@ -675,7 +675,7 @@ async fn media(
     // `live/<stream>/...` or `parts/<stream>/...`.
     let Some(stream) = key.split('/').nth(1) else { return not_found("object") };
     if let Err(denied) = allowed(&server, stream, authorized.as_deref()) {
-        return denied;
+        return *denied;
     }
     if !server.config.serve_source && is_source_chunk(&key) {
         return not_found("object");
@@ -761,7 +761,7 @@ async fn watch_page(
         return not_found("stream");
     }
     if let Err(denied) = allowed(&server, &stream, authorized.as_deref()) {
-        return denied;
+        return *denied;
     }
     // Under a token, the player asks for the master under the same token.
     let master = match authorized.as_deref() {
@@ -790,14 +790,15 @@ mod tests {
     }
 
     fn get_request(path: &str) -> axum::extract::Request {
-        axum::extract::Request::builder().uri(path).body(axum::body::Body::empty()).unwrap()
+        axum::extract::Request::builder().uri(path).body(axum::body::Body::empty()).expect("as the test expects")
     }
 
     #[tokio::test(start_paused = true)]
     async fn requests_past_the_time_limit_get_503() {
-        let response = limited(10, Duration::from_secs(2)).oneshot(get_request("/slow")).await.unwrap();
+        let response =
+            limited(10, Duration::from_secs(2)).oneshot(get_request("/slow")).await.expect("as the test expects");
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-        let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 1024).await.expect("as the test expects");
         assert_eq!(&body[..], b"the request took longer than 2 s\n");
     }
 
@@ -807,14 +808,14 @@ mod tests {
         let held: Vec<_> = (0..2).map(|_| tokio::spawn(router.clone().oneshot(get_request("/slow")))).collect();
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let refused = router.clone().oneshot(get_request("/fast")).await.unwrap();
+        let refused = router.clone().oneshot(get_request("/fast")).await.expect("as the test expects");
         assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(refused.headers()[header::RETRY_AFTER], "1");
         for request in held {
             request.abort();
             let _ = request.await;
         }
-        let served = router.oneshot(get_request("/fast")).await.unwrap();
+        let served = router.oneshot(get_request("/fast")).await.expect("as the test expects");
         assert_eq!(served.status(), StatusCode::OK, "the permits come back when the requests end");
     }
 
