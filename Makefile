@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test lint deps test-deps bench build
+.PHONY: demo test lint deps test-deps bench build fuzz fuzz-ci
 
 ## demo: run the whole stack with a test pattern and print the URL to watch
 demo: deps
@@ -10,9 +10,21 @@ demo: deps
 	$(CARGO) build --bin ladder
 	./target/debug/ladder dev --test-source
 
-## test: lint, then every test, with real nats-server, ffmpeg, SRT peers, a Garage S3 server and deploy/compose on Docker
-test: deps test-deps lint
+## test: lint, every fuzz target briefly, then every test, with real nats-server, ffmpeg, SRT peers, a Garage S3
+## server and deploy/compose on Docker
+test: deps test-deps lint fuzz-ci
 	$(CARGO) test --workspace --no-fail-fast
+
+## fuzz: every fuzz target (fuzz/) for FUZZ_SECONDS each on a seed corpus made with ffmpeg; prints the executions
+FUZZ_SECONDS ?= 300
+fuzz: deps
+	@./scripts/install-fuzz-deps.sh
+	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
+
+## fuzz-ci: every fuzz target for 15 s, so that a regression shows; a crash fails it
+fuzz-ci: deps
+	@./scripts/install-fuzz-deps.sh
+	FUZZ_SECONDS=15 fuzz/run.sh
 
 ## bench: latency, efficiency and throughput against ffmpeg and nginx; writes bench/RESULTS.md (not in CI)
 bench: deps
@@ -24,6 +36,7 @@ bench: deps
 ## lint: formatting and clippy, warnings are errors
 lint:
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 deps:

@@ -19,8 +19,11 @@ use crate::{
 const MAX_PTS_STEP: u64 = 10 * CLOCK;
 /// An IDR this close before the target still ends the chunk: frame rates like 29.97 do not land exactly.
 const TARGET_TOLERANCE: u64 = CLOCK / 100;
-/// A video access unit whose first slice is not found within this many bytes is treated as not an IDR.
+/// A video access unit whose first slice is not found within this many bytes of video is treated as not an IDR.
 const MAX_FRAME_HEADER: usize = 512 * 1024;
+/// Nor is one whose first slice is not found within this many bytes of the stream (other PIDs' packets
+/// included): the packets of an access unit still being judged are held aside, so they need a bound of their own.
+const MAX_FRAME_PACKETS: usize = 2 * MAX_FRAME_HEADER;
 /// Bytes without any sync pattern, or without a program, before the stream is refused.
 const MAX_GARBAGE: usize = 1 << 20;
 const MAX_WITHOUT_PROGRAM: u64 = 8 << 20;
@@ -128,6 +131,19 @@ struct Frame {
     is_idr: Option<bool>,
     /// The chunker's state before this access unit's first packet.
     resume: Resume,
+    /// How far [`scan_frame`] got: each byte of `es` is looked at once, however it arrives.
+    scan: Scan,
+}
+
+/// Where the search for the access unit's first slice stands.
+#[derive(Default)]
+struct Scan {
+    /// Start codes are still to be searched for from this offset of `es` on.
+    searched: usize,
+    /// Start (after its start code) of the last NAL unit found: not known to be complete yet.
+    last_unit: Option<usize>,
+    /// The last SPS that parsed, among the complete NAL units so far.
+    sps: Option<Sps>,
 }
 
 pub struct Chunker {
@@ -363,7 +379,7 @@ impl Chunker {
             }
             current.data = data;
         }
-        let duration = current.max_pts + self.frame_duration - current.first_pts;
+        let duration = current.max_pts.saturating_add(self.frame_duration).saturating_sub(current.first_pts);
         Some(self.finish_chunk(current, duration, end, None))
     }
 
@@ -420,15 +436,13 @@ impl Chunker {
             }
         }
 
-        if let Some(frame) = self.frame.as_ref().filter(|f| f.is_idr.is_none()) {
-            if let Some((is_idr, sps)) = scan_frame(&frame.es) {
-                if sps.is_some() {
-                    self.sps = sps;
+        if let Some(is_idr) = self.frame.as_mut().and_then(scan_frame) {
+            if let Some(mut frame) = self.frame.take() {
+                if let Some(sps) = frame.scan.sps.take() {
+                    self.sps = Some(sps);
                 }
-                if let Some(mut frame) = self.frame.take() {
-                    frame.is_idr = Some(is_idr);
-                    self.decide(frame, chunks);
-                }
+                frame.is_idr = Some(is_idr);
+                self.decide(frame, chunks);
             }
         }
         Ok(())
@@ -472,7 +486,7 @@ impl Chunker {
             self.discontinuity_next = true;
         }
         if let (Some(pts), Some(last)) = (pts, self.last_pts) {
-            if pts > last + MAX_PTS_STEP || pts + CLOCK < last {
+            if pts > last.saturating_add(MAX_PTS_STEP) || pts.saturating_add(CLOCK) < last {
                 self.discontinuity_next = true;
             }
         }
@@ -486,7 +500,15 @@ impl Chunker {
             self.last_pts = pts;
         }
         let es = header.map(|h| payload[h.data_offset..].to_vec()).unwrap_or_default();
-        self.frame = Some(Frame { packets: packet.to_vec(), start_offset: offset, pts, es, is_idr: None, resume });
+        self.frame = Some(Frame {
+            packets: packet.to_vec(),
+            start_offset: offset,
+            pts,
+            es,
+            is_idr: None,
+            resume,
+            scan: Scan::default(),
+        });
     }
 
     fn decide(&mut self, frame: Frame, chunks: &mut Vec<Chunk>) {
@@ -495,9 +517,15 @@ impl Chunker {
             self.append_frame(frame);
             return;
         };
+        // A chunk ends at an IDR after the one it starts with, never at one with the same (a duplicated packet)
+        // or an earlier PTS, whatever the target: its duration is the difference.
         let cut = match &self.current {
             None => true,
-            Some(current) => self.discontinuity_next || pts + TARGET_TOLERANCE >= current.first_pts + self.target,
+            Some(current) => {
+                self.discontinuity_next
+                    || (pts > current.first_pts
+                        && pts.saturating_add(TARGET_TOLERANCE) >= current.first_pts.saturating_add(self.target))
+            }
         };
         if !cut {
             self.append_frame(frame);
@@ -505,9 +533,9 @@ impl Chunker {
         }
         if let Some(current) = self.current.take() {
             let duration = if self.discontinuity_next {
-                current.max_pts + self.frame_duration - current.first_pts
+                current.max_pts.saturating_add(self.frame_duration).saturating_sub(current.first_pts)
             } else {
-                pts - current.first_pts
+                pts.saturating_sub(current.first_pts)
             };
             chunks.push(self.finish_chunk(current, duration, frame.start_offset, Some(frame.resume.clone())));
         }
@@ -605,28 +633,222 @@ fn track_pes(current: &mut Building, pid: u16, packet: &[u8], offset: usize) {
         let length = payload.get(4..6).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])));
         let pes = OpenPes {
             packets: vec![offset],
-            expected: length.filter(|l| *l > 0).map(|l| l + 6),
+            expected: length.filter(|l| *l > 0).map(|l| l.saturating_add(6)),
             received: payload.len(),
         };
         current.open_pes.insert(pid, pes);
     } else if let Some(pes) = current.open_pes.get_mut(&pid) {
         pes.packets.push(offset);
-        pes.received += payload.len();
+        pes.received = pes.received.saturating_add(payload.len());
     }
 }
 
-/// Looks for the first slice of an access unit: `Some((is_idr, sps))` once found.
-fn scan_frame(es: &[u8]) -> Option<(bool, Option<Sps>)> {
-    let units = h264::nal_units(es);
-    let mut sps = None;
-    for (i, unit) in units.iter().enumerate() {
-        match h264::nal_type(unit) {
-            // An SPS is only complete when another NAL unit follows it.
-            Some(h264::NAL_SPS) if i + 1 < units.len() => sps = h264::parse_sps(unit).or(sps),
-            Some(h264::NAL_IDR) => return Some((true, sps)),
-            Some(h264::NAL_SLICE) => return Some((false, sps)),
+/// Looks for the first slice of an access unit, from where the last look stopped: `Some(is_idr)` once found,
+/// or once the unit is too long for its first slice still to come.
+fn scan_frame(frame: &mut Frame) -> Option<bool> {
+    let es = &frame.es;
+    let from = frame.scan.searched;
+    let starts: Vec<usize> = h264::nal_starts(&es[from..]).into_iter().map(|start| from + start).collect();
+    // A start code may straddle the end: its first two bytes are searched again with what follows.
+    frame.scan.searched = es.len().saturating_sub(2).max(starts.last().copied().unwrap_or(from));
+    for start in starts {
+        // The unit before this one is complete now.
+        let Some(unit) = frame.scan.last_unit.replace(start) else { continue };
+        let nal = &es[unit..(start - 3).max(unit)];
+        match h264::nal_type(nal) {
+            Some(h264::NAL_SPS) => frame.scan.sps = h264::parse_sps(nal).or(frame.scan.sps.take()),
+            Some(h264::NAL_IDR) => return Some(true),
+            Some(h264::NAL_SLICE) => return Some(false),
             _ => {}
         }
     }
-    (es.len() > MAX_FRAME_HEADER).then_some((false, sps))
+    // The last unit's type is known from its first byte, before the unit is complete.
+    match frame.scan.last_unit.and_then(|unit| h264::nal_type(&es[unit..])) {
+        Some(h264::NAL_IDR) => return Some(true),
+        Some(h264::NAL_SLICE) => return Some(false),
+        _ => {}
+    }
+    (es.len() > MAX_FRAME_HEADER || frame.packets.len() > MAX_FRAME_PACKETS).then_some(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VIDEO: u16 = 0x100;
+    const AUDIO: u16 = 0x101;
+    const PMT: u16 = 0x1000;
+    /// x264's SPS of a 1280x720 High profile stream.
+    const SPS: [u8; 26] = [
+        0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x40, 0x50, 0x05, 0xbb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00,
+        0x00, 0x03, 0x03, 0xc0, 0xf1, 0x83, 0x19, 0x60,
+    ];
+    const IDR: &[u8] = &[0x65, 0x88, 0x84, 0x21, 0x43];
+    const SLICE: &[u8] = &[0x41, 0x9a, 0x21, 0x43];
+
+    /// Writes a transport stream: program 1 with H.264 on `VIDEO` and AAC on `AUDIO`.
+    #[derive(Default)]
+    struct Ts {
+        out: Vec<u8>,
+        cc: HashMap<u16, u8>,
+    }
+
+    impl Ts {
+        /// One packet carrying exactly `payload` (at most 184 bytes; an adaptation field stuffs the rest).
+        fn packet(&mut self, pid: u16, start: bool, payload: &[u8]) {
+            let cc = self.cc.entry(pid).or_default();
+            let stuffing = PACKET_SIZE - 4 - payload.len();
+            let control = if stuffing > 0 { 0x30 } else { 0x10 };
+            self.out.extend_from_slice(&[SYNC, u8::from(start) << 6 | (pid >> 8) as u8, pid as u8, control | *cc]);
+            *cc = (*cc + 1) & 0x0f;
+            if stuffing > 0 {
+                self.out.push((stuffing - 1) as u8);
+                if stuffing > 1 {
+                    self.out.push(0);
+                    self.out.resize(self.out.len() + stuffing - 2, 0xff);
+                }
+            }
+            self.out.extend_from_slice(payload);
+        }
+
+        fn psi(&mut self, pid: u16, table: &[u8]) {
+            let mut payload = vec![0];
+            payload.extend_from_slice(table);
+            payload.extend_from_slice(&ts::section_crc(table).to_be_bytes());
+            self.packet(pid, true, &payload);
+        }
+
+        fn tables(&mut self) {
+            self.psi(PAT_PID, &[0x00, 0xb0, 0x0d, 0, 1, 0xc1, 0, 0, 0, 1, 0xe0 | (PMT >> 8) as u8, PMT as u8]);
+            let mut pmt = vec![0x02, 0xb0, 0x17, 0, 1, 0xc1, 0, 0, 0xe0 | (VIDEO >> 8) as u8, VIDEO as u8, 0xf0, 0];
+            pmt.extend_from_slice(&[stream_type::H264, 0xe0 | (VIDEO >> 8) as u8, VIDEO as u8, 0xf0, 0]);
+            pmt.extend_from_slice(&[stream_type::AAC_ADTS, 0xe0 | (AUDIO >> 8) as u8, AUDIO as u8, 0xf0, 0]);
+            self.psi(PMT, &pmt);
+        }
+
+        /// A PES packet with this PTS, cut into TS packets of `piece` bytes of payload (at most 184).
+        fn pes(&mut self, pid: u16, pts: u64, es: &[u8], piece: usize) {
+            let stream_id = if pid == VIDEO { 0xe0 } else { 0xc0 };
+            let mut data = vec![0, 0, 1, stream_id, 0, 0, 0x80, 0x80, 5];
+            data.extend_from_slice(&[
+                0x21 | ((pts >> 29) as u8 & 0x0e),
+                (pts >> 22) as u8,
+                ((pts >> 14) as u8) | 1,
+                (pts >> 7) as u8,
+                ((pts as u8) << 1) | 1,
+            ]);
+            // The header whole in the first packet, the rest in pieces.
+            let first = es.len().min(piece.saturating_sub(data.len()).max(1));
+            data.extend_from_slice(&es[..first]);
+            self.packet(pid, true, &data);
+            for payload in es[first..].chunks(piece) {
+                self.packet(pid, false, payload);
+            }
+        }
+
+        /// A video access unit of these NAL units, each after a 4-byte start code.
+        fn frame(&mut self, pts: u64, nals: &[&[u8]]) {
+            let es: Vec<u8> = nals.iter().flat_map(|nal| [&[0, 0, 0, 1][..], nal].concat()).collect();
+            self.pes(VIDEO, pts, &es, 184);
+        }
+    }
+
+    fn cut(chunker: &mut Chunker, input: &[u8]) -> Vec<Chunk> {
+        let mut chunks = chunker.push(input).expect("the stream is cut");
+        chunks.extend(chunker.finish());
+        chunks
+    }
+
+    /// Regression (fuzz target `chunker`): an IDR packet repeated with the same continuity counter (a legal
+    /// duplicate) ended a chunk at the same PTS it started with when the target was under 10 ms: a chunk of
+    /// duration 0, and with a PTS stepping back, a subtraction that overflowed. The minimised input was a PAT,
+    /// a PMT and one IDR packet twice, with target duration 0.
+    #[test]
+    fn an_idr_at_the_chunks_first_pts_does_not_end_the_chunk() {
+        for target in [0, 1, TARGET_TOLERANCE] {
+            let mut ts = Ts::default();
+            ts.tables();
+            ts.frame(139_170, &[&[0x09, 0xf0], &SPS, IDR]);
+            let idr = ts.out[ts.out.len() - PACKET_SIZE..].to_vec();
+            ts.out.extend_from_slice(&idr);
+            ts.frame(139_170 - 3000, &[IDR]); // backwards, by less than a discontinuity
+            ts.frame(139_170 + 3000, &[IDR]);
+            let chunks = cut(&mut Chunker::new(target), &ts.out);
+            let cuts: Vec<(u64, u64)> = chunks.iter().map(|c| (c.first_pts, c.duration)).collect();
+            // The last chunk lasts one frame, 6000 from the last DTS step.
+            assert_eq!(cuts, vec![(139_170, 3000), (142_170, 6000)], "target {target}");
+        }
+    }
+
+    /// The bound: a source that never sends a keyframe is refused with a clear error after 8 MiB, and
+    /// nothing of it is held meanwhile (access units before the first IDR are dropped).
+    #[test]
+    fn a_source_that_never_sends_a_keyframe_is_refused_after_a_bound_holding_nothing() {
+        let mut chunker = Chunker::new(2 * CLOCK);
+        let mut pts = 0;
+        let error = loop {
+            let mut ts = Ts::default();
+            ts.tables();
+            for _ in 0..30 {
+                ts.frame(pts, &[SLICE, &[0x01; 700]]);
+                pts += 3000;
+            }
+            match chunker.push(&ts.out) {
+                Ok(chunks) => assert!(chunks.is_empty() && chunker.growing().is_empty()),
+                Err(error) => break error,
+            }
+            assert!(
+                chunker.buffer.len() < PACKET_SIZE && chunker.frame.as_ref().is_none_or(|f| f.packets.len() < 1024)
+            );
+        };
+        let MediaError::NoKeyframe(seen) = error else { panic!("{error:?}") };
+        assert!(seen > MAX_WITHOUT_PROGRAM as usize && seen < MAX_WITHOUT_PROGRAM as usize + 64 * 1024, "{seen}");
+        assert!(chunker.dropped_before_first_idr() > 2500);
+        assert_eq!(chunker.diagnose(), Some(MediaError::NoKeyframe(seen)));
+        assert_eq!(error.to_string(), format!("no H.264 keyframe (IDR) in {seen} bytes of video"));
+    }
+
+    /// Regression: the packets of an access unit whose first slice never came were held aside without bound
+    /// (only its video bytes were bounded), so a publisher that started a video PES and then sent only audio grew
+    /// the segmenter's memory for ever. Now it is judged not an IDR after a bound, and joins the chunk, whose size
+    /// is bounded.
+    #[test]
+    fn an_access_unit_without_a_slice_is_held_aside_only_within_a_bound() {
+        let mut ts = Ts::default();
+        ts.tables();
+        ts.frame(0, &[&SPS, IDR]);
+        ts.frame(3000, &[&[0x09, 0xf0], &[0x06, 0x05, 0x10]]); // an AUD and an SEI, and never a slice
+        for _ in 0..(MAX_FRAME_PACKETS / PACKET_SIZE + 100) {
+            ts.pes(AUDIO, 3000, &[0xff, 0xf1, 0x4c, 0x80, 0x2e, 0x7f, 0xfc], 184);
+        }
+        let mut chunker = Chunker::new(2 * CLOCK);
+        assert!(chunker.push(&ts.out).expect("cut").is_empty());
+        assert!(chunker.frame.is_none(), "the access unit was judged");
+        assert!(chunker.growing().len() > MAX_FRAME_PACKETS, "and joined the chunk");
+    }
+
+    /// The search for the first slice keeps its place between packets: start codes and NAL headers split across
+    /// packets, an SPS and a long SEI before the IDR, are found as when they arrive whole.
+    #[test]
+    fn the_first_slice_is_found_however_the_video_arrives() {
+        let sei = [&[0x06][..], &[0x05; 3000]].concat();
+        let mut whole = Ts::default();
+        whole.tables();
+        let mut split = Ts::default();
+        split.tables();
+        for (i, pts) in [0, 3000, 6000, 2 * CLOCK, 2 * CLOCK + 3000].into_iter().enumerate() {
+            let nals: [&[u8]; 4] = [&[0x09, 0xf0], &SPS, &sei, if i % 3 == 0 { IDR } else { SLICE }];
+            whole.frame(pts, &nals);
+            let es: Vec<u8> = nals.iter().flat_map(|nal| [&[0, 0, 0, 1][..], nal].concat()).collect();
+            // 7 bytes of payload per packet: every start code and header lands across packets somewhere.
+            split.pes(VIDEO, pts, &es, 7);
+        }
+        let whole = cut(&mut Chunker::new(2 * CLOCK), &whole.out);
+        let split = cut(&mut Chunker::new(2 * CLOCK), &split.out);
+        for chunks in [&whole, &split] {
+            let summary: Vec<_> = chunks.iter().map(|c| (c.first_pts, c.duration, c.width, c.height)).collect();
+            assert_eq!(summary, vec![(0, 2 * CLOCK, 1280, 720), (2 * CLOCK, 3000, 1280, 720)]);
+            assert_eq!(chunks[0].codecs, "avc1.64001f");
+        }
+    }
 }

@@ -170,7 +170,11 @@ impl PartCutter {
                 self.current_first_dts = Some(dts);
                 self.chunk_first_dts.get_or_insert(dts);
             }
-            Some(first) if dts + self.frame_step.max(1) > first + self.target => {
+            // A part ends before a frame that decodes after its first one, never before a repeated or an earlier
+            // DTS, whatever the frame step: its duration is the difference.
+            Some(first)
+                if dts > first && dts.saturating_add(self.frame_step.max(1)) > first.saturating_add(self.target) =>
+            {
                 parts.push(self.close(dts - first, false));
                 self.current_first_dts = Some(dts);
                 // The new part starts with the tables, so a player can start decoding at it.
@@ -363,5 +367,22 @@ mod tests {
         assert_eq!(audio.len(), whole.len() - 2, "one PES of two packets dropped");
         let counters: Vec<u8> = audio.iter().map(|p| ts::continuity_counter(p)).collect();
         assert_eq!(counters, (0..audio.len() as u8).map(|c| c & 0x0f).collect::<Vec<_>>(), "renumbered from 0");
+    }
+
+    /// Regression (fuzz target `parts`): a frame repeating the previous one's DTS ended a part when the frame step
+    /// was longer than the part target, giving a part of duration 0; an earlier DTS overflowed the subtraction.
+    /// The minimised input was a PAT, a PMT and one video PES packet twice, with a part target of 1 s and a frame
+    /// hint of 2 s.
+    #[test]
+    fn a_repeated_or_earlier_dts_does_not_end_a_part() {
+        let mut input = [pat(), pmt()].concat();
+        for (cc, dts) in [216_000, 216_000, 213_000, 216_000 + 90_000].into_iter().enumerate() {
+            input.extend(pes(VIDEO, cc as u8, dts));
+        }
+        let mut cutter = PartCutter::new(90_000, 180_000, false);
+        let mut parts = cutter.push(&input);
+        parts.extend(cutter.finish(4 * 90_000));
+        let cuts: Vec<(u64, u64)> = parts.iter().map(|p| (p.first_dts, p.duration)).collect();
+        assert_eq!(cuts, vec![(216_000, 90_000), (306_000, 270_000)]);
     }
 }

@@ -236,12 +236,15 @@ impl Unwrapper {
         let value = match self.last {
             None => raw,
             Some(last) => {
-                let base = last - last % PTS_MODULO;
-                [base + raw, base + raw + PTS_MODULO, (base + raw).wrapping_sub(PTS_MODULO)]
+                // The same raw value in the wrap period of `last`, the next one or the previous one: whichever is
+                // closest. Checked, for a `last` resumed from anywhere.
+                let here = (last - last % PTS_MODULO).saturating_add(raw);
+                [Some(here), here.checked_add(PTS_MODULO), here.checked_sub(PTS_MODULO)]
                     .into_iter()
+                    .flatten()
                     .filter(|candidate| *candidate < u64::MAX / 2)
                     .min_by_key(|candidate| candidate.abs_diff(last))
-                    .unwrap_or(base + raw)
+                    .unwrap_or(here)
             }
         };
         self.last = Some(value);
@@ -308,6 +311,15 @@ mod tests {
         assert_eq!(u.unwrap(3000), PTS_MODULO + 3000);
         // B-frames reorder slightly backwards across the wrap too.
         assert_eq!(u.unwrap(PTS_MODULO - 1500), PTS_MODULO - 1500);
+    }
+
+    #[test]
+    fn unwrapping_never_overflows() {
+        for last in [u64::MAX, u64::MAX - 1, u64::MAX / 2, u64::MAX / 2 - 1, PTS_MODULO - 1] {
+            for raw in [0, 1, PTS_MODULO / 2, PTS_MODULO - 1, u64::MAX] {
+                let _ = Unwrapper::resume(Some(last)).unwrap(raw);
+            }
+        }
     }
 
     #[test]

@@ -40,7 +40,9 @@ mod gate;
 mod metrics;
 mod session;
 pub mod stream_id;
-mod ts;
+// Public only for the fuzz target (`fuzz/fuzz_targets/realigner.rs`): not part of ingest's API.
+#[doc(hidden)]
+pub mod ts;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
