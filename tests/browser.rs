@@ -6,21 +6,12 @@
 
 mod support;
 
-use std::{
-    path::Path,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use support::{eventually, publish, republish, Stack, StackOptions};
 
 #[test]
 fn the_player_page_plays_switches_renditions_and_survives_a_reconnect() {
-    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    assert!(
-        browser_dir.join("node_modules/playwright-core").exists() && Path::new("/usr/bin/chromium").exists(),
-        "playwright-core and chromium are missing: make test installs them (scripts/install-browser-deps.sh)"
-    );
     let stack = Stack::start_with(StackOptions { end_grace: Some(30), ..StackOptions::default() });
     let url = stack.srt_url("cam");
     // 720p in, so the ladder has three renditions to switch between.
@@ -30,30 +21,13 @@ fn the_player_page_plays_switches_renditions_and_survives_a_reconnect() {
         (status == 200 && master.matches("#EXT-X-STREAM-INF").count() == 3).then_some(())
     });
 
-    let player = Command::new("node")
-        .arg(browser_dir.join("watch.mjs"))
-        .arg(stack.url("/"))
-        .arg("cam")
-        .current_dir(&browser_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node runs");
+    let player = support::browser_script("watch.mjs", &[&stack.url("/"), "cam"]);
 
     // The publisher drops at the end of its input and comes back under the same name.
     first.finish();
     let second = republish(&url, "1280x720", 25, 30, 880);
-    let output = player.wait_with_output().expect("player finishes");
+    let report = support::browser_report(player, &stack);
     second.finish();
-    let report = String::from_utf8_lossy(&output.stdout);
-    eprintln!("player: {report}");
-    assert!(
-        output.status.success(),
-        "the player page failed: {report}\n{}\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        stack.logs()
-    );
-    let report: serde_json::Value = serde_json::from_str(report.trim()).expect("one JSON report");
     let phases = report["phases"].as_array().expect("phases");
     let names: Vec<&str> = phases.iter().filter_map(|p| p["phase"].as_str()).collect();
     assert_eq!(names, vec!["advance", "360p", "480p", "720p", "reconnect"], "{report}");

@@ -7,11 +7,7 @@
 
 mod support;
 
-use std::{
-    path::Path,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use support::{eventually, parse_playlist, publish_small, run, Stack, StackOptions, LADDER, SMALL_LADDER};
 
@@ -162,30 +158,8 @@ fn signed_streams_play_with_a_token_and_only_with_it() {
     open.finish();
 
     // hls.js in chromium, from the signed player page.
-    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    assert!(
-        browser_dir.join("node_modules/playwright-core").exists() && Path::new("/usr/bin/chromium").exists(),
-        "playwright-core and chromium are missing: make test installs them (scripts/install-browser-deps.sh)"
-    );
-    let output = Command::new("node")
-        .arg(browser_dir.join("signed.mjs"))
-        .arg(stack.url(""))
-        .arg(&valid)
-        .arg("vip")
-        .current_dir(&browser_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("node runs");
-    let report = String::from_utf8_lossy(&output.stdout);
-    eprintln!("player: {report}");
-    assert!(
-        output.status.success(),
-        "the signed player failed: {report}\n{}\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        stack.logs()
-    );
-    let report: serde_json::Value = serde_json::from_str(report.trim()).expect("one JSON report");
+    let player = support::browser_script("signed.mjs", &[&stack.url(""), &valid, "vip"]);
+    let report = support::browser_report(player, &stack);
     assert!(report["played"].as_f64().expect("as the test expects") >= 4.0, "{report}");
     assert!(report["requests"].as_u64().expect("as the test expects") >= 5, "{report}");
     assert_eq!(report["withoutToken"]["code"], 403, "{report}");

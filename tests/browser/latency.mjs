@@ -4,16 +4,11 @@
 // its arrival at ingest) every 500 ms. Prints one JSON line; exits 1 if playback never starts.
 // Usage: node latency.mjs http://127.0.0.1:PORT/watch/STREAM SECONDS
 // LATENCY_TRACE=1 also prints every sample (latency, buffer ahead, playback rate, hls.js target) to stderr.
-import { chromium } from 'playwright-core';
+import { launch, sleep } from './harness.mjs';
 
 const [url, seconds = '30'] = process.argv.slice(2);
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const out = { url, latencies: [] };
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--autoplay-policy=no-user-gesture-required'],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage();
   await page.goto(url);

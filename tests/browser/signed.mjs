@@ -4,26 +4,12 @@
 // hls.js is given the same master URL without the token and must fail on it with 403.
 // Prints one JSON line of observations and exits 1 with the reason if a check fails.
 // Usage: node signed.mjs http://127.0.0.1:PORT TOKEN STREAM
-import { chromium } from 'playwright-core';
+import { run, sleep } from './harness.mjs';
 
 const [base, token, stream] = process.argv.slice(2);
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const report = { requests: 0, unsigned: [] };
-let browser;
 
-function fail(why) {
-  report.failure = why;
-  console.log(JSON.stringify(report));
-  process.exitCode = 1;
-  throw new Error(why);
-}
-
-async function main() {
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--autoplay-policy=no-user-gesture-required'],
-  });
+async function main(browser, fail) {
   const page = await browser.newPage();
   page.on('pageerror', (e) => (report.pageErrors ??= []).push(String(e)));
   // Every media request the player makes: under the token, or (a failure) not.
@@ -67,15 +53,6 @@ async function main() {
   const plain = await page.goto(`${base}/watch/${stream}`);
   report.pageWithoutToken = plain.status();
   if (plain.status() !== 403) fail(`the player page without the token answered ${plain.status()}`);
-  console.log(JSON.stringify(report));
 }
 
-main()
-  .catch((e) => {
-    if (!report.failure) {
-      report.failure = String(e);
-      console.log(JSON.stringify(report));
-      process.exitCode = 1;
-    }
-  })
-  .finally(() => browser && browser.close());
+await run(report, main);

@@ -8,27 +8,13 @@
 //   frame's EXT-X-PROGRAM-DATE-TIME (its arrival at ingest) to the moment it is on screen.
 // Prints one JSON line of observations and exits 1 with the reason if a check fails.
 // Usage: node watch.mjs http://127.0.0.1:PORT/ STREAM
-import { chromium } from 'playwright-core';
+import { run, sleep } from './harness.mjs';
 
 const [url, stream] = process.argv.slice(2);
 const deadline = (seconds) => Date.now() + seconds * 1000;
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const report = { url, phases: [] };
-let browser;
 
-function fail(why) {
-  report.failure = why;
-  console.log(JSON.stringify(report));
-  process.exitCode = 1;
-  throw new Error(why);
-}
-
-async function main() {
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--autoplay-policy=no-user-gesture-required'],
-  });
+async function main(browser, fail) {
   const page = await browser.newPage();
   page.on('pageerror', (e) => (report.pageErrors ??= []).push(String(e)));
   await page.goto(url);
@@ -121,15 +107,6 @@ async function main() {
     fail(`playback stalled after the reconnect: ${JSON.stringify(continued)}`);
   }
   report.errors = continued.errors;
-  console.log(JSON.stringify(report));
 }
 
-main()
-  .catch((e) => {
-    if (!report.failure) {
-      report.failure = String(e);
-      console.log(JSON.stringify(report));
-      process.exitCode = 1;
-    }
-  })
-  .finally(() => browser && browser.close());
+await run(report, main);

@@ -1112,3 +1112,36 @@ pub fn parse_playlist(stack: &impl Deployment, text: &str) -> serde_json::Value 
     assert!(ok, "the m3u8 parser refuses the playlist ({err}) (make test installs it):\n{text}");
     serde_json::from_str(&out).expect("parser output")
 }
+
+/// A script of tests/browser (playwright-core driving Debian's chromium) started with `args`; wait for its
+/// report with [`browser_report`].
+pub fn browser_script(script: &str, args: &[&str]) -> Child {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        dir.join("node_modules/playwright-core").exists() && Path::new("/usr/bin/chromium").exists(),
+        "playwright-core and chromium are missing: make test installs them (scripts/install-browser-deps.sh)"
+    );
+    Command::new("node")
+        .arg(dir.join(script))
+        .args(args)
+        .current_dir(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node runs")
+}
+
+/// The one JSON line a browser script prints; panics with it, the script's stderr and the stack's logs if the
+/// script failed.
+pub fn browser_report(script: Child, stack: &impl Deployment) -> serde_json::Value {
+    let output = script.wait_with_output().expect("the browser script finishes");
+    let report = String::from_utf8_lossy(&output.stdout);
+    eprintln!("player: {report}");
+    assert!(
+        output.status.success(),
+        "the player failed: {report}\n{}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        stack.logs()
+    );
+    serde_json::from_str(report.trim()).expect("one JSON report")
+}
