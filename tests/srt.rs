@@ -66,9 +66,11 @@ fn assert_refused(port: u16, stream_id: &str, passphrase: Option<&str>, expected
 }
 
 /// A caller that must be accepted; refusals as [`RejectReason::CONFLICT`] (an earlier session of the name
-/// still ending) are waited out for up to 10 s.
+/// still ending) are waited out for up to 20 s: a probe that hung up in the middle of its handshake keeps
+/// the name reserved until the listener gives the handshake up (ladder_srt's `PENDING_TIMEOUT`, 10 s), and
+/// then the claim it may have taken runs out (`LEASE_TTL`, 3 s).
 fn call_until_accepted(port: u16, stream_id: &str, passphrase: Option<&str>) -> Caller {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         match call(port, stream_id, passphrase, None) {
             Ok(caller) => return caller,
