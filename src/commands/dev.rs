@@ -137,10 +137,10 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
     );
     println!("  metrics:  http://{}/metrics", args.metrics_listen);
     println!("  top:      ladder top --api http://{} --api-token {api_token}", args.api_listen);
-    println!("  events:   ladder events --nats {}", nats.nats_url);
+    let shown = ladder_bus::auth::redact(&nats.nats_url);
+    println!("  events:   ladder events --nats {shown}");
     println!(
-        "  keys:     open publishing: any NAME without a key; give one with ladder stream set-key NAME --nats {}",
-        nats.nats_url
+        "  keys:     open publishing: any NAME without a key; give one with ladder stream set-key NAME --nats {shown}"
     );
     println!("  stop:     Ctrl-C");
     println!();

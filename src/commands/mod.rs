@@ -4,6 +4,7 @@ mod chunk;
 mod dev;
 mod events;
 mod reindex;
+mod setup;
 mod stream;
 mod token;
 mod top;
@@ -106,6 +107,9 @@ pub enum Command {
     Events(events::EventsArgs),
     /// Rebuild an empty index by replaying the retained event log.
     Reindex(reindex::ReindexArgs),
+    /// Create the JetStream streams, consumers and buckets (or update them), print them and exit: for a NATS
+    /// whose service users may not (deploy/nats/ladder.conf).
+    Setup(setup::SetupArgs),
     /// Cut an MPEG-TS file into chunks as the segmenter does (no NATS, no storage).
     Chunk(chunk::ChunkArgs),
     /// Mint a playback token for a signed stream (or make a new signing key).
@@ -117,8 +121,10 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct NatsArgs {
-    /// NATS server URL.
-    #[arg(long = "nats", env = "LADDER_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    /// NATS server URL; several servers of a cluster comma-separated. A user and password go in the URL
+    /// (`nats://ingest:secret@nats1:4222`, percent-encoded), a credentials file (user JWT and NKey seed) in
+    /// LADDER_NATS_CREDS. Passwords are never logged.
+    #[arg(long = "nats", env = "LADDER_NATS_URL", default_value = "nats://127.0.0.1:4222", hide_env_values = true)]
     pub nats_url: String,
 }
 
@@ -365,6 +371,7 @@ impl Command {
             Command::Dev(_) => "dev",
             Command::Events(_) => "events",
             Command::Reindex(_) => "reindex",
+            Command::Setup(_) => "setup",
             Command::Chunk(_) => "chunk",
             Command::Token(_) => "token",
             Command::Stream(_) => "stream",
@@ -413,6 +420,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Events(args) => events::run(args, shutdown).await?,
         Command::Stream(command) => stream::run(command).await?,
         Command::Reindex(args) => reindex::run(args).await?,
+        Command::Setup(args) => setup::run(args).await?,
         Command::Chunk(args) => chunk::run(args)?,
         Command::Token(args) => config(token::run(args))?,
     }

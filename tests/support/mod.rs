@@ -62,6 +62,18 @@ pub struct StackOptions {
     pub api: bool,
     /// More environment of the manifest (signed playback, request limits).
     pub manifest_env: Vec<(&'static str, String)>,
+    /// A single nats-server with the users and permissions of deploy/nats/ladder.conf: every service connects
+    /// as its own user, the topology is made first by `ladder setup` as the operator's user `ladder`, and
+    /// [`Stack::nats_url`] (operator commands) is that user's.
+    pub nats_users: bool,
+}
+
+/// The users of deploy/nats/ladder.conf.
+pub const NATS_USERS: [&str; 7] = ["ladder", "ingest", "segmenter", "transcoder", "indexer", "manifest", "api"];
+
+/// The password a stack with [`StackOptions::nats_users`] gives `user`.
+pub fn nats_password(user: &str) -> String {
+    format!("{user}-password-0123")
 }
 
 /// A ladder of two renditions that the small test source ([`publish_small`], 320x180) fits, as the text of a
@@ -132,6 +144,16 @@ impl Stack {
                 .block_on(NatsCluster::start(&dir.path().join("nats"), options.nats_nodes))
                 .expect("nats-server cluster starts (make test installs nats-server)");
             Nats::Cluster(cluster)
+        } else if options.nats_users {
+            let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nats/ladder.conf");
+            let env = NATS_USERS
+                .iter()
+                .map(|user| (format!("LADDER_NATS_{}_PASSWORD", user.to_uppercase()), nats_password(user)))
+                .collect();
+            let server = runtime
+                .block_on(NatsServer::start_configured(&dir.path().join("nats"), None, Some(&config), env))
+                .expect("nats-server starts with deploy/nats/ladder.conf");
+            Nats::Single(Box::new(server))
         } else {
             let server = runtime
                 .block_on(NatsServer::start(&dir.path().join("nats"), None))
@@ -139,6 +161,7 @@ impl Stack {
             Nats::Single(Box::new(server))
         };
         let nats_url = match &nats {
+            Nats::Single(server) if options.nats_users => with_user(&server.url(), "ladder"),
             Nats::Single(server) => server.url(),
             Nats::Cluster(cluster) => cluster.url(),
         };
@@ -157,6 +180,10 @@ impl Stack {
             nats: Some(nats),
             runtime,
         };
+        if stack.options.nats_users {
+            let (code, out, err) = stack.ladder(&["setup"]);
+            assert_eq!(code, 0, "ladder setup as the operator's user: {out}{err}");
+        }
         // One after another, each once it says it serves: the first creates the JetStream streams, consumers and
         // buckets, and the tests are about what happens after start-up. (All at once on a fresh cluster, some
         // instances have exited on a timed-out creation request.)
@@ -255,7 +282,10 @@ impl Stack {
     fn launch(&mut self, service: &str, name: String) -> String {
         let data = self.data();
         let storage = self.options.storage.clone().unwrap_or_else(|| data.join("media").display().to_string());
-        let nats = self.nats_url.clone();
+        let nats = match self.options.nats_users {
+            true => self.nats_url_of(service),
+            false => self.nats_url.clone(),
+        };
         // The first manifest (ingest) gets the stack's port; the others a free one each.
         let port_taken = |port: u16| self.services.iter().any(|i| i.service == service && i.port == Some(port));
         let mut args: Vec<OsString> = Vec::new();
@@ -576,6 +606,19 @@ impl Stack {
         out
     }
 
+    /// The URL a service connects to NATS with: with [`StackOptions::nats_users`], as its own user.
+    pub fn nats_url_of(&self, user: &str) -> String {
+        match self.options.nats_users {
+            true => with_user(&self.nats_url[self.nats_url.find('@').map_or(0, |at| at + 1)..], user),
+            false => self.nats_url.clone(),
+        }
+    }
+
+    /// The log of nats-server (a single server).
+    pub fn nats_log(&self) -> String {
+        std::fs::read_to_string(self.data().join("nats/nats-server.log")).unwrap_or_default()
+    }
+
     /// The whole log of an instance.
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.log_path(name)).unwrap_or_default()
@@ -685,8 +728,13 @@ impl Stack {
     where
         F: std::future::Future<Output = Option<T>>,
     {
-        let servers: Vec<String> = self.nats_url.split(',').map(str::to_string).collect();
-        on_jetstream(&self.runtime, async_nats::ConnectOptions::new(), servers, timeout, f)
+        let servers: Vec<String> =
+            self.nats_url.split(',').map(|url| url[url.find('@').map_or(0, |at| at + 1)..].to_string()).collect();
+        let options = match self.options.nats_users {
+            true => async_nats::ConnectOptions::with_user_and_password("ladder".into(), nats_password("ladder")),
+            false => async_nats::ConnectOptions::new(),
+        };
+        on_jetstream(&self.runtime, options, servers, timeout, f)
     }
 
     /// The value of a key in a JetStream key-value bucket, if both exist.
@@ -1144,4 +1192,10 @@ pub fn browser_report(script: Child, stack: &impl Deployment) -> serde_json::Val
         stack.logs()
     );
     serde_json::from_str(report.trim()).expect("one JSON report")
+}
+
+/// `url` (`nats://host:port`, or just `host:port`) with `user` and its [`nats_password`].
+fn with_user(url: &str, user: &str) -> String {
+    let address = url.trim_start_matches("nats://");
+    format!("nats://{user}:{}@{address}", nats_password(user))
 }

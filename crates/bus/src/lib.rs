@@ -18,13 +18,14 @@
 //! Existing streams and buckets keep the replicas they have; consumers follow their stream's.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod keys;
 pub mod kv;
 pub mod metrics;
 pub mod server;
 pub mod topology;
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use async_nats::jetstream::{
     self,
@@ -37,6 +38,7 @@ use ladder_proto::{Event, PartReady};
 use prost::Message as _;
 
 pub use async_nats;
+pub use auth::{Credentials, Refusals};
 pub use keys::{KeyError, KeyView, StreamKeys};
 
 /// How long [`Bus::connect`] keeps trying to set up the streams, consumers and buckets.
@@ -77,6 +79,15 @@ pub enum BusError {
     InvalidReplicas { value: String },
     #[error("cannot connect to NATS at {url}: {source}")]
     Connect { url: String, source: async_nats::ConnectError },
+    /// The server refused the login: wrong user, password, token or credentials file. Not retried.
+    #[error("NATS at {url} refused {credentials:?}: {reason}")]
+    Refused { url: String, credentials: Credentials, reason: String },
+    #[error("NATS credentials: {0}")]
+    Credentials(String),
+    /// The server's permissions do not allow this connection to publish to `subject`: never retried, a
+    /// deployment error (see deploy/nats/ladder.conf).
+    #[error("NATS does not allow this service to publish to {subject}: {refusal}")]
+    Forbidden { subject: String, refusal: String },
     #[error("no NATS server answered at {url} within {waited:?}")]
     NoServer { url: String, waited: Duration },
     #[error("invalid NATS URL {url:?}: {source}")]
@@ -97,6 +108,7 @@ pub struct Bus {
     client: async_nats::Client,
     js: jetstream::Context,
     replicas: usize,
+    refusals: Refusals,
 }
 
 impl Bus {
@@ -120,28 +132,14 @@ impl Bus {
     }
 
     /// [`Bus::connect`] with the value of [`REPLICAS_ENV`] given rather than read from the environment.
+    /// Credentials come from `url` or from the file named by [`auth::CREDS_ENV`] (see [`auth`]).
     pub async fn connect_with(url: &str, replicas: Option<&str>) -> Result<Bus, BusError> {
         let configured = replicas.map(parse_replicas).transpose()?;
-        let servers = url
-            .split(',')
-            .map(|server| server.trim().parse::<async_nats::ServerAddr>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| BusError::InvalidUrl { url: url.to_string(), source })?;
-        let client = async_nats::ConnectOptions::new()
-            .name("ladder")
-            .retry_on_initial_connect()
-            .max_reconnects(None)
-            .connection_timeout(Duration::from_secs(5))
-            .connect(servers)
-            .await
-            .map_err(|source| BusError::Connect { url: url.to_string(), source })?;
-        // With retry_on_initial_connect the client connects in the background; a flush is answered once it
-        // is connected, and then the server's INFO is known.
-        match tokio::time::timeout(FIRST_CONNECTION_TIMEOUT, client.flush()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "waiting for the first nats connection failed"),
-            Err(_) => return Err(BusError::NoServer { url: url.to_string(), waited: FIRST_CONNECTION_TIMEOUT }),
-        }
+        let creds_file = std::env::var_os(auth::CREDS_ENV).filter(|path| !path.is_empty()).map(PathBuf::from);
+        let (servers, credentials) = auth::parse(url, creds_file)?;
+        let shown = auth::redact(url);
+        let refusals = Refusals::default();
+        let client = first_connection(&servers, &credentials, &refusals, &shown).await?;
         let info = client.server_info();
         let replicas = configured.unwrap_or_else(|| replicas_for_cluster(&info));
         tracing::info!(
@@ -158,6 +156,17 @@ impl Bus {
         loop {
             match topology::ensure(&js, replicas).await {
                 Ok(()) => break,
+                // A request the permissions do not allow goes unanswered: waiting longer cannot help.
+                Err(e) if refusals.of_prefix("$JS.API.").is_some() => {
+                    let refusal = refusals.of_prefix("$JS.API.").unwrap_or_default();
+                    return Err(BusError::Topology {
+                        what: "streams, consumers and buckets".into(),
+                        message: format!(
+                            "{e}; NATS refused: {refusal}. This user may not create or change them: run \
+                             `ladder setup` as a user that may (deploy/nats/ladder.conf), then start the service"
+                        ),
+                    });
+                }
                 Err(e) if tokio::time::Instant::now() + pause < deadline => {
                     tracing::warn!(error = %e, "setting up jetstream failed, retrying");
                     tokio::time::sleep(pause).await;
@@ -166,7 +175,7 @@ impl Bus {
                 Err(e) => return Err(e),
             }
         }
-        Ok(Bus { client, js, replicas })
+        Ok(Bus { client, js, replicas, refusals })
     }
 
     pub fn jetstream(&self) -> &jetstream::Context {
@@ -245,6 +254,9 @@ impl Bus {
                 }
                 Err(e) => e.to_string(),
             };
+            if let Some(refusal) = self.refusals.of_subject(&subject) {
+                return Err(BusError::Forbidden { subject, refusal });
+            }
             if started.elapsed() + pause > PUBLISH_DEADLINE {
                 return Err(BusError::Publish {
                     subject,
@@ -405,6 +417,54 @@ fn ladder_headers(headers: Option<&async_nats::HeaderMap>) -> Vec<(String, Vec<S
 /// as opposed to no answer, which a retry can fix: NATS unreachable, JetStream restarting (no responders),
 /// a lost acknowledgement, or a cluster without a leader for the moment. Ingest, which retries its messages
 /// for as long as it holds its claim, decides with this too.
+/// Connects to one of `servers`, waiting up to [`FIRST_CONNECTION_TIMEOUT`] for one to answer; a refused
+/// login fails at once. Once connected, the client reconnects forever.
+async fn first_connection(
+    servers: &[async_nats::ServerAddr],
+    credentials: &Credentials,
+    refusals: &Refusals,
+    url: &str,
+) -> Result<async_nats::Client, BusError> {
+    use async_nats::ConnectErrorKind;
+    let deadline = tokio::time::Instant::now() + FIRST_CONNECTION_TIMEOUT;
+    let mut logged = false;
+    loop {
+        let recorder = refusals.clone();
+        let options = async_nats::ConnectOptions::new()
+            .name("ladder")
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_secs(5))
+            .event_callback(move |event| {
+                let recorder = recorder.clone();
+                async move { recorder.record(&event) }
+            });
+        let options = credentials.apply(options).await?;
+        match options.connect(servers.to_vec()).await {
+            Ok(client) => return Ok(client),
+            Err(e)
+                if matches!(e.kind(), ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication) =>
+            {
+                return Err(BusError::Refused {
+                    url: url.to_string(),
+                    credentials: credentials.clone(),
+                    reason: format!("{e}: wrong user, password, token or credentials file"),
+                });
+            }
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                if !logged {
+                    tracing::warn!(url, error = %e, "no nats server answers yet, waiting");
+                    logged = true;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                tracing::warn!(url, error = %e, "no nats server answered");
+                return Err(BusError::NoServer { url: url.to_string(), waited: FIRST_CONNECTION_TIMEOUT });
+            }
+        }
+    }
+}
+
 pub fn is_refusal(error: &jetstream::context::PublishError) -> bool {
     use async_nats::jetstream::context::PublishErrorKind;
     match error.kind() {

@@ -36,12 +36,25 @@ pub struct NatsServer {
     child: Option<Child>,
     addr: SocketAddr,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     log: PathBuf,
 }
 
 impl NatsServer {
     /// Starts `nats-server -js` on `port` (a free port when `None`), storing JetStream data under `data_dir`.
     pub async fn start(data_dir: &Path, port: Option<u16>) -> Result<NatsServer, ServerError> {
+        NatsServer::start_configured(data_dir, port, None, Vec::new()).await
+    }
+
+    /// [`NatsServer::start`] with a configuration file too (`-c config`: users and permissions, as
+    /// deploy/nats/ladder.conf), and `env` added to the server's environment (the passwords it refers to).
+    /// The command line's settings (port, JetStream, store) win over the file's.
+    pub async fn start_configured(
+        data_dir: &Path,
+        port: Option<u16>,
+        config: Option<&Path>,
+        env: Vec<(String, String)>,
+    ) -> Result<NatsServer, ServerError> {
         let port = match port {
             Some(port) => port,
             None => free_port()?,
@@ -57,15 +70,21 @@ impl NatsServer {
             "-sd".into(),
             path_arg(&store),
         ];
+        let mut args = args;
+        if let Some(config) = config {
+            args.extend(["-c".to_string(), path_arg(config)]);
+        }
         let mut server = NatsServer::spawn(port, args, data_dir.join("nats-server.log"))?;
+        server.env = env;
+        server.launch()?;
         server.wait_listening().await?;
         Ok(server)
     }
 
+    /// A server not started yet: [`NatsServer::launch`] starts it.
     fn spawn(port: u16, args: Vec<String>, log: PathBuf) -> Result<NatsServer, ServerError> {
-        let mut server = NatsServer { child: None, addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)), args, log };
-        server.launch()?;
-        Ok(server)
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        Ok(NatsServer { child: None, addr, args, env: Vec::new(), log })
     }
 
     fn launch(&mut self) -> Result<(), ServerError> {
@@ -73,6 +92,7 @@ impl NatsServer {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let child = Command::new("nats-server")
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -163,7 +183,9 @@ impl NatsCluster {
             if !routes.is_empty() {
                 args.extend(["--routes".into(), routes]);
             }
-            nodes.push(NatsServer::spawn(client_ports[i], args, dir.join("nats-server.log"))?);
+            let mut node = NatsServer::spawn(client_ports[i], args, dir.join("nats-server.log"))?;
+            node.launch()?;
+            nodes.push(node);
         }
         let mut cluster = NatsCluster { nodes };
         for node in &mut cluster.nodes {

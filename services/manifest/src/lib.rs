@@ -83,6 +83,68 @@ pub struct Config {
     pub max_in_flight: usize,
 }
 
+/// How long a client may take to send a request's headers, on a new connection or between the requests of a
+/// kept-alive one: a client that trickles them (slowloris) or idles is disconnected after this, so it cannot
+/// hold connections open for nothing.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long open connections get to finish their requests once the manifest is told to stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves `router` on `listener` until `shutdown`, over HTTP/1.1 with [`HEADER_READ_TIMEOUT`] (axum::serve
+/// has no header timeout); then waits up to [`SHUTDOWN_GRACE`] for the requests in progress.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    use hyper_util::{
+        rt::{TokioIo, TokioTimer},
+        server::graceful::GracefulShutdown,
+        service::TowerToHyperService,
+    };
+    let graceful = GracefulShutdown::new();
+    let mut failures: u32 = 0;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.cancelled() => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => {
+                failures = 0;
+                stream
+            }
+            // Out of file descriptors, a connection reset before accept: wait a little, do not spin.
+            Err(e) => {
+                failures += 1;
+                if failures == 1 {
+                    tracing::warn!(error = %e, "cannot accept an http connection");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "http connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::info!("http connections still open after the shutdown grace, closing them"),
+    }
+    Ok(())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("cannot listen on {addr}: {source}")]
@@ -116,10 +178,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Mani
         let index = index.clone();
         async move { index.latest_session("ladder-readyz").await.map(|_| ()).map_err(|e| e.to_string()) }
     });
-    let served = axum::serve(listener, router_for(server))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .map_err(ManifestError::Serve);
+    let served = serve_http(listener, router_for(server), shutdown).await.map_err(ManifestError::Serve);
     for task in background {
         task.abort();
     }
@@ -817,6 +876,41 @@ mod tests {
         }
         let served = router.oneshot(get_request("/fast")).await.expect("as the test expects");
         assert_eq!(served.status(), StatusCode::OK, "the permits come back when the requests end");
+    }
+
+    /// A server of `limited(...)` on a free loopback port, stopped by the token.
+    async fn served() -> (SocketAddr, CancellationToken) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("as the test expects");
+        let addr = listener.local_addr().expect("as the test expects");
+        let shutdown = CancellationToken::new();
+        tokio::spawn(serve_http(listener, limited(10, Duration::from_secs(60)), shutdown.clone()));
+        (addr, shutdown)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_trickles_its_headers_is_disconnected() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (addr, shutdown) = served().await;
+        // A complete request is served, on a connection kept alive.
+        let mut good = tokio::net::TcpStream::connect(addr).await.expect("as the test expects");
+        good.write_all(b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("as the test expects");
+        let mut answer = [0u8; 512];
+        let read = good.read(&mut answer).await.expect("as the test expects");
+        assert!(answer[..read].starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&answer[..read]));
+        // Headers that never end: the connection is closed once HEADER_READ_TIMEOUT has passed, not before.
+        let started = tokio::time::Instant::now();
+        let mut slow = tokio::net::TcpStream::connect(addr).await.expect("as the test expects");
+        slow.write_all(b"GET /fast HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.expect("as the test expects");
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(120), slow.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "the connection is still open after 120 s");
+        let waited = started.elapsed();
+        assert!(waited >= HEADER_READ_TIMEOUT && waited < HEADER_READ_TIMEOUT * 2, "closed after {waited:?}");
+        // So is a kept-alive connection that sends nothing more.
+        let mut idle = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(120), good.read_to_end(&mut idle)).await;
+        assert!(closed.is_ok(), "the idle connection is still open after 120 s");
+        shutdown.cancel();
     }
 
     #[test]
