@@ -254,7 +254,9 @@ impl Compose {
         F: std::future::Future<Output = Option<T>>,
     {
         // Only the published node: the others' addresses are inside the Docker network.
-        let options = async_nats::ConnectOptions::new().ignore_discovered_servers();
+        // As the operator's user of deploy/nats/ladder.conf, with the trial password the compose file defaults to.
+        let options = async_nats::ConnectOptions::with_user_and_password("ladder".into(), "ladder-trial-password".into())
+            .ignore_discovered_servers();
         on_jetstream(&self.runtime, options, vec![format!("nats://127.0.0.1:{}", self.nats_port)], timeout, f)
     }
 
