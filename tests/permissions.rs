@@ -4,7 +4,8 @@
 //! them (nats-server logs each refusal); then, as each service's user, what it must not do is refused and
 //! leaves nothing behind: a manifest or an ingest cannot publish chunk or rendition events, a transcoder
 //! cannot publish chunks, a segmenter cannot publish renditions, no service user can delete a stream or take
-//! messages from another's durable consumer; a wrong password stops a service at once with the reason and
+//! messages from another's durable consumer; after a NATS restart (every consumer made again) a new stream
+//! plays with the same permissions; a wrong password stops a service at once with the reason and
 //! without the password in its output.
 
 mod support;
@@ -47,7 +48,7 @@ fn forged(subject_prefix: &str, stream: &str) -> Event {
 
 #[test]
 fn every_service_runs_as_its_own_user_with_only_what_it_needs() {
-    let stack = Stack::start_with(StackOptions {
+    let mut stack = Stack::start_with(StackOptions {
         nats_users: true,
         api: true,
         ladder: Some(SMALL_LADDER.to_string()),
@@ -87,6 +88,49 @@ fn every_service_runs_as_its_own_user_with_only_what_it_needs() {
         let (_, media) = stack.get("/live/cam/180p.m3u8");
         media.contains("#EXT-X-ENDLIST").then_some(())
     });
+    // A NATS restart: every consumer is made again (ordered consumers under new names) with the same
+    // permissions, and a new session plays.
+    stack.restart_nats();
+    // Ordered consumers lost on the server (as when their NATS node dies) are made again by async-nats under
+    // a name of their own (`<prefix>_1`), which their user must be allowed to create.
+    let admin = rt.block_on(Bus::connect(&stack.nats_url)).expect("the operator connects");
+    let ordered = |admin: &Bus| {
+        rt.block_on(async {
+            use futures::TryStreamExt;
+            let mut ordered = Vec::new();
+            for name in [topology::EVENTS_STREAM, topology::PARTS_STREAM] {
+                let stream = admin.jetstream().get_stream(name).await.ok()?;
+                let consumers: Vec<String> = stream.consumer_names().try_collect().await.ok()?;
+                let durable = |c: &String| c == topology::TRANSCODER || c == topology::INDEXER;
+                ordered.extend(consumers.into_iter().filter(|c| !durable(c)).map(|c| (name, c)));
+            }
+            Some(ordered)
+        })
+    };
+    // The manifest follows the event log and the parts, the api the event log.
+    let lost = eventually(Duration::from_secs(30), "the ordered consumers made again", &stack, || {
+        ordered(&admin).filter(|ordered| ordered.len() >= 3)
+    });
+    rt.block_on(async {
+        for (name, consumer) in &lost {
+            let stream = admin.jetstream().get_stream(*name).await.expect("stream");
+            stream.delete_consumer(consumer).await.expect("delete an ordered consumer");
+        }
+    });
+    eventually(Duration::from_secs(30), "the deleted ordered consumers made again", &stack, || {
+        let now = ordered(&admin)?;
+        (now.len() >= lost.len() && !now.iter().any(|c| lost.contains(c))).then_some(())
+    });
+    let second = publish_small(&stack.srt_url("cam4"), 30, 550);
+    eventually(Duration::from_secs(90), "cam4 with segments after the NATS restart", &stack, || {
+        let (status, media) = stack.get("/live/cam4/180p.m3u8");
+        (status == 200 && media.matches("#EXTINF").count() >= 2).then_some(())
+    });
+    eventually(Duration::from_secs(30), "cam4 in ListStreams after the NATS restart", &stack, || {
+        let streams = rt.block_on(api.list_streams(authorized(ListStreamsRequest {}))).ok()?.into_inner().streams;
+        streams.iter().any(|s| s.stream == "cam4" && s.live).then_some(())
+    });
+    second.stop(Duration::from_secs(10));
     // The operator's user may do what services may not.
     let (code, out, err) = stack.ladder(&["stream", "set-key", "cam3", "--key", "camera-key-0123456"]);
     assert_eq!(code, 0, "the operator sets a key: {out}{err}");
@@ -96,7 +140,6 @@ fn every_service_runs_as_its_own_user_with_only_what_it_needs() {
     let crashed = stack.crashed();
     assert!(crashed.is_empty(), "{crashed:?}\n{}", stack.logs());
 
-    let admin = rt.block_on(Bus::connect(&stack.nats_url)).expect("the operator connects");
     // What each user must not publish: (user, event).
     let refusals = [
         ("manifest", "chunk.uploaded"),
@@ -143,6 +186,8 @@ fn every_service_runs_as_its_own_user_with_only_what_it_needs() {
         ("ingest", "$JS.API.STREAM.PURGE.LADDER_EVENTS"),
         ("api", "$JS.API.CONSUMER.DELETE.LADDER_EVENTS.transcoder"),
         ("manifest", "$JS.API.CONSUMER.MSG.NEXT.LADDER_EVENTS.transcoder"),
+        ("manifest", "$JS.API.CONSUMER.CREATE.LADDER_EVENTS.transcoder.chunk.started.>"),
+        ("api", "$JS.API.CONSUMER.DURABLE.CREATE.LADDER_EVENTS.indexer"),
         ("transcoder", "$JS.API.CONSUMER.MSG.NEXT.LADDER_EVENTS.indexer"),
         ("segmenter", "$JS.API.STREAM.CREATE.LADDER_OTHER"),
     ] {

@@ -192,7 +192,7 @@ impl Compose {
     }
 
     /// Waits until every container with a healthcheck is healthy, and every other long-running one is running
-    /// (garage-init has exited 0), `except` those named.
+    /// (the one-shot garage-init and setup have exited 0), `except` those named.
     pub fn wait_healthy(&self, except: &[&str], timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
@@ -200,8 +200,8 @@ impl Compose {
             for container in self.containers(None).iter().filter(|c| !except.contains(&c.as_str())) {
                 let state =
                     self.inspect(container, "{{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{end}}");
-                let ready = if container.contains("garage-init") {
-                    state.starts_with("exited/")
+                let ready = if container.contains("garage-init") || container.contains("setup") {
+                    state.starts_with("exited/") && self.inspect(container, "{{.State.ExitCode}}") == "0"
                 } else {
                     state == "running/healthy" || state == "running/"
                 };
@@ -255,8 +255,9 @@ impl Compose {
     {
         // Only the published node: the others' addresses are inside the Docker network.
         // As the operator's user of deploy/nats/ladder.conf, with the trial password the compose file defaults to.
-        let options = async_nats::ConnectOptions::with_user_and_password("ladder".into(), "ladder-trial-password".into())
-            .ignore_discovered_servers();
+        let options =
+            async_nats::ConnectOptions::with_user_and_password("ladder".into(), "ladder-trial-password".into())
+                .ignore_discovered_servers();
         on_jetstream(&self.runtime, options, vec![format!("nats://127.0.0.1:{}", self.nats_port)], timeout, f)
     }
 

@@ -150,9 +150,10 @@ impl Stack {
                 .iter()
                 .map(|user| (format!("LADDER_NATS_{}_PASSWORD", user.to_uppercase()), nats_password(user)))
                 .collect();
-            let server = runtime
+            let mut server = runtime
                 .block_on(NatsServer::start_configured(&dir.path().join("nats"), None, Some(&config), env))
                 .expect("nats-server starts with deploy/nats/ladder.conf");
+            server.check_as(with_user(&server.url(), "ladder"));
             Nats::Single(Box::new(server))
         } else {
             let server = runtime

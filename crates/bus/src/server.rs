@@ -37,6 +37,7 @@ pub struct NatsServer {
     addr: SocketAddr,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    ready_url: Option<String>,
     log: PathBuf,
 }
 
@@ -84,7 +85,7 @@ impl NatsServer {
     /// A server not started yet: [`NatsServer::launch`] starts it.
     fn spawn(port: u16, args: Vec<String>, log: PathBuf) -> Result<NatsServer, ServerError> {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        Ok(NatsServer { child: None, addr, args, env: Vec::new(), log })
+        Ok(NatsServer { child: None, addr, args, env: Vec::new(), ready_url: None, log })
     }
 
     fn launch(&mut self) -> Result<(), ServerError> {
@@ -130,7 +131,13 @@ impl NatsServer {
         self.kill().await;
         self.launch()?;
         self.wait_listening().await?;
-        wait_jetstream(&self.url()).await
+        wait_jetstream(self.ready_url.as_deref().unwrap_or(&self.url())).await
+    }
+
+    /// The URL (with a user, for a server that has users) that [`NatsServer::restart`] asks whether JetStream
+    /// is up again.
+    pub fn check_as(&mut self, url: String) {
+        self.ready_url = Some(url);
     }
 
     /// Stops the server and waits for it to exit.
@@ -235,11 +242,13 @@ async fn wait_jetstream(url: &str) -> Result<(), ServerError> {
         timeout: READY_TIMEOUT,
         last_error,
     };
-    let servers = url.split(',').map(str::to_string).collect::<Vec<_>>();
+    // A server with users is asked as the user `url` names (see crate::auth).
+    let (servers, credentials) = crate::auth::parse(url, None).map_err(|e| not_ready(e.to_string()))?;
     let mut last_error = String::from("none");
     while tokio::time::Instant::now() < deadline {
-        let connect =
-            async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(2)).connect(servers.clone());
+        let options =
+            credentials.apply(async_nats::ConnectOptions::new()).await.map_err(|e| not_ready(e.to_string()))?;
+        let connect = options.connection_timeout(Duration::from_secs(2)).connect(servers.clone());
         match tokio::time::timeout(Duration::from_secs(3), connect).await {
             Ok(Ok(client)) => loop {
                 match account_info(&client).await {
