@@ -85,8 +85,10 @@ pub struct Config {
 
 /// How long a client may take to send a request's headers, on a new connection or between the requests of a
 /// kept-alive one: a client that trickles them (slowloris) or idles is disconnected after this, so it cannot
-/// hold connections open for nothing.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// hold connections open for nothing. Longer than the idle timeout of CDNs' origin connections (CloudFront:
+/// 5 s by default), so that a CDN does not send a request on a connection this server is closing; as hyper's
+/// own default.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long open connections get to finish their requests once the manifest is told to stop.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
