@@ -226,11 +226,6 @@ fn every_service_runs_as_its_own_user_with_only_what_it_needs() {
 /// A plain NATS client as `user`, for what [`Bus`] would never send.
 fn bus_client(rt: &tokio::runtime::Runtime, stack: &Stack, user: &str) -> ladder_bus::async_nats::Client {
     let url = stack.nats_url_of(user);
-    let address = url.rsplit('@').next().expect("address").to_string();
-    rt.block_on(
-        ladder_bus::async_nats::ConnectOptions::with_user_and_password(user.into(), support::nats_password(user))
-            .custom_inbox_prefix(format!("_INBOX_{user}"))
-            .connect(address),
-    )
-    .unwrap_or_else(|e| panic!("{user} connects: {e}"))
+    rt.block_on(support::nats_options(rt, &url).connect(url.as_str()))
+        .unwrap_or_else(|e| panic!("{user} connects: {e}"))
 }

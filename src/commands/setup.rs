@@ -19,9 +19,8 @@ pub async fn run(args: SetupArgs) -> Result<(), Failure> {
     let bus = Bus::connect(&args.nats.nats_url).await?;
     let js = bus.jetstream();
     for config in topology::stream_configs(bus.replicas()) {
-        let mut stream =
-            js.get_stream(&config.name).await.map_err(|e| anyhow::anyhow!("stream {}: {e}", config.name))?;
-        let info = stream.info().await.map_err(|e| anyhow::anyhow!("stream {}: {e}", config.name))?;
+        let stream = js.get_stream(&config.name).await.map_err(|e| anyhow::anyhow!("stream {}: {e}", config.name))?;
+        let info = stream.cached_info();
         println!(
             "stream {:<14} {} replica(s), {} message(s), subjects {}",
             config.name,

@@ -610,7 +610,7 @@ impl Stack {
     /// The URL a service connects to NATS with: with [`StackOptions::nats_users`], as its own user.
     pub fn nats_url_of(&self, user: &str) -> String {
         match self.options.nats_users {
-            true => with_user(&self.nats_url[self.nats_url.find('@').map_or(0, |at| at + 1)..], user),
+            true => with_user(without_user(&self.nats_url), user),
             false => self.nats_url.clone(),
         }
     }
@@ -729,12 +729,8 @@ impl Stack {
     where
         F: std::future::Future<Output = Option<T>>,
     {
-        let servers: Vec<String> =
-            self.nats_url.split(',').map(|url| url[url.find('@').map_or(0, |at| at + 1)..].to_string()).collect();
-        let options = match self.options.nats_users {
-            true => async_nats::ConnectOptions::with_user_and_password("ladder".into(), nats_password("ladder")),
-            false => async_nats::ConnectOptions::new(),
-        };
+        let servers: Vec<String> = self.nats_url.split(',').map(str::to_string).collect();
+        let options = nats_options(&self.runtime, &self.nats_url);
         on_jetstream(&self.runtime, options, servers, timeout, f)
     }
 
@@ -1193,6 +1189,17 @@ pub fn browser_report(script: Child, stack: &impl Deployment) -> serde_json::Val
         stack.logs()
     );
     serde_json::from_str(report.trim()).expect("one JSON report")
+}
+
+/// Connect options with the credentials `url` carries (see ladder_bus::auth), as a service would use them.
+pub fn nats_options(runtime: &tokio::runtime::Runtime, url: &str) -> async_nats::ConnectOptions {
+    let (_, credentials) = ladder_bus::auth::parse(url, None).expect("a NATS URL");
+    runtime.block_on(credentials.apply(async_nats::ConnectOptions::new())).expect("credentials")
+}
+
+/// A NATS server URL without its user information.
+fn without_user(url: &str) -> &str {
+    &url[url.find('@').map_or(0, |at| at + 1)..]
 }
 
 /// `url` (`nats://host:port`, or just `host:port`) with `user` and its [`nats_password`].

@@ -52,15 +52,8 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    /// The user name, where there is one: it names the inbox prefix.
-    pub fn user(&self) -> Option<&str> {
-        match self {
-            Credentials::UserPassword { user, .. } => Some(user),
-            _ => None,
-        }
-    }
-
-    pub(crate) async fn apply(&self, options: ConnectOptions) -> Result<ConnectOptions, BusError> {
+    /// Sets these credentials (and, with a user, its inbox prefix) on `options`.
+    pub async fn apply(&self, options: ConnectOptions) -> Result<ConnectOptions, BusError> {
         Ok(match self {
             Credentials::None => options,
             Credentials::UserPassword { user, password } => {
@@ -81,17 +74,27 @@ pub fn parse(url: &str, creds_file: Option<PathBuf>) -> Result<(Vec<ServerAddr>,
         .map(|server| server.trim().parse::<ServerAddr>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|source| BusError::InvalidUrl { url: redact(url), source })?;
+    // Percent-decoded (a password may hold `@`, `:` or `/` as `%40` ...); a `%` not followed by two hex digits
+    // is refused rather than taken as it is.
+    let decode = |text: &str| {
+        let escapes_valid =
+            text.split('%').skip(1).all(|rest| rest.get(..2).is_some_and(|hex| u8::from_str_radix(hex, 16).is_ok()));
+        if !escapes_valid {
+            return Err(BusError::Credentials(format!("{}: a bad %-escape in the user name or password", redact(url))));
+        }
+        percent_encoding::percent_decode_str(text)
+            .decode_utf8()
+            .map(|text| text.into_owned())
+            .map_err(|_| BusError::Credentials(format!("{}: the user name or password is not UTF-8", redact(url))))
+    };
     let mut credentials = Credentials::None;
     for server in &servers {
         let given = match (server.username(), server.password()) {
             (None, _) => continue,
-            (Some(user), Some(password)) => Credentials::UserPassword {
-                user: decode(user).map_err(|e| BusError::Credentials(format!("{}: {e}", redact(url))))?,
-                password: decode(password).map_err(|e| BusError::Credentials(format!("{}: {e}", redact(url))))?,
-            },
-            (Some(token), None) => {
-                Credentials::Token(decode(token).map_err(|e| BusError::Credentials(format!("{}: {e}", redact(url))))?)
+            (Some(user), Some(password)) => {
+                Credentials::UserPassword { user: decode(user)?, password: decode(password)? }
             }
+            (Some(token), None) => Credentials::Token(decode(token)?),
         };
         if credentials != Credentials::None && credentials != given {
             return Err(BusError::Credentials(format!(
@@ -111,25 +114,6 @@ pub fn parse(url: &str, creds_file: Option<PathBuf>) -> Result<(Vec<ServerAddr>,
         credentials = Credentials::CredsFile(path);
     }
     Ok((servers, credentials))
-}
-
-/// Percent-decoding of the user information of a URL (a password may hold `@`, `:` or `/` as `%40` ...).
-fn decode(text: &str) -> Result<String, String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-            let value = hex.and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or("a bad %-escape in the user name")?;
-            out.push(value);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| "the user name or password is not UTF-8".to_string())
 }
 
 /// `url` with every password or token replaced by `***`, for logs and errors.
@@ -180,24 +164,19 @@ impl Refusals {
         kept.push_back(message);
     }
 
-    /// The last refusal of a login, if the server refused one.
-    pub fn login(&self) -> Option<String> {
-        let kept = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        kept.iter().rev().find(|m| m.starts_with("authorization violation")).cloned()
-    }
-
     /// The last refusal of a subject that starts with `prefix`.
     pub fn of_prefix(&self, prefix: &str) -> Option<String> {
-        let quoted = format!("\"{prefix}");
-        let kept = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        kept.iter().rev().find(|m| m.contains(&quoted)).cloned()
+        self.last_naming(&format!("\"{prefix}"))
     }
 
     /// The last refusal that names `subject` (a publish to it that the permissions do not allow).
     pub fn of_subject(&self, subject: &str) -> Option<String> {
-        let quoted = format!("\"{subject}\"");
+        self.last_naming(&format!("\"{subject}\""))
+    }
+
+    fn last_naming(&self, quoted: &str) -> Option<String> {
         let kept = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        kept.iter().rev().find(|m| m.contains(&quoted)).cloned()
+        kept.iter().rev().find(|m| m.contains(quoted)).cloned()
     }
 }
 
@@ -223,7 +202,6 @@ mod tests {
         let (servers, credentials) = parse("nats://ingest:p%40ss@a:4222, nats://b:4222", None).expect("parses");
         assert_eq!(servers.len(), 2);
         assert_eq!(credentials, Credentials::UserPassword { user: "ingest".into(), password: "p@ss".into() });
-        assert_eq!(credentials.user(), Some("ingest"));
         let (_, token) = parse("nats://s3cr3t@a", None).expect("parses");
         assert_eq!(token, Credentials::Token("s3cr3t".into()));
         let (_, none) = parse("nats://a,nats://b", None).expect("parses");
@@ -249,8 +227,6 @@ mod tests {
         refusals.record(&Event::ServerError(ServerError::Other("Maximum Payload Violation".into())));
         assert!(refusals.of_subject("chunk.uploaded.cam").is_some());
         assert!(refusals.of_subject("chunk.uploaded.ca").is_none());
-        assert!(refusals.login().is_none());
-        refusals.record(&Event::ServerError(ServerError::AuthorizationViolation));
-        assert!(refusals.login().is_some());
+        assert!(refusals.of_prefix("chunk.").is_some() && refusals.of_prefix("rendition.").is_none());
     }
 }

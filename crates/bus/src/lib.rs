@@ -77,8 +77,6 @@ const FIRST_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum BusError {
     #[error("invalid {REPLICAS_ENV} {value:?}: expected a number of replicas from 1 to {MAX_REPLICAS}")]
     InvalidReplicas { value: String },
-    #[error("cannot connect to NATS at {url}: {source}")]
-    Connect { url: String, source: async_nats::ConnectError },
     /// The server refused the login: wrong user, password, token or credentials file. Not retried.
     #[error("NATS at {url} refused {credentials:?}: {reason}")]
     Refused { url: String, credentials: Credentials, reason: String },
@@ -157,8 +155,7 @@ impl Bus {
             match topology::ensure(&js, replicas).await {
                 Ok(()) => break,
                 // A request the permissions do not allow goes unanswered: waiting longer cannot help.
-                Err(e) if refusals.of_prefix("$JS.API.").is_some() => {
-                    let refusal = refusals.of_prefix("$JS.API.").unwrap_or_default();
+                Err(e) if let Some(refusal) = refusals.of_prefix("$JS.API.") => {
                     return Err(BusError::Topology {
                         what: "streams, consumers and buckets".into(),
                         message: format!(
@@ -413,10 +410,6 @@ fn ladder_headers(headers: Option<&async_nats::HeaderMap>) -> Vec<(String, Vec<S
     ladder
 }
 
-/// Whether JetStream looked at the message and refused it (too large, a failed expectation, an API error),
-/// as opposed to no answer, which a retry can fix: NATS unreachable, JetStream restarting (no responders),
-/// a lost acknowledgement, or a cluster without a leader for the moment. Ingest, which retries its messages
-/// for as long as it holds its claim, decides with this too.
 /// Connects to one of `servers`, waiting up to [`FIRST_CONNECTION_TIMEOUT`] for one to answer; a refused
 /// login fails at once. Once connected, the client reconnects forever.
 async fn first_connection(
@@ -465,6 +458,10 @@ async fn first_connection(
     }
 }
 
+/// Whether JetStream looked at the message and refused it (too large, a failed expectation, an API error),
+/// as opposed to no answer, which a retry can fix: NATS unreachable, JetStream restarting (no responders),
+/// a lost acknowledgement, or a cluster without a leader for the moment. Ingest, which retries its messages
+/// for as long as it holds its claim, decides with this too.
 pub fn is_refusal(error: &jetstream::context::PublishError) -> bool {
     use async_nats::jetstream::context::PublishErrorKind;
     match error.kind() {

@@ -62,7 +62,7 @@ impl NatsServer {
         };
         let store: PathBuf = data_dir.join("jetstream");
         std::fs::create_dir_all(&store)?;
-        let args = vec![
+        let mut args = vec![
             "-js".into(),
             "-a".into(),
             "127.0.0.1".into(),
@@ -71,7 +71,6 @@ impl NatsServer {
             "-sd".into(),
             path_arg(&store),
         ];
-        let mut args = args;
         if let Some(config) = config {
             args.extend(["-c".to_string(), path_arg(config)]);
         }
