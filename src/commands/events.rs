@@ -3,10 +3,13 @@
 //! replays the event log, never past samples, and `--count` counts events only.
 
 use anyhow::Context;
-use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+use async_nats::jetstream::consumer::pull::OrderedConfig;
 use clap::Args;
 use futures::{stream::BoxStream, StreamExt};
-use ladder_bus::{topology, Bus};
+use ladder_bus::{
+    follow::{Follower, Start},
+    topology, Bus,
+};
 use ladder_proto::{stats, Event, SrtStats};
 use prost::Message;
 use tokio_util::sync::CancellationToken;
@@ -36,15 +39,10 @@ pub struct EventsArgs {
 
 pub async fn run(args: EventsArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let bus = Bus::connect(&args.nats.nats_url).await?;
-    let stream = bus.jetstream().get_stream(topology::EVENTS_STREAM).await.context("events stream")?;
-    let consumer = stream
-        .create_consumer(OrderedConfig {
-            deliver_policy: if args.all { DeliverPolicy::All } else { DeliverPolicy::New },
-            ..Default::default()
-        })
+    let start = if args.all { Start::All } else { Start::New };
+    let mut messages = Follower::new(bus.jetstream(), topology::EVENTS_STREAM, OrderedConfig::default(), start)
         .await
-        .context("creating an ordered consumer on the events stream")?;
-    let mut messages = consumer.messages().await.context("reading events")?;
+        .context("following the events stream")?;
     let mut samples: BoxStream<'static, async_nats::Message> = if args.no_stats {
         futures::stream::pending().boxed()
     } else {

@@ -4,6 +4,7 @@
 //!   once and brought in place by [`Bus::connect`] without overriding what an operator changed (see its
 //!   module doc);
 //! - [`kv`]: the key-value buckets (segmenter leases and checkpoints, publisher claims, stream keys);
+//! - [`follow`]: ordered consumers that keep their start when async-nats re-creates them;
 //! - [`keys`]: per-stream publish keys (SRT passphrases): set by an operator, watched live by ingest;
 //! - [`Bus`]: a connection with typed publishing of [`Event`]s and [`PartReady`]s (deterministic `Nats-Msg-Id`)
 //!   and of raw TS. A publish waits for the JetStream acknowledgement and retries the same message for up to 30 s (a NATS
@@ -19,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod follow;
 pub mod keys;
 pub mod kv;
 pub mod metrics;

@@ -7,9 +7,12 @@ use std::{
     time::Duration,
 };
 
-use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+use async_nats::jetstream::consumer::pull::OrderedConfig;
 use futures::StreamExt;
-use ladder_bus::{topology, Bus};
+use ladder_bus::{
+    follow::{Follower, Start},
+    topology, Bus,
+};
 use ladder_proto::{
     v1::{Failure, StreamStatus},
     Event, SrtStats,
@@ -239,18 +242,11 @@ impl View {
 pub async fn follow_events(bus: Bus, view: std::sync::Arc<View>, shutdown: CancellationToken) {
     let mut last: Option<u64> = None;
     while !shutdown.is_cancelled() {
-        let deliver_policy = match last {
-            Some(sequence) => DeliverPolicy::ByStartSequence { start_sequence: sequence + 1 },
-            None => DeliverPolicy::ByStartTime { start_time: time::OffsetDateTime::now_utc() - crate::EVENTS_LOOKBACK },
+        let start = match last {
+            Some(sequence) => Start::Sequence(sequence + 1),
+            None => Start::Time(time::OffsetDateTime::now_utc() - crate::EVENTS_LOOKBACK),
         };
-        let messages = async {
-            let stream = bus.jetstream().get_stream(topology::EVENTS_STREAM).await.map_err(|e| e.to_string())?;
-            let consumer = stream
-                .create_consumer(OrderedConfig { deliver_policy, ..Default::default() })
-                .await
-                .map_err(|e| e.to_string())?;
-            consumer.messages().await.map_err(|e| e.to_string())
-        };
+        let messages = Follower::new(bus.jetstream(), topology::EVENTS_STREAM, OrderedConfig::default(), start);
         let mut messages = match messages.await {
             Ok(messages) => messages,
             Err(error) => {

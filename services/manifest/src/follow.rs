@@ -9,9 +9,11 @@
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
-use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
-use futures::StreamExt;
-use ladder_bus::{topology, Bus};
+use async_nats::jetstream::consumer::pull::OrderedConfig;
+use ladder_bus::{
+    follow::{Follower, Start},
+    topology, Bus,
+};
 use ladder_proto::{Event, PartReady};
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
@@ -33,18 +35,11 @@ pub async fn follow(bus: Bus, live: Arc<Live>, parts: bool, shutdown: Cancellati
     let mut last_sequence: Option<u64> = None;
     let mut pause = Duration::from_millis(200);
     while !shutdown.is_cancelled() {
-        let deliver_policy = match last_sequence {
-            Some(sequence) => DeliverPolicy::ByStartSequence { start_sequence: sequence + 1 },
-            None => DeliverPolicy::ByStartTime { start_time: time::OffsetDateTime::now_utc() - lookback },
+        let start = match last_sequence {
+            Some(sequence) => Start::Sequence(sequence + 1),
+            None => Start::Time(time::OffsetDateTime::now_utc() - lookback),
         };
-        let messages = async {
-            let stream = bus.jetstream().get_stream(stream_name).await.map_err(|e| e.to_string())?;
-            let consumer = stream
-                .create_consumer(OrderedConfig { deliver_policy, ..Default::default() })
-                .await
-                .map_err(|e| e.to_string())?;
-            consumer.messages().await.map_err(|e| e.to_string())
-        };
+        let messages = Follower::new(bus.jetstream(), stream_name, OrderedConfig::default(), start);
         let mut messages = match messages.await {
             Ok(messages) => messages,
             Err(error) => {

@@ -16,13 +16,18 @@ use std::{
 };
 
 use async_nats::jetstream::{
-    consumer::{pull::OrderedConfig, DeliverPolicy},
+    consumer::pull::OrderedConfig,
     kv::{self, UpdateErrorKind},
     Message,
 };
 use bytes::Bytes;
-use futures::StreamExt;
-use ladder_bus::{header, kv::LEASE_RENEW, kv::LEASE_TTL, topology, Bus, BusError};
+use ladder_bus::{
+    follow::{Follower, Start},
+    header,
+    kv::LEASE_RENEW,
+    kv::LEASE_TTL,
+    topology, Bus, BusError,
+};
 use ladder_media::{Chunk, Chunker, Started, CLOCK};
 use ladder_proto::{ChunkFailed, ChunkStarted, ChunkUploaded, Event, RawTsPosition, StreamEnded, StreamFailed, Timing};
 use ladder_storage::{keys, ErrorKind, Storage};
@@ -287,10 +292,7 @@ impl Owner {
     }
 
     /// A new consumer from the message after the last one handled, retried until NATS answers or `lost`.
-    async fn resubscribe(
-        &self,
-        lost: &CancellationToken,
-    ) -> Result<async_nats::jetstream::consumer::pull::Ordered, OwnerError> {
+    async fn resubscribe(&self, lost: &CancellationToken) -> Result<Follower, OwnerError> {
         let mut pause = Duration::from_millis(200);
         loop {
             match self.subscribe().await {
@@ -305,24 +307,17 @@ impl Owner {
         }
     }
 
-    async fn subscribe(&self) -> Result<async_nats::jetstream::consumer::pull::Ordered, OwnerError> {
-        let bus_error = |e: &dyn std::fmt::Display| {
+    async fn subscribe(&self) -> Result<Follower, OwnerError> {
+        Follower::new(
+            self.shared.bus.jetstream(),
+            topology::INGEST_STREAM,
+            OrderedConfig { filter_subject: topology::ingest_subject(&self.stream), ..Default::default() },
+            Start::Sequence(self.last_seq + 1),
+        )
+        .await
+        .map_err(|e| {
             OwnerError::Bus(BusError::Topology { what: format!("raw ts of {}", self.stream), message: e.to_string() })
-        };
-        let ingest =
-            self.shared.bus.jetstream().get_stream(topology::INGEST_STREAM).await.map_err(|e| bus_error(&e))?;
-        let next = self.last_seq + 1;
-        let deliver_policy =
-            if next > 1 { DeliverPolicy::ByStartSequence { start_sequence: next } } else { DeliverPolicy::All };
-        let consumer = ingest
-            .create_consumer(OrderedConfig {
-                filter_subject: topology::ingest_subject(&self.stream),
-                deliver_policy,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| bus_error(&e))?;
-        consumer.messages().await.map_err(|e| bus_error(&e))
+        })
     }
 
     async fn handle(&mut self, message: Message) -> Result<(), OwnerError> {

@@ -15,12 +15,11 @@
 
 use std::{collections::VecDeque, time::Duration};
 
-use async_nats::jetstream::consumer::{
-    pull::{Ordered, OrderedConfig},
-    DeliverPolicy,
+use async_nats::jetstream::consumer::pull::OrderedConfig;
+use ladder_bus::{
+    follow::{Follower, Start},
+    header, topology, Bus,
 };
-use futures::StreamExt;
-use ladder_bus::{header, topology, Bus};
 use ladder_media::{Chunk, Chunker, MediaError, Resume};
 use ladder_proto::{ChunkStarted, ChunkUploaded, StreamEnded};
 use prost::Message as _;
@@ -58,7 +57,7 @@ pub struct RawChunk {
     stream: String,
     session: String,
     sequence: u64,
-    messages: Ordered,
+    messages: Follower,
     chunker: Chunker,
     first_message: u64,
     /// Bytes of the first message that belong to earlier chunks; `None` once it is read.
@@ -78,17 +77,14 @@ impl RawChunk {
         let source = started.source.as_ref().ok_or_else(|| SourceError::Malformed("no source position".into()))?;
         let resume: Resume = serde_json::from_slice(&source.chunker_state)
             .map_err(|e| SourceError::Malformed(format!("chunker state: {e}")))?;
-        let ingest =
-            bus.jetstream().get_stream(topology::INGEST_STREAM).await.map_err(|e| SourceError::Bus(e.to_string()))?;
-        let consumer = ingest
-            .create_consumer(OrderedConfig {
-                filter_subject: topology::ingest_subject(&started.stream),
-                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: source.stream_sequence },
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| SourceError::Bus(e.to_string()))?;
-        let messages = consumer.messages().await.map_err(|e| SourceError::Bus(e.to_string()))?;
+        let messages = Follower::new(
+            bus.jetstream(),
+            topology::INGEST_STREAM,
+            OrderedConfig { filter_subject: topology::ingest_subject(&started.stream), ..Default::default() },
+            Start::Sequence(source.stream_sequence),
+        )
+        .await
+        .map_err(|e| SourceError::Bus(e.to_string()))?;
         Ok(RawChunk {
             bus: bus.clone(),
             stream: started.stream.clone(),
