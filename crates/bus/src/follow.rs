@@ -73,6 +73,12 @@ pub struct FollowError {
     pub message: String,
 }
 
+impl FollowError {
+    fn new(stream: &str, e: &dyn std::fmt::Display) -> FollowError {
+        FollowError { stream: stream.to_string(), message: e.to_string() }
+    }
+}
+
 /// An ordered consumer over `stream` from a [`Start`]; see the module doc.
 pub struct Follower {
     stream: jetstream::stream::Stream,
@@ -94,14 +100,13 @@ impl Follower {
         config: OrderedConfig,
         start: Start,
     ) -> Result<Follower, FollowError> {
-        let error = |e: &dyn std::fmt::Display| FollowError { stream: name.to_string(), message: e.to_string() };
-        let stream = js.get_stream(name).await.map_err(|e| error(&e))?;
+        let stream = js.get_stream(name).await.map_err(|e| FollowError::new(name, &e))?;
         let start = match start {
             Start::New => Start::Sequence(stream.cached_info().state.last_sequence + 1),
             start => start,
         };
         let config = OrderedConfig { deliver_policy: start.deliver_policy(), ..config };
-        let messages = subscribe(&stream, &config).await.map_err(|e| error(&e))?;
+        let messages = subscribe(&stream, &config).await.map_err(|e| FollowError::new(name, &e))?;
         Ok(Follower { stream, name: name.to_string(), config, start, messages, in_range: false, restarts: 0 })
     }
 
@@ -110,7 +115,7 @@ impl Follower {
         loop {
             let message = match self.messages.next().await? {
                 Ok(message) => message,
-                Err(e) => return Some(Err(self.error(&e))),
+                Err(e) => return Some(Err(FollowError::new(&self.name, &e))),
             };
             if !self.in_range && self.start.is_before(&message) {
                 let found = message.info().map(|info| info.stream_sequence).unwrap_or_default();
@@ -121,7 +126,7 @@ impl Follower {
                 self.restarts += 1;
                 match subscribe(&self.stream, &self.config).await {
                     Ok(messages) => self.messages = messages,
-                    Err(e) => return Some(Err(self.error(&e))),
+                    Err(e) => return Some(Err(FollowError::new(&self.name, &e))),
                 }
                 continue;
             }
@@ -133,10 +138,6 @@ impl Follower {
     /// How many times the consumer was created again because it had forgotten its start.
     pub fn restarts(&self) -> u64 {
         self.restarts
-    }
-
-    fn error(&self, e: &dyn std::fmt::Display) -> FollowError {
-        FollowError { stream: self.name.clone(), message: e.to_string() }
     }
 }
 

@@ -53,6 +53,15 @@ async fn delete_consumers(js: &jetstream::Context) -> usize {
     names.len()
 }
 
+/// The follower's next message, within [`WAIT`].
+async fn next_message(follower: &mut Follower) -> jetstream::Message {
+    tokio::time::timeout(WAIT, follower.next())
+        .await
+        .expect("the follower delivers")
+        .expect("not ended")
+        .expect("a message")
+}
+
 fn sequence(message: &jetstream::Message) -> u64 {
     message.info().expect("a JetStream message").stream_sequence
 }
@@ -97,21 +106,13 @@ async fn a_consumer_recreated_before_its_first_message_keeps_its_start_sequence(
          keeps the start, crates/bus/src/follow.rs is no longer needed"
     );
 
-    let first = tokio::time::timeout(WAIT, follower.next())
-        .await
-        .expect("the follower delivers")
-        .expect("not ended")
-        .expect("a message");
+    let first = next_message(&mut follower).await;
     assert_eq!(sequence(&first), start, "the follower starts at its start sequence");
     assert!(follower.restarts() >= 1, "the follower saw the forgotten start and created the consumer again");
 
     // From there on it goes on in order, nothing twice.
     let next = publish(&js, 1).await;
-    let second = tokio::time::timeout(WAIT, follower.next())
-        .await
-        .expect("the follower delivers")
-        .expect("not ended")
-        .expect("a message");
+    let second = next_message(&mut follower).await;
     assert_eq!(sequence(&second), next);
     nats.stop().await;
 }
@@ -130,11 +131,7 @@ async fn a_consumer_recreated_before_its_first_message_keeps_its_start_time() {
     assert_eq!(delete_consumers(&js).await, 1);
     let wanted = publish(&js, 1).await;
 
-    let first = tokio::time::timeout(WAIT, follower.next())
-        .await
-        .expect("the follower delivers")
-        .expect("not ended")
-        .expect("a message");
+    let first = next_message(&mut follower).await;
     assert_eq!(sequence(&first), wanted, "the first message stored after the start time");
     assert!(follower.restarts() >= 1, "the follower saw the forgotten start and created the consumer again");
     nats.stop().await;
