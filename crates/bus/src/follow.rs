@@ -11,6 +11,14 @@
 //! [`Follower`] knows its [`Start`]: until a message at or after it arrives, a message from before it means the
 //! consumer forgot its start, and the follower creates it again from the start. From the first message in
 //! range on, async-nats' own re-creation (from the last message delivered) is right.
+//!
+//! An ordered consumer can also stall: after a NATS node is lost, a consumer on a surviving node may go on
+//! answering pull requests (with timeouts) and delivering nothing while the stream stores new messages
+//! (`crates/bus/tests/follow_cluster.rs` shows it with nats-server 2.9), and async-nats sees nothing wrong with
+//! it. A transcoder whose chunk reader stalled held its chunk for minutes (CI saw a chunk missing from every
+//! rendition after nats2 was killed). So a follower that has delivered nothing for [`STALL_CHECK`] asks the
+//! stream for the last message it would deliver; if that one is past what it delivered, the consumer is
+//! created again from the message after the last one delivered (or from the start, before the first).
 
 use std::time::Duration;
 
@@ -20,10 +28,15 @@ use async_nats::jetstream::{
         pull::{Ordered, OrderedConfig},
         DeliverPolicy,
     },
+    stream::LastRawMessageErrorKind,
     Message,
 };
 use futures::StreamExt;
 use time::OffsetDateTime;
+use tokio::time::Instant;
+
+/// How long a follower may deliver nothing before it asks the stream whether a message is waiting for it.
+pub const STALL_CHECK: Duration = Duration::from_secs(3);
 
 /// How much older than a [`Start::Time`] a first message may be and still be taken: NATS compares the start
 /// time with nanosecond timestamps of its own, and a message just before the start is harmless, unlike the
@@ -50,6 +63,16 @@ impl Start {
             Start::New => DeliverPolicy::New,
             Start::Sequence(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
             Start::Time(start_time) => DeliverPolicy::ByStartTime { start_time },
+        }
+    }
+
+    /// The stream's last message that the follower would deliver, stored at `sequence` and `time`, is at or
+    /// after this start.
+    fn reaches(self, sequence: u64, time: OffsetDateTime) -> bool {
+        match self {
+            Start::All | Start::New => true,
+            Start::Sequence(start) => sequence >= start,
+            Start::Time(start) => time >= start,
         }
     }
 
@@ -88,7 +111,12 @@ pub struct Follower {
     messages: Ordered,
     /// A message at or after the start has been delivered.
     in_range: bool,
+    /// The stream sequence of the last message delivered.
+    delivered: Option<u64>,
+    /// When the last message was delivered, or the stream was last asked whether one is waiting.
+    quiet_since: Instant,
     restarts: u64,
+    stalls: u64,
 }
 
 impl Follower {
@@ -107,16 +135,44 @@ impl Follower {
         };
         let config = OrderedConfig { deliver_policy: start.deliver_policy(), ..config };
         let messages = subscribe(&stream, &config).await.map_err(|e| FollowError::new(name, &e))?;
-        Ok(Follower { stream, name: name.to_string(), config, start, messages, in_range: false, restarts: 0 })
+        Ok(Follower {
+            stream,
+            name: name.to_string(),
+            config,
+            start,
+            messages,
+            in_range: false,
+            delivered: None,
+            quiet_since: Instant::now(),
+            restarts: 0,
+            stalls: 0,
+        })
     }
 
     /// The next message; `None` when the consumer ends. Cancel-safe.
     pub async fn next(&mut self) -> Option<Result<Message, FollowError>> {
         loop {
-            let message = match self.messages.next().await? {
-                Ok(message) => message,
-                Err(e) => return Some(Err(FollowError::new(&self.name, &e))),
+            // The deadline is the follower's, not this call's: a caller that polls with a shorter timeout still
+            // gets the check.
+            let waited = tokio::select! {
+                // A message already there is delivered, not taken for a stall.
+                biased;
+                message = self.messages.next() => Some(message),
+                // Nothing for STALL_CHECK.
+                _ = tokio::time::sleep_until(self.quiet_since + STALL_CHECK) => None,
             };
+            let message = match waited {
+                None => {
+                    self.unless_stalled().await;
+                    self.quiet_since = Instant::now();
+                    continue;
+                }
+                Some(message) => match message? {
+                    Ok(message) => message,
+                    Err(e) => return Some(Err(FollowError::new(&self.name, &e))),
+                },
+            };
+            self.quiet_since = Instant::now();
             if !self.in_range && self.start.is_before(&message) {
                 let found = message.info().map(|info| info.stream_sequence).unwrap_or_default();
                 tracing::info!(
@@ -131,13 +187,81 @@ impl Follower {
                 continue;
             }
             self.in_range = true;
+            self.delivered = message.info().ok().map(|info| info.stream_sequence);
             return Some(Ok(message));
+        }
+    }
+
+    /// Where the follower goes on from: the message after the last one delivered, or its start.
+    fn position(&self) -> Start {
+        match self.delivered {
+            Some(sequence) if self.in_range => Start::Sequence(sequence + 1),
+            _ => self.start,
+        }
+    }
+
+    /// Creates the consumer again from [`Follower::position`] if the stream holds a message there that it
+    /// has not delivered. A stream that cannot be asked now (NATS reconnecting), or a consumer that cannot be
+    /// created now, is tried again at the next check.
+    async fn unless_stalled(&mut self) {
+        let last = match self.last_stored().await {
+            Ok(last) => last,
+            Err(e) => {
+                tracing::debug!(stream = %self.name, error = %e, "cannot ask the stream whether the follower is behind");
+                return;
+            }
+        };
+        let position = self.position();
+        let Some((sequence, _)) = last.filter(|(sequence, time)| position.reaches(*sequence, *time)) else {
+            return;
+        };
+        tracing::warn!(
+            stream = %self.name, filter = %self.config.filter_subject, delivered = ?self.delivered, last_stored = sequence,
+            "the ordered consumer stalled (nothing delivered for {STALL_CHECK:?} with messages waiting), creating it again"
+        );
+        self.stalls += 1;
+        let config = OrderedConfig { deliver_policy: position.deliver_policy(), ..self.config.clone() };
+        match tokio::time::timeout(STALL_CHECK, subscribe(&self.stream, &config))
+            .await
+            .unwrap_or(Err("timed out".into()))
+        {
+            Ok(messages) => self.messages = messages,
+            // With a node down, nats-server 2.9 may place the new consumer on it, and the request is never
+            // answered: the old consumer stays, and the next check tries again (bounded, so that it comes soon).
+            Err(e) => {
+                tracing::warn!(stream = %self.name, error = %e, "creating the ordered consumer again failed, retrying")
+            }
+        }
+    }
+
+    /// The stream sequence and time of the last stored message the follower would deliver: the last one on
+    /// its subject, or (with no filter, or a wildcard one) the stream's last message.
+    async fn last_stored(&mut self) -> Result<Option<(u64, OffsetDateTime)>, String> {
+        tokio::time::timeout(STALL_CHECK, self.ask_last_stored()).await.unwrap_or(Err("timed out".into()))
+    }
+
+    async fn ask_last_stored(&mut self) -> Result<Option<(u64, OffsetDateTime)>, String> {
+        let filter = self.config.filter_subject.clone();
+        if filter.is_empty() || filter.split('.').any(|token| token == "*" || token == ">") {
+            let info = self.stream.info().await.map_err(|e| e.to_string())?;
+            let state = &info.state;
+            return Ok((state.messages > 0).then_some((state.last_sequence, state.last_timestamp)));
+        }
+        match self.stream.get_last_raw_message_by_subject(&filter).await {
+            Ok(message) => Ok(Some((message.sequence, message.time))),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(e.to_string()),
         }
     }
 
     /// How many times the consumer was created again because it had forgotten its start.
     pub fn restarts(&self) -> u64 {
         self.restarts
+    }
+
+    /// How many times the consumer was created again because it had stalled.
+    pub fn stalls(&self) -> u64 {
+        self.stalls
     }
 }
 
